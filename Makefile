@@ -1,0 +1,69 @@
+# nbhosting: `make demo`, `make test`, `make bench` (see README.md).
+# Every target installs what it needs and is fast the second time.
+
+PYTHON ?= /usr/bin/python3
+VENV := .venv
+PREFIX ?= /usr
+DESTDIR ?=
+UNITDIR := $(PREFIX)/lib/systemd/system
+SANDBOX := $(VENV)/bin/python -m nbhosting.sandbox
+IMAGE_TAR := /var/cache/nbhosting/jupyter-test.tar
+
+APT_PACKAGES := podman uidmap crun fuse-overlayfs slirp4netns debootstrap nginx \
+	polkitd pkexec dbus systemd libsystemd-dev pkg-config python3-venv python3-dev \
+	curl make util-linux
+
+.PHONY: deps venv image test unit-test bench demo demo-down install check-config clean
+
+# Debian packages; daemons are not started on the host (policy-rc.d).
+.stamp-deps: Makefile
+	@missing=$$(for p in $(APT_PACKAGES); do \
+	    dpkg-query -W -f='$${db:Status-Abbrev}' $$p 2>/dev/null | grep -q '^ii' || echo $$p; done); \
+	if [ -n "$$missing" ]; then \
+	    echo "installing:" $$missing; \
+	    printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d && chmod +x /usr/sbin/policy-rc.d; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing; \
+	    status=$$?; rm -f /usr/sbin/policy-rc.d; exit $$status; \
+	fi
+	@touch $@
+deps: .stamp-deps
+
+$(VENV)/.stamp: pyproject.toml .stamp-deps
+	$(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/pip install -q --upgrade pip
+	$(VENV)/bin/pip install -q -e '.[test]'
+	@touch $@
+venv: $(VENV)/.stamp
+
+$(IMAGE_TAR): .stamp-deps $(wildcard images/build-test-image images/jupyter/*)
+	images/build-test-image
+image: $(IMAGE_TAR)
+
+unit-test: venv
+	$(VENV)/bin/pytest -m 'not sandbox'
+
+test: venv image
+	$(VENV)/bin/pytest
+
+bench: venv image
+	$(VENV)/bin/python -m bench
+
+demo: venv image
+	$(SANDBOX) up
+	$(VENV)/bin/python -m nbhosting.demo
+
+demo-down:
+	$(SANDBOX) down
+
+# What the package installs (the RPM spec runs `make install DESTDIR=...`);
+# the Python package itself is installed by pip.
+install:
+	install -D -m 0644 -t $(DESTDIR)$(UNITDIR) units/*.socket units/*.service
+	install -D -m 0644 polkit/nbhosting.rules $(DESTDIR)$(PREFIX)/share/polkit-1/rules.d/50-nbhosting.rules
+	install -D -m 0644 packaging/rpm/nbhosting.sysusers $(DESTDIR)$(PREFIX)/lib/sysusers.d/nbhosting.conf
+	install -D -m 0644 packaging/rpm/nbhosting.tmpfiles $(DESTDIR)$(PREFIX)/lib/tmpfiles.d/nbhosting.conf
+	install -D -m 0644 -t $(DESTDIR)$(PREFIX)/lib/nbhosting packaging/containers/*
+	install -D -m 0644 nginx/nbhosting.conf $(DESTDIR)/etc/nginx/conf.d/nbhosting.conf
+
+clean:
+	rm -rf $(VENV) .stamp-deps .pytest_cache

@@ -1,0 +1,57 @@
+# nbhosting: configuration of the Jupyter server in a student's container.
+# Installed as /etc/jupyter/jupyter_server_config.py in both images (by
+# images/jupyter/install), where Jupyter reads it whatever the user.
+#
+# The host bind-mounts a per-instance directory at /run/nbh holding the
+# token file; Jupyter creates its socket there. The host side runs as the
+# same uid as root in the container, so no TCP port and no other user.
+import os
+import sys
+
+c = get_config()  # noqa: F821 -- provided by traitlets when it loads this file
+
+RUN = "/run/nbh"
+
+# The per-student secret. Without it, refuse to start: a server without a
+# token would let anyone who reaches the socket in. SystemExit is not caught
+# by traitlets' config loading (it catches Exception), so the server exits 1.
+try:
+    with open(f"{RUN}/token") as f:
+        token = f.read().strip()
+except OSError as e:
+    sys.exit(f"nbhosting: cannot read the token file {RUN}/token ({e}), refusing to start")
+if not token:
+    sys.exit(f"nbhosting: the token file {RUN}/token is empty, refusing to start")
+c.IdentityProvider.token = token
+
+# Listen only on the unix socket.
+c.ServerApp.sock = f"{RUN}/jupyter.sock"
+c.ServerApp.sock_mode = "0600"
+# Requests arrive through nginx with the public Host header; the socket and
+# the token are the access control, so do not check Host against localhost.
+c.ServerApp.allow_remote_access = True
+c.ServerApp.base_url = os.environ.get("NBH_BASE_URL", "/")
+c.ServerApp.root_dir = "/home/jovyan/work"
+c.ServerApp.allow_root = True  # container root is the unprivileged host account
+c.ServerApp.open_browser = False
+
+# Who may put the notebook in an iframe: us and the LMS (space-separated
+# CSP sources, e.g. "https://lms.example.org").
+ancestors = os.environ.get("NBH_FRAME_ANCESTORS", "").strip()
+c.ServerApp.tornado_settings = {
+    "headers": {"Content-Security-Policy": f"frame-ancestors 'self' {ancestors}".strip()},
+}
+
+# Server extensions. This file wins over the jupyter_server_config.d/*.json
+# files that packages install. jupyter_lsp is costly at start and unused.
+c.ServerApp.jpserver_extensions = {
+    "nbh_ready": True,  # sd_notify READY=1 once listening, see nbh_ready.py
+    "jupyter_lsp": False,
+}
+
+# The workspace is a bind mount: a trash would land in it (.Trash-0) or fail.
+c.FileContentsManager.delete_to_trash = False
+
+# The container has no network: no news feed, no update check.
+c.LabApp.news_url = None
+c.LabApp.check_for_updates_class = "jupyterlab.NeverCheckForUpdate"

@@ -1,0 +1,42 @@
+"""nbhosting: tell systemd when Jupyter Server listens (a server extension).
+
+podman run --sdnotify=container passes NOTIFY_SOCKET into the container and
+leaves READY=1 to it. Once loaded, this extension schedules a callback on
+the IOLoop, which runs only after the server has bound its socket, and sends
+READY=1 there. Standard library only; does nothing without NOTIFY_SOCKET.
+"""
+
+import os
+import socket
+
+from tornado.ioloop import IOLoop
+
+
+def _jupyter_server_extension_points():
+    return [{"module": "nbh_ready"}]
+
+
+def _load_jupyter_server_extension(serverapp):
+    # Take it out of the environment so that kernels and terminals, which
+    # run students' code, cannot talk to systemd.
+    path = os.environ.pop("NOTIFY_SOCKET", "")
+    IOLoop.current().add_callback(_notify, serverapp, path)
+
+
+def _notify(serverapp, path):
+    log = serverapp.log
+    if not path:
+        log.info("nbh_ready: NOTIFY_SOCKET is not set, not notifying")
+        return
+    where = serverapp.sock or f"port {serverapp.port}"
+    message = f"READY=1\nSTATUS=Jupyter Server listening on {where}"
+    # A name starting with '@' is in the abstract namespace.
+    address = "\0" + path[1:] if path.startswith("@") else path
+    try:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC) as s:
+            s.connect(address)
+            s.sendall(message.encode())
+    except OSError as e:
+        log.warning("nbh_ready: could not notify %s: %s", path, e)
+    else:
+        log.info("nbh_ready: sent READY=1 to %s", path)

@@ -1,0 +1,70 @@
+"""Events in the journal, with structured fields.
+
+Every start, ready, stop and failure of a server is one journal entry with
+NBH_EVENT=, NBH_COURSE=, NBH_STUDENT= (and more), so that
+``journalctl NBH_EVENT=start NBH_COURSE=python-mooc`` answers questions.
+Units log their own events through ``nbh-event`` (ExecStartPost=,
+ExecStopPost=), so servers started by socket activation are logged too.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import syslog
+
+from pystemd import journal
+
+from .names import BadName, Instance
+
+EVENTS = frozenset({"start", "ready", "stop", "failure"})
+IDENTIFIER = "nbhosting"
+
+
+def send(event: str, instance: Instance, message: str, priority: int = syslog.LOG_INFO, **fields: str) -> None:
+    if event not in EVENTS:
+        raise ValueError(f"unknown event {event!r}")
+    journal.sendv(
+        f"PRIORITY={priority}",
+        MESSAGE=message,
+        SYSLOG_IDENTIFIER=IDENTIFIER,
+        NBH_EVENT=event,
+        NBH_COURSE=instance.course,
+        NBH_STUDENT=instance.student,
+        NBH_INSTANCE=instance.name,
+        **{key: str(value) for key, value in fields.items()},
+    )
+
+
+def after_stop(instance: Instance, environ: os._Environ | dict) -> None:
+    """ExecStopPost=: a stop, or a failure with systemd's own words for it."""
+    result = environ.get("SERVICE_RESULT", "success")
+    code, status = environ.get("EXIT_CODE", ""), environ.get("EXIT_STATUS", "")
+    if result == "success":
+        send("stop", instance, f"{instance.path} stopped")
+    else:
+        send(
+            "failure", instance,
+            f"{instance.path} failed: {result} ({code} {status})".rstrip(),
+            priority=syslog.LOG_WARNING,
+            NBH_RESULT=result, NBH_EXIT_CODE=code, NBH_EXIT_STATUS=status,
+        )
+
+
+def main(argv: list[str] | None = None) -> int:
+    """nbh-event ready|stop COURSE/STUDENT, from a unit."""
+    argv = sys.argv[1:] if argv is None else argv
+    try:
+        event, pair = argv
+        instance = Instance.from_path(pair)
+    except (ValueError, BadName) as error:
+        print(f"nbh-event: {error}", file=sys.stderr)
+        return 2
+    if event == "ready":
+        send("ready", instance, f"{instance.path} is ready")
+    elif event == "stop":
+        after_stop(instance, os.environ)
+    else:
+        print(f"nbh-event: unknown event {event!r}", file=sys.stderr)
+        return 2
+    return 0

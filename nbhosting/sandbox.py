@@ -1,0 +1,365 @@
+"""A private systemd with nbhosting installed, on a machine without one.
+
+``python -m nbhosting.sandbox up|status|exec -- CMD|down``
+
+systemd boots as PID 1 of new PID, mount and cgroup namespaces, in a cgroup
+of its own on the host's cgroup2 hierarchy. Inside, /usr, /etc and /var are
+overlays whose upper layers live in the namespace's /run, and /tmp is a
+tmpfs: the project installs itself there as its package would (``make
+install``, sysusers, tmpfiles, ``nbh setup``) and nothing reaches the host
+but the sandbox's state folder, which keeps the containers' storage (the
+image) and the workspaces from one run to the next. ``down`` powers systemd
+off, kills what is left through the cgroup (cgroup.kill) and removes the
+cgroup: no process, mount or unit stays behind. The tests, the demo and the
+benchmarks all use this module.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+STATE = Path(os.environ.get("NBH_SANDBOX_STATE", "/var/lib/nbh-sandbox"))
+PIDFILE = STATE / "systemd.pid"
+BOOT_LOG = STATE / "boot.log"
+NAME = "nbh-sandbox"
+IMAGE_TAR = Path(os.environ.get("NBH_IMAGE_TAR", "/var/cache/nbhosting/jupyter-test.tar"))
+IMAGE = "localhost/nbhosting/jupyter:test"
+# Host units that would touch the host, or that a container has no use for
+# (DESIGN.md): systemd-tmpfiles-setup alone would empty the host's /tmp.
+MASKED = (
+    "systemd-tmpfiles-setup.service", "systemd-tmpfiles-setup-dev.service",
+    "systemd-tmpfiles-clean.timer", "systemd-sysctl.service", "systemd-binfmt.service",
+    "proc-sys-fs-binfmt_misc.automount", "systemd-modules-load.service",
+    "systemd-remount-fs.service", "systemd-sysusers.service", "systemd-update-utmp.service",
+    "systemd-journal-flush.service", "systemd-random-seed.service", "ldconfig.service",
+    "kmod-static-nodes.service", "systemd-journald-audit.socket", "systemd-firstboot.service",
+    "systemd-machine-id-commit.service", "systemd-repart.service", "systemd-pstore.service",
+    "systemd-timesyncd.service", "getty.target", "console-getty.service",
+    "sys-kernel-debug.mount", "sys-kernel-tracing.mount", "sys-kernel-config.mount",
+    "sys-fs-fuse-connections.mount", "dev-hugepages.mount", "dev-mqueue.mount",
+)
+TARGET = """\
+[Unit]
+Description=nbhosting sandbox
+Requires=basic.target dbus.socket
+Wants=polkit.service nginx.service
+After=basic.target
+AllowIsolate=yes
+"""
+BOOT_TIMEOUT = 60
+
+
+class SandboxError(RuntimeError):
+    pass
+
+
+# -- on the host ------------------------------------------------------------
+
+def cgroup_root() -> Path:
+    """Where the host mounts its cgroup2 hierarchy."""
+    for line in Path("/proc/self/mountinfo").read_text().splitlines():
+        left, _, right = line.partition(" - ")
+        if right.split()[0] == "cgroup2":
+            return Path(left.split()[4])
+    raise SandboxError("no cgroup2 hierarchy is mounted on this host")
+
+
+def cgroup() -> Path:
+    return cgroup_root() / NAME
+
+
+def pid() -> int | None:
+    """systemd's PID on the host when the sandbox is up."""
+    try:
+        value = int(PIDFILE.read_text())
+    except (FileNotFoundError, ValueError):
+        return None
+    try:
+        if Path(f"/proc/{value}/comm").read_text().strip() == "systemd":
+            return value
+    except FileNotFoundError:
+        pass
+    return None
+
+
+def require_pid() -> int:
+    value = pid()
+    if value is None:
+        raise SandboxError("the sandbox is not up (python -m nbhosting.sandbox up)")
+    return value
+
+
+def root() -> Path:
+    """The sandbox's file system, as seen from the host."""
+    return Path(f"/proc/{require_pid()}/root")
+
+
+def path(inside: str) -> Path:
+    """A path inside the sandbox, for the host: unix sockets, files."""
+    return root() / inside.lstrip("/")
+
+
+def exec_argv(argv: list[str], user: str | None = None) -> list[str]:
+    prefix = ["nsenter", "--target", str(require_pid()), "--mount", "--pid", "--"]
+    if user:
+        prefix += ["setpriv", f"--reuid={user}", f"--regid={user}", "--init-groups", "--"]
+    return prefix + ["env", "-i", "PATH=/usr/sbin:/usr/bin:/sbin:/bin", "LANG=C.UTF-8", *argv]
+
+
+def run(argv: list[str], user: str | None = None, check: bool = True, timeout: float = 120,
+        **kwargs) -> subprocess.CompletedProcess:
+    """Run a command inside the sandbox, as root or as `user`."""
+    kwargs.setdefault("capture_output", True)
+    kwargs.setdefault("text", True)
+    result = subprocess.run(exec_argv(argv, user), timeout=timeout, **kwargs)
+    if check and result.returncode != 0:
+        raise SandboxError(
+            f"{' '.join(argv)} exited {result.returncode} in the sandbox: "
+            f"{(result.stderr or '').strip()[-2000:]}"
+        )
+    return result
+
+
+def check_repo_readable() -> None:
+    """Units run the project as unprivileged accounts, from this checkout."""
+    for parent in [REPO, *REPO.parents]:
+        if parent == Path("/"):
+            break
+        if str(parent) in ("/root", "/home") or not os.stat(parent).st_mode & 0o001:
+            raise SandboxError(
+                f"{REPO} must be readable by other accounts ({parent} is not, or is hidden "
+                "from services by ProtectHome=): use a checkout elsewhere, e.g. under /srv or /work"
+            )
+
+
+def kill_cgroup() -> None:
+    """End every process of the sandbox and remove its cgroups."""
+    group = cgroup()
+    if not group.exists():
+        return
+    (group / "cgroup.kill").write_text("1")
+    deadline = time.monotonic() + 20
+    while "populated 1" in (group / "cgroup.events").read_text():
+        if time.monotonic() > deadline:
+            raise SandboxError(f"processes are left in {group} after cgroup.kill")
+        time.sleep(0.05)
+    for folder in sorted((p for p in group.rglob("*") if p.is_dir()), key=lambda p: -len(p.parts)):
+        folder.rmdir()
+    group.rmdir()
+
+
+def down(timeout: float = 30) -> None:
+    """Power the sandbox off; idempotent, and cleans what a crashed run left."""
+    value = pid()
+    if value is not None:
+        # SIGRTMIN+4 is systemd's "poweroff": units stop in order, so podman
+        # removes its containers and the storage stays consistent.
+        os.kill(value, signal.SIGRTMIN + 4)
+        deadline = time.monotonic() + timeout
+        while pid() == value and time.monotonic() < deadline:
+            time.sleep(0.1)
+    kill_cgroup()
+    PIDFILE.unlink(missing_ok=True)
+
+
+def wait_for_child(parent: int, deadline: float) -> int:
+    """unshare forks: systemd is its child, PID 1 of the new namespace."""
+    while time.monotonic() < deadline:
+        try:
+            children = Path(f"/proc/{parent}/task/{parent}/children").read_text().split()
+        except FileNotFoundError:
+            break
+        if children:
+            return int(children[0])
+        time.sleep(0.02)
+    raise SandboxError(f"the sandbox did not start; see {BOOT_LOG}")
+
+
+def up(timeout: float = BOOT_TIMEOUT) -> int:
+    """Boot the sandbox unless it is up; returns systemd's PID on the host."""
+    value = pid()
+    if value is not None:
+        return value
+    check_repo_readable()
+    down()  # whatever a crashed run left
+    STATE.mkdir(parents=True, exist_ok=True)
+    (STATE / "data").mkdir(exist_ok=True)
+    group = cgroup()
+    group.mkdir()
+
+    def enter_cgroup() -> None:
+        (group / "cgroup.procs").write_text(str(os.getpid()))
+
+    with open(BOOT_LOG, "w") as log:
+        unshare = subprocess.Popen(
+            ["unshare", "--pid", "--fork", "--mount", "--mount-proc", "--cgroup",
+             "--propagation", "private",
+             sys.executable, "-m", "nbhosting.sandbox", "_boot"],
+            cwd=REPO, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+            preexec_fn=enter_cgroup, start_new_session=True,
+        )
+    deadline = time.monotonic() + timeout
+    value = wait_for_child(unshare.pid, deadline)
+    PIDFILE.write_text(str(value))
+    while time.monotonic() < deadline:
+        if unshare.poll() is not None:
+            raise SandboxError(f"the sandbox stopped while booting; see {BOOT_LOG}")
+        if pid() is None:  # still installing, before the exec of systemd
+            time.sleep(0.05)
+            continue
+        state = subprocess.run(
+            exec_argv(["systemctl", "is-system-running"]), capture_output=True, text=True
+        ).stdout.strip()
+        if state in ("running", "degraded"):
+            break
+        time.sleep(0.1)
+    else:
+        raise SandboxError(f"the sandbox did not finish booting in {timeout} s; see {BOOT_LOG}")
+    if state == "degraded":
+        failed = run(["systemctl", "--failed", "--plain", "--no-legend"], check=False).stdout
+        print(f"nbh-sandbox: booted degraded:\n{failed}", file=sys.stderr)
+    load_image()
+    return value
+
+
+def load_image() -> None:
+    """Import the test image into the containers' storage, once per build."""
+    if not IMAGE_TAR.exists():
+        raise SandboxError(f"no test image at {IMAGE_TAR}: run images/build-test-image")
+    stamp = STATE / "data" / "image.loaded"
+    built = str(IMAGE_TAR.stat().st_mtime_ns)
+    have = run(podman(["image", "exists", IMAGE]), check=False).returncode == 0
+    if have and stamp.exists() and stamp.read_text() == built:
+        return
+    args_file = IMAGE_TAR.with_suffix(".import-args")
+    changes = args_file.read_text().splitlines() if args_file.exists() else []
+    argv = ["import", *[c for c in changes if c.strip()], "/run/nbh-image.tar", IMAGE]
+    # The tar is bind-mounted read-only by systemd-run for the import only.
+    run(podman(argv, f"BindReadOnlyPaths={IMAGE_TAR}:/run/nbh-image.tar"), timeout=600)
+    stamp.write_text(built)
+
+
+def podman(argv: list[str], *properties: str) -> list[str]:
+    """A podman command as the containers' account, with the units' environment."""
+    props = [f"--property={p}" for p in ("User=nbh-jupyter", "Group=nbh-jupyter",
+             "EnvironmentFile=/usr/lib/nbhosting/podman.env", *properties)]
+    return ["systemd-run", "--quiet", "--wait", "--pipe", "--collect", *props,
+            "/usr/bin/podman", *argv]
+
+
+def status() -> dict:
+    value = pid()
+    info = {"up": value is not None, "pid": value, "state": STATE.as_posix()}
+    if value is not None:
+        info["system"] = run(["systemctl", "is-system-running"], check=False).stdout.strip()
+    return info
+
+
+# -- inside the namespaces, before systemd ----------------------------------
+
+def sh(*argv: str) -> None:
+    subprocess.run(argv, check=True)
+
+
+def boot() -> None:
+    """PID 1 of the new namespaces: lay out the file system, install, exec systemd."""
+    run_dir = Path("/run")
+    sh("mount", "-t", "tmpfs", "-o", "mode=0755,nosuid,nodev", "tmpfs", "/run")
+    layers = run_dir / NAME
+    # The persistent state, held here before /var is covered.
+    (layers / "state").mkdir(parents=True)
+    sh("mount", "--bind", str(STATE / "data"), str(layers / "state"))
+    for top in ("usr", "etc", "var"):
+        upper, work = layers / top / "upper", layers / top / "work"
+        upper.mkdir(parents=True)
+        work.mkdir()
+        sh("mount", "-t", "overlay", "overlay", "-o",
+           f"lowerdir=/{top},upperdir={upper},workdir={work}", f"/{top}")
+    # A checkout under /tmp stays reachable at its own path.
+    in_tmp = REPO.is_relative_to("/tmp")
+    if in_tmp:
+        (layers / "repo").mkdir()
+        sh("mount", "--bind", str(REPO), str(layers / "repo"))
+    for tmp in ("/tmp", "/var/tmp"):
+        sh("mount", "-t", "tmpfs", "-o", "mode=1777,nosuid,nodev", "tmpfs", tmp)
+    if in_tmp:
+        REPO.mkdir(parents=True)
+        sh("mount", "--bind", str(layers / "repo"), str(REPO))
+    Path("/var/lib/nbhosting").mkdir(parents=True, exist_ok=True)
+    sh("mount", "--bind", str(layers / "state"), "/var/lib/nbhosting")
+    sh("mount", "-t", "cgroup2", "cgroup2", "/sys/fs/cgroup")
+    # rootless podman needs shared mount propagation
+    sh("mount", "--make-rshared", "/")
+    install()
+    os.execve("/lib/systemd/systemd", ["/lib/systemd/systemd", f"--unit={NAME}.target"],
+              {"container": NAME, "PATH": "/usr/sbin:/usr/bin:/sbin:/bin"})
+
+
+def install() -> None:
+    """Install the project as its package would, and the sandbox's own settings."""
+    system = Path("/etc/systemd/system")
+    shutil.rmtree(system)  # the host's enabled units and aliases: not ours
+    system.mkdir()
+    for unit in MASKED:
+        (system / unit).symlink_to("/dev/null")
+    (Path("/usr/lib/systemd/system") / f"{NAME}.target").write_text(TARGET)
+    Path("/etc/fstab").write_text("")
+    for site in Path("/etc/nginx/sites-enabled").glob("*"):
+        site.unlink()  # Debian's default site would take the host's port 80
+    journald = Path("/etc/systemd/journald.conf.d")
+    journald.mkdir(parents=True, exist_ok=True)
+    (journald / "sandbox.conf").write_text("[Journal]\nStorage=volatile\n")
+    sh("make", "--no-print-directory", "-C", str(REPO), "install", "DESTDIR=/", "PREFIX=/usr")
+    for script in ("nbh", "nbh-jupyter-run", "nbh-event"):
+        Path("/usr/bin", script).symlink_to(REPO / ".venv/bin" / script)
+    sh("systemd-sysusers", "/usr/lib/sysusers.d/nbhosting.conf")
+    sh("systemd-tmpfiles", "--create", "/usr/lib/tmpfiles.d/nbhosting.conf")
+    sh(str(REPO / ".venv/bin/nbh"), "setup")
+
+
+# -- command line -----------------------------------------------------------
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m nbhosting.sandbox", description=__doc__.split("\n")[0])
+    commands = parser.add_subparsers(dest="command", required=True)
+    commands.add_parser("up", help="boot the sandbox (no-op when it is up)")
+    commands.add_parser("status", help="is it up, and systemd's state")
+    exec_parser = commands.add_parser("exec", help="run a command in the sandbox")
+    exec_parser.add_argument("--user", help="run as this account")
+    exec_parser.add_argument("cmd", nargs=argparse.REMAINDER)
+    commands.add_parser("down", help="power it off and clean up (idempotent)")
+    commands.add_parser("_boot", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if os.geteuid() != 0:
+        print("nbh-sandbox: must run as root", file=sys.stderr)
+        return 2
+    try:
+        if args.command == "_boot":
+            boot()
+        elif args.command == "up":
+            print(f"nbh-sandbox: up, systemd is PID {up()} on the host")
+        elif args.command == "status":
+            print(json.dumps(status(), indent=2))
+        elif args.command == "down":
+            down()
+            print("nbh-sandbox: down")
+        elif args.command == "exec":
+            cmd = args.cmd[1:] if args.cmd[:1] == ["--"] else args.cmd
+            return subprocess.run(exec_argv(cmd or ["bash"], args.user)).returncode
+    except (SandboxError, subprocess.TimeoutExpired, OSError) as error:
+        print(f"nbh-sandbox: {error}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,217 @@
+"""All of nbhosting's talk with systemd, over D-Bus (dbus-fast, asyncio).
+
+Small async functions that know nothing of the web or the command line.
+Names are systemd's own (StartUnit, JobRemoved, ActiveState, ...), so they
+can be looked up in org.freedesktop.systemd1(5).
+
+Jobs are waited for as systemctl does (src/shared/bus-wait-for-jobs.c):
+Subscribe and the JobRemoved handler come first, once per connection, and
+results of jobs that finish before anyone awaits them are kept.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+
+from dbus_fast import BusType, Message, MessageType
+from dbus_fast.aio import MessageBus
+
+from .names import Instance
+
+SYSTEMD = "org.freedesktop.systemd1"
+MANAGER_PATH = "/org/freedesktop/systemd1"
+MANAGER = "org.freedesktop.systemd1.Manager"
+UNIT = "org.freedesktop.systemd1.Unit"
+SERVICE = "org.freedesktop.systemd1.Service"
+PROPERTIES = "org.freedesktop.DBus.Properties"
+INSTANCE_PATTERNS = ["nbh-jupyter@*.service"]
+JOB_TIMEOUT = 120
+
+
+class SystemdError(Exception):
+    """A systemd call that failed; `status` is the HTTP status it maps to."""
+
+    status = 500
+
+
+class AccessDenied(SystemdError):
+    status = 403
+
+
+class NoSuchUnit(SystemdError):
+    status = 404
+
+
+class UnitFailed(SystemdError):
+    """A job that did not end in "done": the message has the unit's Result."""
+
+    status = 503
+
+
+_ERRORS = {
+    "org.freedesktop.DBus.Error.AccessDenied": AccessDenied,
+    "org.freedesktop.DBus.Error.InteractiveAuthorizationRequired": AccessDenied,
+    "org.freedesktop.systemd1.NoSuchUnit": NoSuchUnit,
+    "org.freedesktop.systemd1.LoadFailed": NoSuchUnit,
+}
+
+
+@dataclass
+class UnitState:
+    unit: str
+    ActiveState: str
+    SubState: str
+    LoadState: str
+    since_usec: int
+    MainPID: int = 0
+    MemoryCurrent: int | None = None
+    Result: str = ""
+
+
+class Systemd:
+    """One connection to systemd's bus; use ``async with Systemd.connect()``."""
+
+    def __init__(self, bus: MessageBus):
+        self.bus = bus
+        self._jobs: dict[str, asyncio.Future[str]] = {}
+
+    @classmethod
+    async def connect(cls, bus_address: str | None = None) -> Systemd:
+        if bus_address:
+            bus = await MessageBus(bus_address=bus_address).connect()
+        else:
+            bus = await MessageBus(bus_type=BusType.SYSTEM).connect()
+        self = cls(bus)
+        bus.add_message_handler(self._on_message)
+        reply = await bus.call(Message(
+            destination="org.freedesktop.DBus", path="/org/freedesktop/DBus",
+            interface="org.freedesktop.DBus", member="AddMatch", signature="s",
+            body=[f"type='signal',sender='{SYSTEMD}',interface='{MANAGER}',member='JobRemoved'"],
+        ))
+        if reply.message_type == MessageType.ERROR:
+            raise SystemdError(f"AddMatch: {reply.body}")
+        await self._call(MANAGER_PATH, MANAGER, "Subscribe")
+        return self
+
+    async def __aenter__(self) -> Systemd:
+        return self
+
+    async def __aexit__(self, *exc) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self.bus.disconnect()
+
+    def _on_message(self, message: Message) -> None:
+        if (message.message_type == MessageType.SIGNAL and message.member == "JobRemoved"
+                and message.interface == MANAGER):
+            _id, job, _unit, result = message.body
+            future = self._job(job)
+            if not future.done():
+                future.set_result(result)
+
+    def _job(self, path: str) -> asyncio.Future[str]:
+        if path not in self._jobs:
+            self._jobs[path] = asyncio.get_running_loop().create_future()
+        return self._jobs[path]
+
+    async def _call(self, path: str, interface: str, member: str, signature: str = "", body=()) -> list:
+        reply = await self.bus.call(Message(
+            destination=SYSTEMD, path=path, interface=interface, member=member,
+            signature=signature, body=list(body),
+        ))
+        if reply.message_type == MessageType.ERROR:
+            text = reply.body[0] if reply.body else reply.error_name
+            raise _ERRORS.get(reply.error_name, SystemdError)(f"{member}: {text}")
+        return reply.body
+
+    async def _job_call(self, method: str, unit: str, *args: str) -> None:
+        (job,) = await self._call(MANAGER_PATH, MANAGER, method, "s" * (1 + len(args)), [unit, *args])
+        try:
+            result = await asyncio.wait_for(self._job(job), JOB_TIMEOUT)
+        except TimeoutError:
+            raise SystemdError(f"{method} {unit}: no answer from systemd in {JOB_TIMEOUT} s") from None
+        finally:
+            self._jobs.pop(job, None)
+        if result not in ("done", "skipped"):
+            raise UnitFailed(f"{method} {unit}: job {result}{await self._why(unit)}")
+
+    async def _why(self, unit: str) -> str:
+        """The failed unit's own Result, for a message an operator can act on."""
+        for name in [unit, *self._dependencies(unit)]:
+            try:
+                state = await self.state(name)
+            except SystemdError:
+                continue
+            if state.ActiveState == "failed":
+                return f" ({name}: {state.Result or 'failed'})"
+        return ""
+
+    @staticmethod
+    def _dependencies(unit: str) -> list[str]:
+        try:
+            instance = Instance.from_unit(unit)
+        except ValueError:
+            return []
+        return [u for u in (instance.service, instance.proxy, instance.socket) if u != unit]
+
+    async def start(self, unit: str) -> None:
+        await self._job_call("StartUnit", unit, "replace")
+
+    async def stop(self, unit: str) -> None:
+        await self._job_call("StopUnit", unit, "replace")
+
+    async def restart(self, unit: str) -> None:
+        await self._job_call("RestartUnit", unit, "replace")
+
+    async def reset_failed(self, unit: str) -> None:
+        await self._call(MANAGER_PATH, MANAGER, "ResetFailedUnit", "s", [unit])
+
+    async def unit_path(self, unit: str) -> str:
+        """LoadUnit, not GetUnit: an instance that never ran is still known."""
+        (path,) = await self._call(MANAGER_PATH, MANAGER, "LoadUnit", "s", [unit])
+        return path
+
+    async def state(self, unit: str) -> UnitState:
+        path = await self.unit_path(unit)
+        (props,) = await self._call(path, PROPERTIES, "GetAll", "s", [UNIT])
+        values = {key: variant.value for key, variant in props.items()}
+        state = UnitState(
+            unit=unit, ActiveState=values["ActiveState"], SubState=values["SubState"],
+            LoadState=values["LoadState"], since_usec=values["StateChangeTimestamp"],
+        )
+        if unit.endswith(".service") and state.LoadState == "loaded":
+            (service,) = await self._call(path, PROPERTIES, "GetAll", "s", [SERVICE])
+            svc = {key: variant.value for key, variant in service.items()}
+            state.MainPID = svc["MainPID"]
+            memory = svc["MemoryCurrent"]
+            state.MemoryCurrent = None if memory == 2**64 - 1 else memory
+            state.Result = svc["Result"]
+        return state
+
+    async def list_instances(self) -> list[str]:
+        """Every nbh-jupyter@ service systemd has loaded, running or not."""
+        (units,) = await self._call(
+            MANAGER_PATH, MANAGER, "ListUnitsByPatterns", "asas", [[], INSTANCE_PATTERNS]
+        )
+        return sorted(unit[0] for unit in units)
+
+    # -- one student's server ---------------------------------------------
+
+    async def start_instance(self, instance: Instance) -> None:
+        """Listening socket, then proxy, which waits for Jupyter to be ready."""
+        for unit in instance.units:
+            state = await self.state(unit)
+            if state.ActiveState == "failed":
+                await self.reset_failed(unit)
+        await self.start(instance.socket)
+        await self.start(instance.proxy)
+
+    async def stop_instance(self, instance: Instance) -> None:
+        """Stop the server; its socket stays listening for the next visit."""
+        await self.stop(instance.service)
+
+    async def restart_instance(self, instance: Instance) -> None:
+        await self.stop_instance(instance)
+        await self.start_instance(instance)
