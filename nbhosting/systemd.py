@@ -98,10 +98,11 @@ class Systemd:
         return self
 
     async def __aexit__(self, *exc) -> None:
-        self.close()
+        await self.close()
 
-    def close(self) -> None:
+    async def close(self) -> None:
         self.bus.disconnect()
+        await self.bus.wait_for_disconnect()
 
     def _on_message(self, message: Message) -> None:
         if (message.message_type == MessageType.SIGNAL and message.member == "JobRemoved"

@@ -1,0 +1,160 @@
+"""Fixtures: the private systemd sandbox, and ways to reach into it."""
+
+from __future__ import annotations
+
+import asyncio
+import http.client
+import json
+import os
+import re
+import socket
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from nbhosting import sandbox as sandbox_module
+from nbhosting import tokens
+from nbhosting.names import Instance
+from nbhosting.systemd import Systemd
+
+COURSE = "python-mooc"
+
+
+class UnixHTTPConnection(http.client.HTTPConnection):
+    def __init__(self, path: str, timeout: float = 30):
+        super().__init__("localhost", timeout=timeout)
+        self.socket_path = path
+
+    def connect(self) -> None:
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.sock.settimeout(self.timeout)
+        self.sock.connect(self.socket_path)
+
+
+class Sandbox:
+    """The sandbox as the tests use it, from the host."""
+
+    def run(self, *argv: str, user: str | None = None, check: bool = True, timeout: float = 120):
+        return sandbox_module.run(list(argv), user=user, check=check, timeout=timeout)
+
+    def path(self, inside: str) -> Path:
+        return sandbox_module.path(inside)
+
+    @property
+    def bus_address(self) -> str:
+        return f"unix:path={self.path('/run/dbus/system_bus_socket')}"
+
+    async def systemd(self) -> Systemd:
+        return await Systemd.connect(self.bus_address)
+
+    def token(self, instance: Instance) -> str:
+        secret = tokens.read_secret(self.path(str(tokens.SECRET_PATH)))
+        return tokens.server_token(secret, instance.path)
+
+    def request(self, instance: Instance, method: str, url: str, body: dict | None = None,
+                token: str | None = None, timeout: float = 60) -> tuple[int, bytes]:
+        """An HTTP request to the student's socket unit, as nginx makes it."""
+        connection = UnixHTTPConnection(str(self.path(instance.listen_socket)), timeout)
+        headers = {"Authorization": f"token {token or self.token(instance)}"}
+        payload = None
+        if body is not None:
+            payload = json.dumps(body)
+            headers["Content-Type"] = "application/json"
+        try:
+            connection.request(method, instance.base_url + url.lstrip("/"), payload, headers)
+            response = connection.getresponse()
+            return response.status, response.read()
+        finally:
+            connection.close()
+
+    def api(self, instance: Instance, url: str, **kwargs) -> dict:
+        status, body = self.request(instance, kwargs.pop("method", "GET"), url, **kwargs)
+        assert status in (200, 201), (status, body[:500])
+        return json.loads(body)
+
+    def containers(self) -> list[str]:
+        """Names of every container of the containers' account, running or not."""
+        result = self.run(*sandbox_module.podman(["ps", "--all", "--format", "{{.Names}}"]))
+        return sorted(result.stdout.split())
+
+    def unit_pids(self, unit: str) -> list[int]:
+        control_group = self.run("systemctl", "show", "-P", "ControlGroup", unit).stdout.strip()
+        if not control_group:
+            return []
+        procs = self.path(f"/sys/fs/cgroup{control_group}/cgroup.procs")
+        return [int(p) for p in procs.read_text().split()] if procs.exists() else []
+
+    def journal(self, *matches: str) -> list[dict]:
+        result = self.run("journalctl", "--no-pager", "-o", "json", *matches)
+        return [json.loads(line) for line in result.stdout.splitlines()]
+
+    def make_course(self, course: str = COURSE) -> None:
+        self.run("mkdir", "-p", f"/var/lib/nbhosting/courses/{course}")
+
+
+def in_sandbox_allowed() -> str | None:
+    """Why the sandbox cannot run here, or None."""
+    if os.geteuid() != 0:
+        return "the sandbox needs root"
+    if not sandbox_module.IMAGE_TAR.exists():
+        return f"no test image at {sandbox_module.IMAGE_TAR} (make image)"
+    return None
+
+
+@pytest.fixture(scope="session")
+def sandbox() -> Sandbox:
+    reason = in_sandbox_allowed()
+    if reason:
+        # `make test` builds everything first: a missing piece there is a failure.
+        pytest.fail(f"cannot boot the sandbox: {reason}")
+    sandbox_module.up()
+    yield Sandbox()
+    if not os.environ.get("NBH_SANDBOX_KEEP"):
+        sandbox_module.down()
+
+
+@pytest.fixture
+def systemd(sandbox):
+    """A client of the sandbox's systemd, on a loop of the test's own."""
+    loop = asyncio.new_event_loop()
+    client = loop.run_until_complete(sandbox.systemd())
+    yield SyncSystemd(client, loop)
+    loop.run_until_complete(client.close())
+    loop.close()
+
+
+class SyncSystemd:
+    """The async client driven from plain test functions."""
+
+    def __init__(self, client: Systemd, loop: asyncio.AbstractEventLoop):
+        self.client, self.loop = client, loop
+
+    def __getattr__(self, name):
+        method = getattr(self.client, name)
+        return lambda *args: self.loop.run_until_complete(method(*args))
+
+    def gather(self, *coroutines):
+        async def all_of():
+            return await asyncio.gather(*coroutines, return_exceptions=True)
+        return self.loop.run_until_complete(all_of())
+
+
+@pytest.fixture
+def course(sandbox) -> str:
+    sandbox.make_course(COURSE)
+    return COURSE
+
+
+_counter = iter(range(10**6))
+
+
+@pytest.fixture
+def student(request) -> str:
+    """A student name no other test (or earlier run's leftovers) uses."""
+    name = re.sub(r"[^A-Za-z0-9]", "", request.node.name.removeprefix("test_"))[:16]
+    return f"{name}-{os.getpid()}-{next(_counter)}"
+
+
+def nbh(sandbox: Sandbox, *args: str, user: str | None = None) -> subprocess.CompletedProcess:
+    return sandbox.run("nbh", *args, user=user, check=False)

@@ -1,0 +1,252 @@
+"""Student servers against the sandbox's real systemd, podman and Jupyter."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import pytest
+
+from nbhosting.names import Instance
+from nbhosting.systemd import UnitFailed
+
+from .conftest import nbh
+
+pytestmark = pytest.mark.sandbox
+
+
+def assert_nothing_left(sandbox, instance: Instance) -> None:
+    assert instance.container not in sandbox.containers()
+    for unit in (instance.service, instance.proxy):
+        assert sandbox.unit_pids(unit) == []
+    assert not sandbox.path(f"/run/nbh-jupyter/{instance.path}/jupyter.sock").exists()
+    assert not sandbox.path(f"/run/nbh-jupyter/{instance.path}").exists()
+
+
+def test_start_serves_through_the_socket_unit_then_stop_leaves_nothing(sandbox, systemd, course, student):
+    instance = Instance(course, student)
+    systemd.start_instance(instance)
+    assert systemd.state(instance.service).ActiveState == "active"
+    # "running": the socket's service (the proxy) holds it
+    assert systemd.state(instance.socket).SubState == "running"
+    status = sandbox.api(instance, "api/status")
+    assert "started" in status
+    assert instance.container in sandbox.containers()
+    # The server's token is its own: none, or another pair's, is refused.
+    assert sandbox.request(instance, "GET", "api/status", token="0" * 64)[0] == 403
+
+    systemd.stop_instance(instance)
+    assert systemd.state(instance.service).ActiveState == "inactive"
+    assert systemd.state(instance.proxy).ActiveState == "inactive"
+    assert_nothing_left(sandbox, instance)
+    # The socket stays: an idle student costs one listening socket.
+    assert systemd.state(instance.socket).SubState == "listening"
+
+
+def test_first_connection_starts_a_stopped_server(sandbox, systemd, course, student):
+    instance = Instance(course, student)
+    systemd.start(instance.socket)
+    assert systemd.state(instance.service).ActiveState == "inactive"
+    status = sandbox.api(instance, "api/status")  # socket activation
+    assert "started" in status
+    assert systemd.state(instance.service).ActiveState == "active"
+    systemd.stop_instance(instance)
+    assert_nothing_left(sandbox, instance)
+    # and again, after a stop
+    assert "started" in sandbox.api(instance, "api/status")
+    systemd.stop_instance(instance)
+
+
+def test_two_students_see_only_their_own_workspace(sandbox, systemd, course, student):
+    alice, bob = Instance(course, student + "a"), Instance(course, student + "b")
+    for instance in (alice, bob):
+        systemd.start_instance(instance)
+        sandbox.api(instance, f"api/contents/mine-{instance.student}.txt", method="PUT",
+                    body={"type": "file", "format": "text", "content": instance.student})
+    for instance, other in ((alice, bob), (bob, alice)):
+        listing = sandbox.api(instance, "api/contents")
+        names = {item["name"] for item in listing["content"]}
+        assert f"mine-{instance.student}.txt" in names
+        assert f"mine-{other.student}.txt" not in names
+        # each one's token opens its own server only
+        assert sandbox.request(other, "GET", "api/status", token=sandbox.token(instance))[0] == 403
+        on_disk = sandbox.path(f"/var/lib/nbhosting/workspaces/{instance.path}/mine-{instance.student}.txt")
+        assert on_disk.read_text() == instance.student
+        # the course is there, read-only
+        assert sandbox.request(instance, "PUT", "api/contents/../course/x.txt",
+                               body={"type": "file", "format": "text", "content": "x"})[0] >= 400
+    for instance in (alice, bob):
+        systemd.stop_instance(instance)
+        assert_nothing_left(sandbox, instance)
+
+
+def test_twenty_at_once(sandbox, systemd, course, student):
+    instances = [Instance(course, f"{student}-{i}") for i in range(20)]
+    results = systemd.gather(*(systemd.client.start_instance(i) for i in instances))
+    assert [r for r in results if r is not None] == []
+    for instance in instances:
+        assert "started" in sandbox.api(instance, "api/status")
+    results = systemd.gather(*(systemd.client.stop_instance(i) for i in instances))
+    assert [r for r in results if r is not None] == []
+    left = set(sandbox.containers())
+    assert not left & {i.container for i in instances}
+
+
+def test_a_leftover_container_does_not_block_the_start(sandbox, systemd, course, student):
+    instance = Instance(course, student)
+    from nbhosting import sandbox as sandbox_module
+    sandbox.run(*sandbox_module.podman(
+        ["create", "--name", instance.container, sandbox_module.IMAGE, "true"]))
+    assert instance.container in sandbox.containers()
+    systemd.start_instance(instance)
+    assert "started" in sandbox.api(instance, "api/status")
+    systemd.stop_instance(instance)
+    assert_nothing_left(sandbox, instance)
+
+
+def test_a_killed_server_leaves_no_container(sandbox, systemd, course, student):
+    instance = Instance(course, student)
+    systemd.start_instance(instance)
+    sandbox.run("systemctl", "kill", "--signal=SIGKILL", instance.service)
+    deadline = time.monotonic() + 30
+    while systemd.state(instance.service).ActiveState not in ("failed", "inactive"):
+        assert time.monotonic() < deadline
+        time.sleep(0.1)
+    assert_nothing_left(sandbox, instance)
+    failures = sandbox.journal("NBH_EVENT=failure", f"NBH_STUDENT={student}")
+    assert failures and failures[-1]["NBH_RESULT"] == "signal"
+    # and it starts again
+    systemd.start_instance(instance)
+    assert "started" in sandbox.api(instance, "api/status")
+    systemd.stop_instance(instance)
+
+
+def test_unknown_course_fails_with_its_reason(sandbox, systemd, student):
+    instance = Instance("no-such-course", student)
+    with pytest.raises(UnitFailed, match="exit-code"):
+        systemd.start_instance(instance)
+    assert instance.container not in sandbox.containers()
+    logs = sandbox.run("journalctl", "--no-pager", "-u", instance.service).stdout
+    assert "unknown course 'no-such-course'" in logs
+
+
+def test_events_in_the_journal(sandbox, systemd, course, student):
+    instance = Instance(course, student)
+    systemd.start_instance(instance)
+    systemd.stop_instance(instance)
+    events = [e["NBH_EVENT"] for e in sandbox.journal(f"NBH_STUDENT={student}", f"NBH_COURSE={course}")]
+    assert events == ["start", "ready", "stop"]
+    start = sandbox.journal("NBH_EVENT=start", f"NBH_STUDENT={student}")[0]
+    assert start["NBH_INSTANCE"] == instance.name
+    assert start["_SYSTEMD_UNIT"] == instance.service
+
+
+def test_limits_and_hardening_are_set(sandbox, course):
+    unit = Instance(course, "props").service
+    shown = sandbox.run("systemctl", "show", unit, "-p", "MemoryMax,CPUQuotaPerSecUSec,TasksMax,"
+                        "OOMPolicy,NoNewPrivileges,User,Type,ProtectSystem").stdout
+    props = dict(line.split("=", 1) for line in shown.splitlines())
+    assert props["MemoryMax"] == str(2 * 2**30)
+    assert props["CPUQuotaPerSecUSec"] == "1s"
+    assert props["TasksMax"] == "512"
+    assert props["OOMPolicy"] == "continue"
+    assert props["NoNewPrivileges"] == "yes"
+    assert props["User"] == "nbh-jupyter"
+    assert props["Type"] == "notify"
+
+
+def test_limits_follow_the_configuration(sandbox, course):
+    unit = Instance(course, "conf").service
+    config = "/etc/nbhosting/nbhosting.toml"
+    sandbox.run("sh", "-c", f"printf '[limits]\\nmemory_max = \"512M\"\\ntasks_max = 64\\n' > {config}")
+    try:
+        sandbox.run("nbh", "setup")
+        shown = sandbox.run("systemctl", "show", unit, "-p", "MemoryMax,TasksMax").stdout
+        assert "MemoryMax=536870912" in shown and "TasksMax=64" in shown
+        sandbox.run("sh", "-c", f"printf '[limits]\\nmemory = 1\\n' > {config}")
+        bad = nbh(sandbox, "setup")
+        assert bad.returncode == 1
+        assert bad.stderr.strip() == "nbh: limits.memory: unknown key"
+    finally:
+        sandbox.run("rm", "-f", config)
+        sandbox.run("nbh", "setup")
+
+
+def test_units_verify(sandbox, course):
+    instance = Instance(course, "verify")
+    result = sandbox.run("systemd-analyze", "verify", "--man=no", *instance.units, check=False)
+    assert result.returncode == 0, result.stderr
+    assert result.stderr == ""
+
+
+def test_cli(sandbox, course, student):
+    started = nbh(sandbox, "start", course, student)
+    assert started.returncode == 0, started.stderr
+    status = nbh(sandbox, "status", course)
+    line = next(line for line in status.stdout.splitlines() if student in line)
+    assert "active/running" in line
+    logs = nbh(sandbox, "logs", course, student)
+    assert f"{course}/{student} is ready" in logs.stdout
+    assert nbh(sandbox, "stop", course, student).returncode == 0
+    line = next(line for line in nbh(sandbox, "status", course, student).stdout.splitlines() if student in line)
+    assert "inactive/dead" in line
+
+
+@pytest.mark.parametrize("args, message", [
+    (["start", "bad/course", "x"], "nbh: bad course name 'bad/course'"),
+    (["start", "c", "../x"], "nbh: bad student name '../x'"),
+    (["stop", "c", "a;reboot"], "nbh: bad student name 'a;reboot'"),
+    (["status", "", "x"], "nbh: a student needs a course"),
+    (["logs", "c", "$(id)"], "nbh: bad student name '$(id)'"),
+    (["start", "no-such-course", "x"], "nbh: StartUnit nbh-proxy@no\\x2dsuch\\x2dcourse-x.service: "
+                                        "job dependency (nbh-jupyter@no\\x2dsuch\\x2dcourse-x.service: exit-code)"),
+])
+def test_cli_errors_are_one_line(sandbox, args, message):
+    result = nbh(sandbox, *args)
+    assert result.returncode != 0
+    assert result.stderr.strip().startswith(message), result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert "Traceback" not in result.stderr
+
+
+def test_policy_lets_the_front_end_manage_student_units_only(sandbox, course, student):
+    started = nbh(sandbox, "start", course, student, user="nbh")
+    assert started.returncode == 0, started.stderr
+    assert nbh(sandbox, "stop", course, student, user="nbh").returncode == 0
+    instance = Instance(course, student)
+    ok = sandbox.run("systemctl", "--no-ask-password", "restart", instance.socket, user="nbh", check=False)
+    assert ok.returncode == 0, ok.stderr
+    ok = sandbox.run("systemctl", "--no-ask-password", "reset-failed", instance.service, user="nbh", check=False)
+    assert ok.returncode == 0, ok.stderr
+    refused = [
+        ["systemctl", "stop", "nginx.service"],
+        ["systemctl", "start", "nbh-sandbox.target"],
+        ["systemctl", "restart", "nbh-podman.service"],
+        ["systemctl", "restart", "dbus.service"],
+        ["systemctl", "start", "nbh-jupyterx@a-b.service"],
+        ["systemctl", "start", "nbh-web.service"],
+        ["systemctl", "kill", instance.service],
+        ["systemctl", "enable", instance.socket],
+        ["systemctl", "set-property", instance.service, "MemoryMax=1T"],
+        ["systemd-run", "--unit", f"nbh-jupyter@{instance.name}", "true"],
+        ["systemd-run", "true"],
+    ]
+    for argv in refused:
+        result = sandbox.run(argv[0], "--no-ask-password", *argv[1:], user="nbh", check=False)
+        assert result.returncode != 0, argv
+        assert "Access denied" in result.stderr or "authentication required" in result.stderr.lower(), \
+            (argv, result.stderr)
+    # and the containers' account is not the front end: it may do nothing
+    other = sandbox.run("systemctl", "--no-ask-password", "start", instance.socket, user="nbh-jupyter",
+                        check=False)
+    assert other.returncode != 0
+    sandbox.run("systemctl", "stop", instance.socket)
+
+
+def test_status_reads_memory_and_mainpid(sandbox, systemd, course, student):
+    instance = Instance(course, student)
+    systemd.start_instance(instance)
+    state = systemd.state(instance.service)
+    assert state.MainPID > 0
+    assert json.loads(sandbox.request(instance, "GET", "api/status")[1])
+    systemd.stop_instance(instance)
