@@ -84,11 +84,12 @@ def pid() -> int | None:
     except (FileNotFoundError, ValueError):
         return None
     try:
-        if Path(f"/proc/{value}/comm").read_text().strip() == "systemd":
-            return value
+        stat = Path(f"/proc/{value}/stat").read_text()
     except FileNotFoundError:
-        pass
-    return None
+        return None
+    # "PID (comm) state ...": systemd, and not a zombie
+    comm, state = stat[stat.index("(") + 1:stat.rindex(")")], stat[stat.rindex(")") + 2]
+    return value if comm == "systemd" and state != "Z" else None
 
 
 def require_pid() -> int:
@@ -129,18 +130,6 @@ def run(argv: list[str], user: str | None = None, check: bool = True, timeout: f
     return result
 
 
-def check_repo_readable() -> None:
-    """Units run the project as unprivileged accounts, from this checkout."""
-    for parent in [REPO, *REPO.parents]:
-        if parent == Path("/"):
-            break
-        if str(parent) in ("/root", "/home") or not os.stat(parent).st_mode & 0o001:
-            raise SandboxError(
-                f"{REPO} must be readable by other accounts ({parent} is not, or is hidden "
-                "from services by ProtectHome=): use a checkout elsewhere, e.g. under /srv or /work"
-            )
-
-
 def kill_cgroup() -> None:
     """End every process of the sandbox and remove its cgroups."""
     group = cgroup()
@@ -171,17 +160,17 @@ def down(timeout: float = 30) -> None:
     PIDFILE.unlink(missing_ok=True)
 
 
-def wait_for_child(parent: int, deadline: float) -> int:
-    """unshare forks: systemd is its child, PID 1 of the new namespace."""
-    while time.monotonic() < deadline:
+def namespace_init(group: Path) -> int | None:
+    """The host PID of the process that is PID 1 in the sandbox's namespace."""
+    for value in (v for procs in group.rglob("cgroup.procs") for v in procs.read_text().split()):
         try:
-            children = Path(f"/proc/{parent}/task/{parent}/children").read_text().split()
+            status = Path(f"/proc/{value}/status").read_text()
         except FileNotFoundError:
-            break
-        if children:
-            return int(children[0])
-        time.sleep(0.02)
-    raise SandboxError(f"the sandbox did not start; see {BOOT_LOG}")
+            continue
+        nspid = next(line.split()[1:] for line in status.splitlines() if line.startswith("NSpid:"))
+        if nspid[-1] == "1" and len(nspid) > 1:
+            return int(value)
+    return None
 
 
 def up(timeout: float = BOOT_TIMEOUT) -> int:
@@ -189,7 +178,6 @@ def up(timeout: float = BOOT_TIMEOUT) -> int:
     value = pid()
     if value is not None:
         return value
-    check_repo_readable()
     down()  # whatever a crashed run left
     STATE.mkdir(parents=True, exist_ok=True)
     (STATE / "data").mkdir(exist_ok=True)
@@ -200,19 +188,22 @@ def up(timeout: float = BOOT_TIMEOUT) -> int:
         (group / "cgroup.procs").write_text(str(os.getpid()))
 
     with open(BOOT_LOG, "w") as log:
-        unshare = subprocess.Popen(
-            ["unshare", "--pid", "--fork", "--mount", "--mount-proc", "--cgroup",
+        # setsid --fork: the sandbox is nobody's child, so it outlives this
+        # command and leaves no zombie when it ends.
+        subprocess.run(
+            ["setsid", "--fork", "unshare", "--pid", "--fork", "--mount", "--mount-proc", "--cgroup",
              "--propagation", "private",
              sys.executable, "-m", "nbhosting.sandbox", "_boot"],
             cwd=REPO, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-            preexec_fn=enter_cgroup, start_new_session=True,
+            preexec_fn=enter_cgroup, check=True,
         )
     deadline = time.monotonic() + timeout
-    value = wait_for_child(unshare.pid, deadline)
-    PIDFILE.write_text(str(value))
+    state = ""
     while time.monotonic() < deadline:
-        if unshare.poll() is not None:
+        if "populated 0" in (group / "cgroup.events").read_text():
             raise SandboxError(f"the sandbox stopped while booting; see {BOOT_LOG}")
+        if not PIDFILE.exists() and (value := namespace_init(group)) is not None:
+            PIDFILE.write_text(str(value))
         if pid() is None:  # still installing, before the exec of systemd
             time.sleep(0.05)
             continue
@@ -294,6 +285,7 @@ def boot() -> None:
     if in_tmp:
         REPO.mkdir(parents=True)
         sh("mount", "--bind", str(layers / "repo"), str(REPO))
+    open_checkout()
     Path("/var/lib/nbhosting").mkdir(parents=True, exist_ok=True)
     sh("mount", "--bind", str(layers / "state"), "/var/lib/nbhosting")
     sh("mount", "-t", "cgroup2", "cgroup2", "/sys/fs/cgroup")
@@ -302,6 +294,21 @@ def boot() -> None:
     install()
     os.execve("/lib/systemd/systemd", ["/lib/systemd/systemd", f"--unit={NAME}.target"],
               {"container": NAME, "PATH": "/usr/sbin:/usr/bin:/sbin:/bin"})
+
+
+def open_checkout() -> None:
+    """Units run the project from this checkout as unprivileged accounts: a
+    checkout under /root (mode 0700) is made traversable here, in an overlay."""
+    closed = [p for p in reversed(REPO.parents) if p != Path("/") and not os.stat(p).st_mode & 0o001]
+    if not closed:
+        return
+    top = closed[0]
+    upper, work = Path(f"/run/{NAME}/open{top}/upper"), Path(f"/run/{NAME}/open{top}/work")
+    upper.mkdir(parents=True)
+    work.mkdir()
+    sh("mount", "-t", "overlay", "overlay", "-o", f"lowerdir={top},upperdir={upper},workdir={work}", str(top))
+    for folder in closed:
+        folder.chmod(os.stat(folder).st_mode | 0o011)
 
 
 def install() -> None:
