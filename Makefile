@@ -35,8 +35,8 @@ $(VENV)/.stamp: pyproject.toml .stamp-deps
 	@touch $@
 venv: $(VENV)/.stamp
 
-$(IMAGE_TAR): .stamp-deps $(wildcard images/build-test-image images/jupyter/*)
-	images/build-test-image
+$(IMAGE_TAR): $(VENV)/.stamp $(wildcard images/build-test-image images/jupyter/*)
+	PIP="$(VENV)/bin/python -m pip" images/build-test-image
 image: $(IMAGE_TAR)
 
 unit-test: venv
