@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
 import time
+from pathlib import Path
 
 import pytest
 
@@ -174,7 +177,8 @@ def test_limits_follow_the_configuration(sandbox, course):
 
 def test_units_verify(sandbox, course):
     instance = Instance(course, "verify")
-    result = sandbox.run("systemd-analyze", "verify", "--man=no", *instance.units, check=False)
+    result = sandbox.run("systemd-analyze", "verify", "--man=no", *instance.units, "nbh-podman.service",
+                         check=False)
     assert result.returncode == 0, result.stderr
     assert result.stderr == ""
 
@@ -250,3 +254,21 @@ def test_status_reads_memory_and_mainpid(sandbox, systemd, course, student):
     assert state.MainPID > 0
     assert json.loads(sandbox.request(instance, "GET", "api/status")[1])
     systemd.stop_instance(instance)
+
+
+def test_a_killed_kernel_does_not_take_the_server_down(sandbox, systemd, course, student):
+    """What the OOM killer does to a greedy kernel (OOMPolicy=continue)."""
+    instance = Instance(course, student)
+    systemd.start_instance(instance)
+    kernel = sandbox.api(instance, "api/kernels", method="POST", body={"name": "python3"})
+    deadline = time.monotonic() + 30
+    while not (pids := [p for p in sandbox.unit_pids(instance.service)
+                        if b"ipykernel" in Path(f"/proc/{p}/cmdline").read_bytes()]):
+        assert time.monotonic() < deadline, "no kernel process"
+        time.sleep(0.1)
+    os.kill(pids[0], signal.SIGKILL)
+    time.sleep(1)
+    assert systemd.state(instance.service).ActiveState == "active"
+    assert sandbox.api(instance, f"api/kernels/{kernel['id']}")["id"] == kernel["id"]
+    systemd.stop_instance(instance)
+    assert_nothing_left(sandbox, instance)

@@ -1,0 +1,13 @@
+"""Where nbhosting keeps things; the environment overrides them for tests."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+DATA_DIR = Path(os.environ.get("NBH_DATA_DIR", "/var/lib/nbhosting"))
+CONF_DIR = Path(os.environ.get("NBH_CONF_DIR", "/etc/nbhosting"))
+COURSES_DIR = DATA_DIR / "courses"
+WORKSPACES_DIR = DATA_DIR / "workspaces"
+# Each course's settings (git URL, branch, image), written by `nbh course`.
+COURSE_SETTINGS_DIR = CONF_DIR / "courses"
