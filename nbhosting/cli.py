@@ -15,8 +15,8 @@ import sys
 import time
 from pathlib import Path
 
-from . import config, tokens
-from .names import BadName, Instance, check_course
+from . import access, config, courses, tokens
+from .names import BadName, Instance, check_course, check_student
 from .systemd import Systemd, SystemdError
 
 CONTAINER_USER = "nbh-jupyter"
@@ -74,10 +74,7 @@ async def status(args) -> None:
             state = await systemd.state(unit)
             rows.append((instance.course, instance.student, f"{state.ActiveState}/{state.SubState}",
                          _since(state.since_usec), _memory(state.MemoryCurrent)))
-    header = ("COURSE", "STUDENT", "STATE", "SINCE", "MEMORY")
-    widths = [max(len(str(row[i])) for row in [header, *rows]) for i in range(len(header))]
-    for row in [header, *rows]:
-        print("  ".join(str(cell).ljust(width) for cell, width in zip(row, widths)).rstrip())
+    _table(("COURSE", "STUDENT", "STATE", "SINCE", "MEMORY"), rows)
 
 
 def logs(args) -> int:
@@ -105,12 +102,81 @@ def setup(args) -> None:
     except KeyError as error:
         raise CommandError(f"missing account {error} (systemd-sysusers nbhosting.conf)") from None
     settings = config.load()
-    if tokens.create_secret(group_id=web_group):
-        print(f"created {tokens.SECRET_PATH}")
+    for path in (tokens.SECRET_PATH, access.LMS_KEY_PATH):
+        if tokens.create_secret(path, group_id=web_group):
+            print(f"created {path}")
     DROPIN_DIR.mkdir(parents=True, exist_ok=True)
     (DROPIN_DIR / "50-limits.conf").write_text(settings.limits.dropin())
     if Path("/run/systemd/system").is_dir():
         subprocess.run(["systemctl", "daemon-reload"], check=True)
+
+
+def sign(args) -> None:
+    """The entry URL for the LMS, signed with the key it shares with us."""
+    course = courses.load(args.course)
+    courses.find_notebook(course, args.notebook)
+    check_student(args.student)
+    web = config.load().web
+    ttl = web.signature_ttl if args.ttl is None else args.ttl
+    try:
+        key = access.read_key()
+    except PermissionError:
+        raise CommandError(f"cannot read {access.LMS_KEY_PATH}: run as root or as nbh") from None
+    query = access.signed_query(key, args.course, args.notebook, args.student, ttl)
+    print(f"{web.public_url}/ipythonExercice/{args.course}/{args.notebook}/{args.student}?{query}")
+
+
+def _table(header: tuple[str, ...], rows: list[tuple]) -> None:
+    widths = [max(len(str(row[i])) for row in [header, *rows]) for i in range(len(header))]
+    for row in [header, *rows]:
+        print("  ".join(str(cell).ljust(width) for cell, width in zip(row, widths)).rstrip())
+
+
+def course_create(args) -> None:
+    course = courses.create(args.name, args.git_url, branch=args.branch, image=args.image)
+    print(f"{course.name}: cloned {course.git_url} (commit {courses.commit(course)})")
+
+
+def course_update(args) -> None:
+    print(f"{args.name}: at {courses.update(args.name)}")
+
+
+def course_list(args) -> None:
+    rows = [(course.name, course.image or "default", course.branch or "default",
+             len(courses.notebooks(course))) for course in courses.all_courses()]
+    _table(("NAME", "IMAGE", "BRANCH", "NOTEBOOKS"), rows)
+
+
+def course_show(args) -> None:
+    course = courses.load(args.name)
+    found = courses.notebooks(course)
+    print(f"name:      {course.name}")
+    print(f"git-url:   {course.git_url}")
+    print(f"branch:    {course.branch or 'default'}")
+    print(f"image:     {course.image or 'default'}")
+    print(f"path:      {course.path}")
+    print(f"commit:    {courses.commit(course)}")
+    print(f"notebooks: {len(found)}")
+    for notebook in found:
+        print(f"  {notebook}")
+
+
+def course_parser(commands) -> None:
+    group = commands.add_parser("course", help="courses: git repositories of notebooks")
+    course_commands = group.add_subparsers(dest="course_command", required=True, metavar="COMMAND")
+    sub = course_commands.add_parser("create", help="clone a course's repository")
+    sub.add_argument("name")
+    sub.add_argument("git_url", metavar="git-url")
+    sub.add_argument("--branch", help="follow this branch (default: the remote's default branch)")
+    sub.add_argument("--image", help="the course's Jupyter image (default: the default image)")
+    sub.set_defaults(run=course_create)
+    sub = course_commands.add_parser("update", help="fetch and reset to the remote branch")
+    sub.add_argument("name")
+    sub.set_defaults(run=course_update)
+    course_commands.add_parser("list", help="courses, their image, branch and notebooks").set_defaults(run=course_list)
+    sub = course_commands.add_parser("show", help="a course's settings and notebooks")
+    sub.add_argument("name")
+    sub.set_defaults(run=course_show)
 
 
 def parser() -> argparse.ArgumentParser:
@@ -133,7 +199,14 @@ def parser() -> argparse.ArgumentParser:
     sub.add_argument("-f", "--follow", action="store_true")
     sub.add_argument("-n", "--lines", type=int)
     sub.set_defaults(run=logs)
-    commands.add_parser("setup", help="host secret and unit limits from the configuration (root)").set_defaults(run=setup)
+    sub = commands.add_parser("sign", help="a signed entry URL for the LMS")
+    sub.add_argument("--ttl", type=int, help="seconds it stays valid (web.signature_ttl)")
+    sub.add_argument("course")
+    sub.add_argument("notebook", help="as in the URL, with or without .ipynb")
+    sub.add_argument("student")
+    sub.set_defaults(run=sign)
+    commands.add_parser("setup", help="host secret, LMS key and unit limits (root)").set_defaults(run=setup)
+    course_parser(commands)
     return top
 
 
@@ -144,7 +217,8 @@ def main(argv: list[str] | None = None) -> int:
         if asyncio.iscoroutine(result):
             result = asyncio.run(result)
         return result or 0
-    except (BadName, CommandError, SystemdError, config.ConfigError) as error:
+    except (BadName, CommandError, SystemdError, config.ConfigError,
+            courses.UnknownCourse, courses.UnknownNotebook, courses.CourseError) as error:
         print(f"nbh: {error}", file=sys.stderr)
         return 1
     except (OSError, subprocess.CalledProcessError) as error:

@@ -49,12 +49,53 @@ class Limits:
         )
 
 
+_ORIGIN = re.compile(r"https?://[A-Za-z0-9.-]+(:[0-9]{1,5})?")
+
+
+@dataclass(frozen=True)
+class Web:
+    """The front end: who may embed notebooks, and how entries are authorized."""
+
+    # Origins of the LMS pages that embed notebooks: the frame-ancestors of
+    # every page, and the referers accepted.
+    lms_origins: tuple = ()
+    require_referer: bool = True
+    require_signature: bool = False
+    # How long a URL printed by `nbh sign` stays valid, in seconds.
+    signature_ttl: int = 7 * 24 * 3600
+    # How long an entry waits for the server before answering with the
+    # "starting your notebook" page, in seconds.
+    start_page_after: float = 1.5
+    # This site as the LMS reaches it, for `nbh sign`.
+    public_url: str = "https://localhost"
+
+    def check(self) -> None:
+        for origin in self.lms_origins:
+            if not isinstance(origin, str) or not _ORIGIN.fullmatch(origin):
+                raise ConfigError(f"web.lms_origins: {origin!r} is not an origin like https://lms.example.org")
+        if not (self.require_referer or self.require_signature):
+            raise ConfigError("web: require_referer or require_signature must be true")
+        if self.signature_ttl <= 0:
+            raise ConfigError("web.signature_ttl: must be positive")
+        if not 0 <= self.start_page_after <= 30:
+            raise ConfigError("web.start_page_after: must be between 0 and 30")
+        if not re.fullmatch(r"https?://[^\s/]+", self.public_url):
+            raise ConfigError(f"web.public_url: {self.public_url!r} is not like https://host")
+
+    @property
+    def frame_ancestors(self) -> str:
+        return " ".join(("'self'", *self.lms_origins))
+
+
 @dataclass(frozen=True)
 class Config:
     limits: Limits = Limits()
+    web: Web = Web()
 
 
-_SECTIONS = {"limits": Limits}
+_SECTIONS = {"limits": Limits, "web": Web}
+_TOML_TYPES = {str: "a string", int: "an integer", float: "a number", bool: "true or false",
+               tuple: "a list", list: "a list", dict: "a table"}
 
 
 def _section(name: str, cls: type, table: object):
@@ -65,8 +106,12 @@ def _section(name: str, cls: type, table: object):
         if key not in known:
             raise ConfigError(f"{name}.{key}: unknown key")
         expected = type(known[key].default)
+        if expected is float and type(value) is int:
+            value = table[key] = float(value)
+        if expected is tuple and type(value) is list:
+            value = table[key] = tuple(value)
         if type(value) is not expected:
-            raise ConfigError(f"{name}.{key}: expected {expected.__name__}, got {type(value).__name__}")
+            raise ConfigError(f"{name}.{key}: expected {_TOML_TYPES[expected]}, got {_TOML_TYPES.get(type(value), type(value).__name__)}")
     section = cls(**table)
     section.check()
     return section
@@ -83,4 +128,5 @@ def load(path: Path | None = None) -> Config:
     for key in data:
         if key not in _SECTIONS:
             raise ConfigError(f"{key}: unknown section")
-    return Config(**{key: _section(key, _SECTIONS[key], value) for key, value in data.items()})
+    return Config(**{key: _section(key, _SECTIONS[key], dict(value) if isinstance(value, dict) else value)
+                     for key, value in data.items()})

@@ -17,7 +17,7 @@ from pystemd import journal
 
 from .names import BadName, Instance
 
-EVENTS = frozenset({"start", "ready", "stop", "failure"})
+EVENTS = frozenset({"start", "ready", "stop", "failure", "open", "refused"})
 IDENTIFIER = "nbhosting"
 
 
@@ -33,6 +33,18 @@ def send(event: str, instance: Instance, message: str, priority: int = syslog.LO
         NBH_STUDENT=instance.student,
         NBH_INSTANCE=instance.name,
         **{key: str(value) for key, value in fields.items()},
+    )
+
+
+def refused(status: int, reason: str, **fields: str) -> None:
+    """A bad or unauthorized entry; the names are as they came, cut short."""
+    journal.sendv(
+        f"PRIORITY={syslog.LOG_NOTICE}",
+        MESSAGE=f"refused ({status}): {reason}",
+        SYSLOG_IDENTIFIER=IDENTIFIER,
+        NBH_EVENT="refused",
+        NBH_STATUS=str(status),
+        **{key: str(value)[:200] for key, value in fields.items() if value is not None},
     )
 
 

@@ -11,17 +11,16 @@ import os
 import sys
 from pathlib import Path
 
-from . import events, tokens
+from . import config, courses, events, paths, tokens
 from .names import BadName, Instance
 
 PODMAN = "/usr/bin/podman"
-DATA_DIR = Path("/var/lib/nbhosting")
 DEFAULT_IMAGE = "localhost/nbhosting/jupyter:test"
 
 
-def podman_argv(instance: Instance, runtime_dir: str, image: str) -> list[str]:
-    workspace = DATA_DIR / "workspaces" / instance.course / instance.student
-    course = DATA_DIR / "courses" / instance.course
+def podman_argv(instance: Instance, runtime_dir: str, image: str, lms_origins: str) -> list[str]:
+    workspace = paths.WORKSPACES_DIR / instance.course / instance.student
+    course = paths.COURSES_DIR / instance.course
     return [
         PODMAN, "run",
         # conmon stays as the unit's main process, the podman client exits;
@@ -33,6 +32,8 @@ def podman_argv(instance: Instance, runtime_dir: str, image: str) -> list[str]:
         "--security-opt", "label=disable",
         "--label", f"nbh.instance={instance.path}",
         "--env", f"NBH_BASE_URL={instance.base_url}",
+        # the LMS may frame the notebook (Content-Security-Policy)
+        "--env", f"NBH_FRAME_ANCESTORS={lms_origins}",
         "--volume", f"{runtime_dir}:/run/nbh",
         "--volume", f"{workspace}:/home/jovyan/work",
         "--volume", f"{course}:/home/jovyan/course:ro",
@@ -63,17 +64,16 @@ def main(argv: list[str] | None = None) -> int:
     if not runtime_dir:
         print("nbh-jupyter-run: no RUNTIME_DIRECTORY (run it from nbh-jupyter@.service)", file=sys.stderr)
         return 2
-    if not (DATA_DIR / "courses" / instance.course).is_dir():
-        print(f"nbh-jupyter-run: unknown course {instance.course!r}", file=sys.stderr)
-        return 1
     try:
+        course = courses.load(instance.course)
+        settings = config.load()
         prepare(instance, runtime_dir)
-    except (OSError, ValueError) as error:
+    except (courses.UnknownCourse, courses.CourseError, config.ConfigError, OSError, ValueError) as error:
         print(f"nbh-jupyter-run: {error}", file=sys.stderr)
         return 1
-    image = os.environ.get("NBH_IMAGE") or DEFAULT_IMAGE
+    image = course.image or os.environ.get("NBH_IMAGE") or DEFAULT_IMAGE
     events.send("start", instance, f"starting {instance.path} with {image}", NBH_IMAGE=image)
-    argv = podman_argv(instance, runtime_dir, image)
+    argv = podman_argv(instance, runtime_dir, image, " ".join(settings.web.lms_origins))
     os.execv(argv[0], argv)
 
 

@@ -51,11 +51,24 @@ TARGET = """\
 [Unit]
 Description=nbhosting sandbox
 Requires=basic.target dbus.socket
-Wants=polkit.service nginx.service
+Wants=polkit.service nginx.service nbh-web.socket
 After=basic.target
 AllowIsolate=yes
 """
 BOOT_TIMEOUT = 60
+# nginx in the sandbox: the site on loopback ports instead of 80 and 443, and
+# a page standing for the LMS, on another site (localhost, not 127.0.0.1), so
+# that the notebook is in a cross-site iframe as on a real LMS.
+HTTP_PORT, HTTPS_PORT, LMS_PORT = 8780, 8743, 8790
+SITE_URL = f"http://127.0.0.1:{HTTP_PORT}"
+LMS_ORIGINS = (f"http://localhost:{LMS_PORT}", f"http://localhost:{LMS_PORT + 1}")
+LMS_ROOT = "/var/lib/nbhosting/sandbox-lms"
+CONFIG = f"""\
+# The sandbox's configuration (nbhosting.sandbox); see nbhosting.toml.example.
+[web]
+lms_origins = {json.dumps(LMS_ORIGINS)}
+public_url = "{SITE_URL}"
+"""
 
 
 class SandboxError(RuntimeError):
@@ -288,6 +301,10 @@ def boot() -> None:
     open_checkout()
     Path("/var/lib/nbhosting").mkdir(parents=True, exist_ok=True)
     sh("mount", "--bind", str(layers / "state"), "/var/lib/nbhosting")
+    # The secrets and the courses' settings last as long as the courses do.
+    (layers / "state" / "etc").mkdir(exist_ok=True)
+    Path("/etc/nbhosting").mkdir(exist_ok=True)
+    sh("mount", "--bind", str(layers / "state" / "etc"), "/etc/nbhosting")
     sh("mount", "-t", "cgroup2", "cgroup2", "/sys/fs/cgroup")
     # rootless podman needs shared mount propagation
     sh("mount", "--make-rshared", "/")
@@ -326,11 +343,44 @@ def install() -> None:
     journald.mkdir(parents=True, exist_ok=True)
     (journald / "sandbox.conf").write_text("[Journal]\nStorage=volatile\n")
     sh("make", "--no-print-directory", "-C", str(REPO), "install", "DESTDIR=/", "PREFIX=/usr")
-    for script in ("nbh", "nbh-jupyter-run", "nbh-event"):
+    for script in ("nbh", "nbh-jupyter-run", "nbh-event", "nbh-web"):
         Path("/usr/bin", script).symlink_to(REPO / ".venv/bin" / script)
     sh("systemd-sysusers", "/usr/lib/sysusers.d/nbhosting.conf")
     sh("systemd-tmpfiles", "--create", "/usr/lib/tmpfiles.d/nbhosting.conf")
+    configure_nginx()
+    Path("/etc/nbhosting/nbhosting.toml").write_text(CONFIG)
+    if REPO.is_relative_to("/root") or REPO.is_relative_to("/home"):
+        dropin = Path("/etc/systemd/system/nbh-web.service.d")
+        dropin.mkdir(parents=True)
+        (dropin / "sandbox.conf").write_text("[Service]\n# the checkout the sandbox runs\nProtectHome=read-only\n")
     sh(str(REPO / ".venv/bin/nbh"), "setup")
+
+
+def configure_nginx() -> None:
+    """The project's site on loopback ports, a self-signed certificate, the LMS page."""
+    site = Path("/etc/nginx/conf.d/nbhosting.conf")
+    text = site.read_text()
+    for production, sandbox in (
+        ("    listen 80;\n    listen [::]:80;\n", f"    listen 127.0.0.1:{HTTP_PORT + 1};\n"),
+        ("    listen 443 ssl;\n    listen [::]:443 ssl;\n",
+         f"    listen 127.0.0.1:{HTTPS_PORT} ssl;\n    listen 127.0.0.1:{HTTP_PORT};\n"),
+    ):
+        if production not in text:
+            raise SandboxError(f"{site}: no {production.strip()!r} to move to a loopback port")
+        text = text.replace(production, sandbox)
+    site.write_text(text + f"""
+# sandbox only: the page standing for the LMS
+server {{
+    listen 127.0.0.1:{LMS_PORT};
+    root {LMS_ROOT};
+}}
+""")
+    tls = Path("/etc/nbhosting/tls")
+    if (tls / "cert.pem").exists():
+        return
+    tls.mkdir(parents=True, exist_ok=True)
+    sh("openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
+       "-days", "30", "-subj", "/CN=127.0.0.1", "-keyout", str(tls / "key.pem"), "-out", str(tls / "cert.pem"))
 
 
 # -- command line -----------------------------------------------------------

@@ -33,7 +33,7 @@ def server_token(secret: bytes, instance_path: str) -> str:
 
 
 def create_secret(path: Path = SECRET_PATH, group_id: int = 0) -> bool:
-    """Write a new host secret unless there is one; True when written."""
+    """Write a new random secret unless there is one; True when written."""
     path.parent.mkdir(parents=True, exist_ok=True)
     try:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o440)

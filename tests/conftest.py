@@ -90,7 +90,38 @@ class Sandbox:
         return [json.loads(line) for line in result.stdout.splitlines()]
 
     def make_course(self, course: str = COURSE) -> None:
-        self.run("mkdir", "-p", f"/var/lib/nbhosting/courses/{course}")
+        """A course made as an operator does: `nbh course create` from a git repository."""
+        if self.run("nbh", "course", "show", course, check=False).returncode == 0:
+            return
+        repo = f"/var/lib/nbhosting/test-repos/{course}"
+        self.run("rm", "-rf", repo, f"/var/lib/nbhosting/courses/{course}")
+        for path, source in COURSE_NOTEBOOKS.items():
+            file = self.path(f"{repo}/{path}")
+            file.parent.mkdir(parents=True, exist_ok=True)
+            file.write_text(json.dumps(notebook(source)))
+        git = ["git", "-C", repo, "-c", "user.name=Teacher", "-c", "user.email=teacher@example.org"]
+        self.run("git", "init", "--quiet", "--initial-branch=main", repo)
+        self.run(*git, "add", "--all")
+        self.run(*git, "commit", "--quiet", "--message", "The course")
+        self.run("nbh", "course", "create", course, repo)
+
+
+def notebook(source: str) -> dict:
+    return {
+        "cells": [{"cell_type": "code", "execution_count": None, "id": "c1", "metadata": {},
+                   "outputs": [], "source": [source]}],
+        "metadata": {"kernelspec": {"display_name": "Python 3", "language": "python", "name": "python3"}},
+        "nbformat": 4, "nbformat_minor": 5,
+    }
+
+
+# Notebooks in w* folders as on FUN, and under notebooks/ as in
+# PythonDataScienceHandbook.
+COURSE_NOTEBOOKS = {
+    "w1/w1-s1-c1-intro.ipynb": "print(6 * 7)",
+    "w2/with space.ipynb": "print('space')",
+    "notebooks/01.00-IPython-Beyond-Normal-Python.ipynb": "print('pdsh')",
+}
 
 
 def in_sandbox_allowed() -> str | None:

@@ -12,6 +12,8 @@ import pytest
 
 from nbhosting import sandbox as nbh_sandbox
 
+from .conftest import COURSE
+
 pytestmark = pytest.mark.sandbox
 
 
@@ -58,8 +60,8 @@ def test_up_down_three_times_leaves_the_host_as_it_was(sandbox_session):
             namespaces = namespaces_of(pid)
             assert nbh_sandbox.run(["systemctl", "is-system-running"], check=False).stdout.strip() == "running"
             # something runs in there: a student's server
-            nbh_sandbox.run(["mkdir", "-p", "/var/lib/nbhosting/courses/c"])
-            nbh_sandbox.run(["nbh", "start", "c", "up-down"])
+            sandbox_session.make_course(COURSE)
+            nbh_sandbox.run(["nbh", "start", COURSE, "up-down"])
             nbh_sandbox.down()
             assert processes_in(namespaces) == []
             assert not nbh_sandbox.cgroup().exists()

@@ -39,7 +39,11 @@ c.ServerApp.open_browser = False
 # CSP sources, e.g. "https://lms.example.org").
 ancestors = os.environ.get("NBH_FRAME_ANCESTORS", "").strip()
 c.ServerApp.tornado_settings = {
-    "headers": {"Content-Security-Policy": f"frame-ancestors 'self' {ancestors}".strip()},
+    "headers": {
+        "Content-Security-Policy": f"frame-ancestors 'self' {ancestors}".strip(),
+        # the token is in the page's URL: never send it to another site
+        "Referrer-Policy": "same-origin",
+    },
 }
 
 # Server extensions. This file wins over the jupyter_server_config.d/*.json

@@ -1,4 +1,5 @@
-"""nbhosting: tell systemd when Jupyter Server listens (a server extension).
+"""nbhosting's server extension: tell systemd when Jupyter Server listens,
+and refuse pages asked for without the server's token.
 
 podman run --sdnotify=container passes NOTIFY_SOCKET into the container and
 leaves READY=1 to it. Once loaded, this extension schedules a callback on
@@ -9,6 +10,8 @@ READY=1 there. Standard library only; does nothing without NOTIFY_SOCKET.
 import os
 import socket
 
+from jupyter_server.base.handlers import JupyterHandler
+from tornado import web
 from tornado.ioloop import IOLoop
 
 
@@ -16,7 +19,16 @@ def _jupyter_server_extension_points():
     return [{"module": "nbh_ready"}]
 
 
+def _no_login_page(handler):
+    """No login page: a server is reached with its own token only (in the URL
+    the front end redirects to), and a cookie could not be kept in the LMS's
+    cross-site iframe anyway. A page asked for without it is refused (403)
+    instead of redirected to a form nobody can fill in."""
+    raise web.HTTPError(403)
+
+
 def _load_jupyter_server_extension(serverapp):
+    JupyterHandler.get_login_url = _no_login_page
     # Take it out of the environment so that kernels and terminals, which
     # run students' code, cannot talk to systemd.
     path = os.environ.pop("NOTIFY_SOCKET", "")

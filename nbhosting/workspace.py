@@ -1,0 +1,79 @@
+"""A student's workspace: their copies of the course's notebooks.
+
+The front end (account nbh, in the group nbh-jupyter) copies a notebook
+into a workspace only when the student has no copy yet, and never
+overwrites: the file is written aside and linked into place, and link()
+fails if anything is there. Workspaces are set-group-id directories of the
+group nbh-jupyter (StateDirectoryMode=2770 in nbh-jupyter@.service), so a
+copy is writable by the student's container, which runs as nbh-jupyter.
+Every folder is opened without following symbolic links: a student can make
+links in their own workspace, and the front end must not follow one out.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from pathlib import Path, PurePosixPath
+
+from . import paths
+from .names import Instance
+
+_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+
+
+class WorkspaceError(OSError):
+    pass
+
+
+def workspace_dir(instance: Instance) -> Path:
+    return paths.WORKSPACES_DIR / instance.course / instance.student
+
+
+def _open_dirs(root: Path, parts: tuple[str, ...]) -> int:
+    """The folder root/parts..., made as needed, as an fd; no link followed."""
+    fd = os.open(root, _DIR_FLAGS)
+    try:
+        for part in parts:
+            try:
+                # set-group-id comes from the parent (RestrictSUIDSGID= forbids asking for it)
+                os.mkdir(part, 0o770, dir_fd=fd)
+            except FileExistsError:
+                pass
+            child = os.open(part, _DIR_FLAGS, dir_fd=fd)
+            os.close(fd)
+            fd = child
+    except OSError as error:
+        os.close(fd)
+        raise WorkspaceError(f"cannot make {'/'.join(parts)} in {root}: {error.strerror}") from None
+    return fd
+
+
+def copy_notebook(instance: Instance, source: Path, notebook: str) -> bool:
+    """Copy source to the student's notebook path unless there is one; True if copied."""
+    relative = PurePosixPath(notebook)
+    directory = _open_dirs(workspace_dir(instance), relative.parent.parts)
+    try:
+        try:
+            os.stat(relative.name, dir_fd=directory, follow_symlinks=False)
+            return False  # the student's own copy, whatever it has become
+        except FileNotFoundError:
+            pass
+        temporary = f".nbh-copy-{secrets.token_hex(8)}"
+        fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
+                     0o660, dir_fd=directory)
+        try:
+            with os.fdopen(fd, "wb") as out, open(source, "rb") as src:
+                os.fchmod(out.fileno(), 0o660)  # whatever the umask
+                while chunk := src.read(1 << 20):
+                    out.write(chunk)
+            try:
+                os.link(temporary, relative.name, src_dir_fd=directory, dst_dir_fd=directory,
+                        follow_symlinks=False)
+            except FileExistsError:
+                return False  # a concurrent request copied it first
+            return True
+        finally:
+            os.unlink(temporary, dir_fd=directory)
+    finally:
+        os.close(directory)

@@ -1,0 +1,57 @@
+"""The configuration: the example documents every key, bad values name their key."""
+
+import dataclasses
+import re
+from pathlib import Path
+
+import pytest
+
+from nbhosting import config
+
+EXAMPLE = Path(__file__).parent.parent / "packaging" / "nbhosting.toml.example"
+
+
+def uncommented(text: str) -> str:
+    """The example with its `# key = value` lines made active."""
+    return "\n".join(re.sub(r"^# ([a-z_]+ = \S+)(\s+#.*)?$", r"\1", line) for line in text.splitlines())
+
+
+def test_example_documents_every_key_with_its_default(tmp_path):
+    path = tmp_path / "nbhosting.toml"
+    path.write_text(uncommented(EXAMPLE.read_text()))
+    assert config.load(path) == config.Config()
+    text = EXAMPLE.read_text()
+    for section in dataclasses.fields(config.Config):
+        assert f"[{section.name}]" in text
+        for field in dataclasses.fields(section.type if isinstance(section.type, type) else type(section.default)):
+            assert re.search(rf"^# {field.name} = ", text, re.M), f"{section.name}.{field.name} undocumented"
+
+
+def test_no_file_is_the_defaults(tmp_path):
+    assert config.load(tmp_path / "none.toml") == config.Config()
+
+
+@pytest.mark.parametrize("text, message", [
+    ("[web]\nlms_origin = []", "web.lms_origin: unknown key"),
+    ("[webs]\n", "webs: unknown section"),
+    ("[web]\nrequire_referer = 'yes'", "web.require_referer: expected true or false, got a string"),
+    ("[web]\nlms_origins = ['lms.example.org']", "web.lms_origins: 'lms.example.org' is not an origin"),
+    ("[web]\nrequire_referer = false", "web: require_referer or require_signature must be true"),
+    ("[web]\nstart_page_after = 99", "web.start_page_after: must be between 0 and 30"),
+    ("[limits]\nmemory_max = 'lots'", "limits.memory_max: 'lots' is not a size"),
+    ("[limits]\ntasks_max = 1.5", "limits.tasks_max: expected an integer, got a number"),
+    ("web = 1", "web: expected a table"),
+    ("[web", "nbhosting.toml: Expected ']'"),
+])
+def test_bad_configuration_names_the_key(tmp_path, text, message):
+    path = tmp_path / "nbhosting.toml"
+    path.write_text(text)
+    with pytest.raises(config.ConfigError) as error:
+        config.load(path)
+    assert message in str(error.value)
+    assert "\n" not in str(error.value)
+
+
+def test_frame_ancestors():
+    web = config.Web(lms_origins=("https://lms.fun-mooc.fr", "https://moodle.example.org"))
+    assert web.frame_ancestors == "'self' https://lms.fun-mooc.fr https://moodle.example.org"

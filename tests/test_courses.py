@@ -1,0 +1,377 @@
+"""Courses: clone, update, settings and notebooks, from git repositories made here."""
+
+from __future__ import annotations
+
+import os
+import stat
+import subprocess
+import tomllib
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+
+from nbhosting import cli, courses, paths
+from nbhosting.courses import CourseError, UnknownCourse, UnknownNotebook
+from nbhosting.names import BadName
+
+NOTEBOOKS = [
+    "notebooks/01.00-IPython-Beyond-Normal-Python.ipynb",
+    "w1/folder.ipynb/inside.ipynb",  # a folder named like a notebook is looked into
+    "w1/inner-link.ipynb",
+    "w1/w1-s1-c1-intro.ipynb",
+    "w1/w1-s2-c1-accents.ipynb",
+]
+
+
+@pytest.fixture(autouse=True)
+def dirs(tmp_path, monkeypatch):
+    """The data and configuration folders in tmp_path; git without the host's configuration."""
+    monkeypatch.setattr(paths, "DATA_DIR", tmp_path / "data")
+    monkeypatch.setattr(paths, "CONF_DIR", tmp_path / "conf")
+    monkeypatch.setattr(paths, "COURSES_DIR", tmp_path / "data" / "courses")
+    monkeypatch.setattr(paths, "COURSE_SETTINGS_DIR", tmp_path / "conf" / "courses")
+    monkeypatch.setenv("GIT_CONFIG_GLOBAL", os.devnull)
+    monkeypatch.setenv("GIT_CONFIG_NOSYSTEM", "1")
+    for role in ("AUTHOR", "COMMITTER"):
+        monkeypatch.setenv(f"GIT_{role}_NAME", "Test")
+        monkeypatch.setenv(f"GIT_{role}_EMAIL", "test@example.org")
+
+
+def git(repo: Path, *args: str) -> str:
+    return subprocess.run(["git", "-C", str(repo), *args], check=True, capture_output=True,
+                          text=True).stdout.strip()
+
+
+def commit_all(repo: Path, message: str = "change") -> str:
+    git(repo, "add", "--all", "--force")
+    git(repo, "commit", "--quiet", "-m", message)
+    return git(repo, "rev-parse", "HEAD")
+
+
+@contextmanager
+def umask(mask: int):
+    old = os.umask(mask)
+    try:
+        yield
+    finally:
+        os.umask(old)
+
+
+def write(repo: Path, relative: str, text: str = '{"cells": []}') -> None:
+    path = repo / relative
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+
+
+@pytest.fixture
+def upstream(tmp_path) -> Path:
+    """A course repository laid out like the MOOC's (w1/) and PythonDataScienceHandbook (notebooks/)."""
+    repo = tmp_path / "upstream"
+    repo.mkdir()
+    git(repo, "init", "--quiet", "-b", "main")
+    for notebook in ["w1/w1-s1-c1-intro.ipynb", "w1/w1-s2-c1-accents.ipynb",
+                     "notebooks/01.00-IPython-Beyond-Normal-Python.ipynb",
+                     "w1/.ipynb_checkpoints/w1-s1-c1-intro-checkpoint.ipynb", ".hidden/x.ipynb",
+                     "w1/bad#name.ipynb", "w1/folder.ipynb/inside.ipynb"]:
+        write(repo, notebook)
+    write(repo, "w1/data.csv", "a,b\n")
+    write(repo, "run.sh", "#!/bin/sh\n")
+    (repo / "run.sh").chmod(0o755)
+    (repo / "w1/evil.ipynb").symlink_to("/etc/passwd")
+    # From w1/ of the clone up to the data folder, where a real notebook waits.
+    (repo / "w1/outside.ipynb").symlink_to("../../../outside.ipynb")
+    (repo / "w1/inner-link.ipynb").symlink_to("w1-s1-c1-intro.ipynb")
+    (repo / "w1/hidden-link.ipynb").symlink_to("../.hidden/x.ipynb")
+    (repo / "w1/loop.ipynb").symlink_to("loop.ipynb")
+    # Making the tree world-readable must not touch what symlinks point to.
+    (tmp_path / "private-dir").mkdir(mode=0o700)
+    write(tmp_path, "private-file", "secret")
+    (tmp_path / "private-file").chmod(0o600)
+    (repo / "w1/private-dir").symlink_to(tmp_path / "private-dir")
+    (repo / "w1/private-file").symlink_to(tmp_path / "private-file")
+    commit_all(repo, "first")
+    write(paths.DATA_DIR, "outside.ipynb")
+    return repo
+
+
+@pytest.fixture
+def course(upstream) -> courses.Course:
+    return courses.create("python-mooc", str(upstream))
+
+
+def test_create_and_load(course, upstream):
+    assert course == courses.Course("python-mooc", str(upstream), None, None)
+    assert course.path == paths.COURSES_DIR / "python-mooc"
+    assert courses.load("python-mooc") == course
+    assert courses.all_courses() == [course]
+    assert (course.path / "w1/w1-s1-c1-intro.ipynb").is_file()
+    assert courses.commit(course) and git(upstream, "rev-parse", "HEAD").startswith(courses.commit(course))
+
+
+def test_settings_round_trip_awkward_url(tmp_path):
+    repo = tmp_path / 'we"ird\\repo-é'
+    repo.mkdir()
+    git(repo, "init", "--quiet", "-b", "main")
+    write(repo, "a.ipynb")
+    commit_all(repo)
+    course = courses.create("weird", str(repo), image="localhost/nbh-jupyter:latest")
+    settings = tomllib.loads((paths.COURSE_SETTINGS_DIR / "weird.toml").read_text())
+    assert settings == {"git_url": str(repo), "image": "localhost/nbh-jupyter:latest"}
+    assert courses.load("weird") == course
+
+
+def test_notebooks(course):
+    assert courses.notebooks(course) == NOTEBOOKS
+
+
+@pytest.mark.parametrize("asked, found", [
+    ("w1/w1-s2-c1-accents", "w1/w1-s2-c1-accents.ipynb"),
+    ("w1/w1-s2-c1-accents.ipynb", "w1/w1-s2-c1-accents.ipynb"),
+    ("notebooks/01.00-IPython-Beyond-Normal-Python.ipynb", "notebooks/01.00-IPython-Beyond-Normal-Python.ipynb"),
+    ("notebooks/01.00-IPython-Beyond-Normal-Python", "notebooks/01.00-IPython-Beyond-Normal-Python.ipynb"),
+    ("w1/inner-link", "w1/inner-link.ipynb"),
+])
+def test_find_notebook(course, asked, found):
+    assert courses.find_notebook(course, asked) == found
+
+
+@pytest.mark.parametrize("asked", [
+    "w1/nope", "w1/data.csv", "w1/data", "w1", "w1/folder", "w1/folder.ipynb",
+    "w1/evil", "w1/evil.ipynb", "w1/outside", "w1/hidden-link", "w1/loop", "w1/w1-s1-c1-intro.IPYNB",
+])
+def test_unknown_notebooks(course, asked):
+    with pytest.raises(UnknownNotebook, match=r"^unknown notebook '.*' in course 'python-mooc'$"):
+        courses.find_notebook(course, asked)
+
+
+@pytest.mark.parametrize("asked", [
+    "../x", "../upstream/w1/w1-s1-c1-intro", "w1/../../outside", "/etc/passwd",
+    str(Path(__file__)), "w1/.ipynb_checkpoints/w1-s1-c1-intro-checkpoint", ".git/config", "",
+])
+def test_find_notebook_refuses_bad_paths(course, asked):
+    with pytest.raises(BadName):
+        courses.find_notebook(course, asked)
+
+
+def test_world_readable_whatever_the_umask(upstream, tmp_path):
+    with umask(0o077):
+        course = courses.create("python-mooc", str(upstream))
+
+    def mode(relative: str) -> int:
+        return stat.S_IMODE(os.lstat(course.path / relative).st_mode)
+
+    assert mode(".") == mode("w1") == mode("notebooks") == 0o755
+    assert mode("w1/w1-s1-c1-intro.ipynb") == mode("w1/data.csv") == 0o644
+    assert mode("run.sh") == 0o755
+    assert mode(".git") == 0o700
+    assert stat.S_IMODE(os.stat(tmp_path / "private-dir").st_mode) == 0o700
+    assert stat.S_IMODE(os.stat(tmp_path / "private-file").st_mode) == 0o600
+
+
+def test_create_twice(course, upstream):
+    with pytest.raises(CourseError, match="^course 'python-mooc' already exists$"):
+        courses.create("python-mooc", str(upstream))
+
+
+@pytest.mark.parametrize("url, error", [
+    ("/nonexistent/repo", r"^git clone failed: fatal: repository '/nonexistent/repo' does not exist$"),
+    ("ext::/bin/true", r"^git clone failed: fatal: transport 'ext' not allowed$"),
+    ("-uevil", r"^bad git URL"),
+    ("a b", r"^bad git URL"),
+    ("x\ny", r"^bad git URL"),
+    ("", r"^bad git URL"),
+])
+def test_failed_clone_leaves_nothing(url, error):
+    with pytest.raises(CourseError, match=error):
+        courses.create("python-mooc", url)
+    assert not paths.COURSE_SETTINGS_DIR.exists() or not list(paths.COURSE_SETTINGS_DIR.iterdir())
+    assert not paths.COURSES_DIR.exists() or not list(paths.COURSES_DIR.iterdir())
+    with pytest.raises(UnknownCourse):
+        courses.load("python-mooc")
+
+
+def test_missing_branch_and_empty_repo_leave_nothing(upstream, tmp_path):
+    with pytest.raises(CourseError, match="^git clone failed: .*nope"):
+        courses.create("python-mooc", str(upstream), branch="nope")
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    git(empty, "init", "--quiet")
+    with pytest.raises(CourseError, match="^git clone failed: .* has no commit to check out$"):
+        courses.create("python-mooc", str(empty))
+    assert list(paths.COURSES_DIR.iterdir()) == []
+    assert courses.all_courses() == []
+
+
+@pytest.mark.parametrize("kwargs", [
+    {"image": "Bad Image"}, {"image": "-x"}, {"image": "a" * 256}, {"branch": "-b"}, {"branch": "a b"},
+])
+def test_bad_settings(upstream, kwargs):
+    with pytest.raises(CourseError, match="^bad "):
+        courses.create("python-mooc", str(upstream), **kwargs)
+    assert not paths.COURSES_DIR.exists()
+
+
+@pytest.mark.parametrize("name", ["../x", ".x", "a b", "a.b", ""])
+def test_bad_course_names(upstream, name):
+    with pytest.raises(BadName):
+        courses.create(name, str(upstream))
+    with pytest.raises(BadName):
+        courses.load(name)
+
+
+def test_unknown_course():
+    with pytest.raises(UnknownCourse, match="^unknown course 'nope'$"):
+        courses.load("nope")
+    with pytest.raises(UnknownCourse):
+        courses.update("nope")
+    assert courses.all_courses() == []
+
+
+def test_bad_settings_file():
+    paths.COURSE_SETTINGS_DIR.mkdir(parents=True)
+    (paths.COURSE_SETTINGS_DIR / "c.toml").write_text('git_url = "/x"\nimage = "Bad Image"\n')
+    (paths.COURSE_SETTINGS_DIR / "d.toml").write_text('git_url = "/x"\ncolour = "red"\n')
+    with pytest.raises(CourseError, match=r"c\.toml: bad image 'Bad Image'"):
+        courses.load("c")
+    with pytest.raises(CourseError, match=r"d\.toml: unknown key 'colour'"):
+        courses.load("d")
+
+
+def test_update(course, upstream):
+    (upstream / "w1/w1-s2-c1-accents.ipynb").unlink()
+    write(upstream, "w2/w2-s1-c1-new.ipynb")
+    head = commit_all(upstream, "second")
+    write(course.path, "w1/stray.ipynb")  # nothing of the students' lives here
+    write(course.path, "w1/w1-s1-c1-intro.ipynb", "edited")
+
+    with umask(0o077):
+        short = courses.update("python-mooc")
+    assert head.startswith(short) and short == courses.commit(course)
+    found = courses.notebooks(course)
+    assert "w2/w2-s1-c1-new.ipynb" in found
+    assert "w1/w1-s2-c1-accents.ipynb" not in found and "w1/stray.ipynb" not in found
+    assert courses.find_notebook(course, "w2/w2-s1-c1-new") == "w2/w2-s1-c1-new.ipynb"
+    with pytest.raises(UnknownNotebook):
+        courses.find_notebook(course, "w1/w1-s2-c1-accents")
+    assert (course.path / "w1/w1-s1-c1-intro.ipynb").read_text() == '{"cells": []}'
+    assert stat.S_IMODE(os.stat(course.path / "w2").st_mode) == 0o755
+    assert stat.S_IMODE(os.stat(course.path / "w2/w2-s1-c1-new.ipynb").st_mode) == 0o644
+
+
+def test_update_follows_a_force_push(course, upstream):
+    write(upstream, "w1/w1-s1-c1-intro.ipynb", "rewritten")
+    git(upstream, "add", "--all")
+    git(upstream, "commit", "--quiet", "--amend", "-m", "rewritten")
+    assert git(upstream, "rev-parse", "HEAD").startswith(courses.update("python-mooc"))
+    assert (course.path / "w1/w1-s1-c1-intro.ipynb").read_text() == "rewritten"
+
+
+def test_branch(upstream):
+    git(upstream, "checkout", "--quiet", "-b", "next")
+    write(upstream, "w3/next.ipynb")
+    commit_all(upstream, "next")
+    git(upstream, "checkout", "--quiet", "main")
+
+    course = courses.create("on-next", str(upstream), branch="next")
+    default = courses.create("on-default", str(upstream))
+    assert courses.load("on-next").branch == "next"
+    assert "w3/next.ipynb" in courses.notebooks(course)
+    assert "w3/next.ipynb" not in courses.notebooks(default)
+
+    git(upstream, "checkout", "--quiet", "next")
+    write(upstream, "w3/later.ipynb")
+    head = commit_all(upstream, "later")
+    git(upstream, "checkout", "--quiet", "main")
+    assert head.startswith(courses.update("on-next"))
+    assert "w3/later.ipynb" in courses.notebooks(course)
+    courses.update("on-default")
+    assert "w3/later.ipynb" not in courses.notebooks(default)
+
+    # Without a branch, a course follows the remote's default branch, even when it changes.
+    git(upstream, "checkout", "--quiet", "next")
+    assert head.startswith(courses.update("on-default"))
+    assert "w3/later.ipynb" in courses.notebooks(default)
+
+
+def test_update_without_a_work_tree(course):
+    subprocess.run(["rm", "-rf", str(course.path)], check=True)
+    with pytest.raises(CourseError, match="^course 'python-mooc' has no git work tree at "):
+        courses.update("python-mooc")
+
+
+def test_all_courses_sorted(upstream):
+    for name in ("zz", "aa", "mm"):
+        courses.create(name, str(upstream))
+    for stray in ("not a course.toml", ".aa.toml", "zz.toml~"):
+        (paths.COURSE_SETTINGS_DIR / stray).write_text("")
+    assert [course.name for course in courses.all_courses()] == ["aa", "mm", "zz"]
+
+
+# The command.
+
+def nbh(capsys, *argv: str) -> tuple[int, str, str]:
+    status = cli.main(list(argv))
+    out, err = capsys.readouterr()
+    return status, out, err
+
+
+def test_cli_create_update(capsys, upstream):
+    status, out, err = nbh(capsys, "course", "create", "python-mooc", str(upstream))
+    short = courses.commit(courses.load("python-mooc"))
+    assert (status, out, err) == (0, f"python-mooc: cloned {upstream} (commit {short})\n", "")
+
+    write(upstream, "w2/new.ipynb")
+    head = commit_all(upstream)
+    status, out, err = nbh(capsys, "course", "update", "python-mooc")
+    assert status == 0 and err == ""
+    assert out.startswith("python-mooc: at ") and head.startswith(out.split()[-1])
+
+
+def test_cli_list_and_show(capsys, upstream):
+    nbh(capsys, "course", "create", "python-mooc", str(upstream))
+    nbh(capsys, "course", "create", "handbook", str(upstream), "--branch", "main",
+        "--image", "quay.io/jupyter/scipy-notebook:2024-05-27")
+    status, out, err = nbh(capsys, "course", "list")
+    assert (status, err) == (0, "")
+    assert out.splitlines() == [
+        "NAME         IMAGE                                      BRANCH   NOTEBOOKS",
+        "handbook     quay.io/jupyter/scipy-notebook:2024-05-27  main     5",
+        "python-mooc  default                                    default  5",
+    ]
+    status, out, err = nbh(capsys, "course", "show", "python-mooc")
+    assert (status, err) == (0, "")
+    lines = out.splitlines()
+    assert lines[:5] == [
+        "name:      python-mooc",
+        f"git-url:   {upstream}",
+        "branch:    default",
+        "image:     default",
+        f"path:      {paths.COURSES_DIR / 'python-mooc'}",
+    ]
+    assert lines[5].startswith("commit:    ")
+    assert lines[6:] == ["notebooks: 5"] + [f"  {notebook}" for notebook in NOTEBOOKS]
+
+
+def test_cli_list_empty(capsys):
+    assert nbh(capsys, "course", "list") == (0, "NAME  IMAGE  BRANCH  NOTEBOOKS\n", "")
+
+
+@pytest.mark.parametrize("argv, error", [
+    (["course", "show", "nope"], "nbh: unknown course 'nope'\n"),
+    (["course", "update", "nope"], "nbh: unknown course 'nope'\n"),
+    (["course", "show", "../x"], "nbh: bad course name '../x': 1 to 32 letters, digits, '_' or '-', "
+                                 "starting with a letter or digit\n"),
+    (["course", "create", "python-mooc", "/nonexistent/repo"],
+     "nbh: git clone failed: fatal: repository '/nonexistent/repo' does not exist\n"),
+    (["course", "create", "python-mooc", "--", "-uevil"],
+     "nbh: bad git URL '-uevil': empty, too long, leading '-', or a space or control character\n"),
+])
+def test_cli_errors(capsys, argv, error):
+    assert nbh(capsys, *argv) == (1, "", error)
+
+
+def test_cli_create_twice(capsys, upstream):
+    nbh(capsys, "course", "create", "python-mooc", str(upstream))
+    assert nbh(capsys, "course", "create", "python-mooc", str(upstream)) == (
+        1, "", "nbh: course 'python-mooc' already exists\n")

@@ -1,0 +1,289 @@
+"""The LMS entry, through nginx and nbh-web, against the sandbox."""
+
+from __future__ import annotations
+
+import asyncio
+import http.client
+import json
+import re
+import stat
+import time
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from urllib.parse import urlsplit
+
+import pytest
+from tornado.websocket import websocket_connect
+
+from nbhosting import sandbox as nbh_sandbox
+from nbhosting.names import Instance
+
+from .conftest import COURSE_NOTEBOOKS, nbh
+
+pytestmark = pytest.mark.sandbox
+
+LMS = nbh_sandbox.LMS_ORIGINS[0]
+HOST, PORT = "127.0.0.1", nbh_sandbox.HTTP_PORT
+NOTEBOOK = "w1/w1-s1-c1-intro"
+
+
+def get(path: str, referer: str | None = LMS + "/courses/x/unit/y", headers: dict | None = None,
+        method: str = "GET", body: str | None = None, timeout: float = 60) -> http.client.HTTPResponse:
+    connection = http.client.HTTPConnection(HOST, PORT, timeout=timeout)
+    headers = dict(headers or {})
+    if referer:
+        headers["Referer"] = referer
+    connection.request(method, path, body, headers)
+    response = connection.getresponse()
+    response.body = response.read()
+    connection.close()
+    return response
+
+
+def follow_start(response: http.client.HTTPResponse) -> str:
+    """Where an entry leads: its redirect, or the end of its "starting" page."""
+    if response.status == 302:
+        return response.getheader("Location")
+    assert response.status == 200, (response.status, response.body[:300])
+    wait = re.search(rb'new EventSource\("([^"]+)"\)', response.body).group(1).decode()
+    events = sse(get(wait, referer=None, timeout=120).body)
+    kind, data = events[-1]
+    assert kind == "ready", events
+    return data["url"]
+
+
+def sse(body: bytes) -> list[tuple[str, dict]]:
+    events = []
+    for block in body.decode().strip().split("\n\n"):
+        fields = dict(line.split(": ", 1) for line in block.splitlines())
+        events.append((fields["event"], json.loads(fields["data"])))
+    return events
+
+
+def entry(course: str, notebook: str, student: str, kind: str = "ipythonExercice", **kwargs) -> str:
+    return follow_start(get(f"/{kind}/{course}/{notebook}/{student}", **kwargs))
+
+
+def workspace_file(sandbox, course: str, student: str, notebook: str):
+    return sandbox.path(f"/var/lib/nbhosting/workspaces/{course}/{student}/{notebook}")
+
+
+def assert_nothing_started_or_written(sandbox, systemd, course: str, student: str) -> None:
+    try:
+        instance = Instance(course, student)
+    except ValueError:
+        return  # a name that cannot even make a unit
+    assert systemd.state(instance.service).ActiveState == "inactive"
+    assert not workspace_file(sandbox, course, student, "").exists()
+
+
+@pytest.fixture
+def stop(systemd):
+    started = []
+    yield started.append
+    for instance in started:
+        systemd.stop_instance(instance)
+
+
+def test_entry_copies_once_and_redirects_to_the_students_own_server(sandbox, systemd, course, student, stop):
+    instance = Instance(course, student)
+    stop(instance)
+    url = entry(course, NOTEBOOK, student)
+    path, query = url.split("?")
+    assert path == f"/nb/{course}/{student}/notebooks/{NOTEBOOK}.ipynb"
+    assert query == f"token={sandbox.token(instance)}"
+    page = get(url, referer=None)
+    assert page.status == 200
+    assert "frame-ancestors 'self' " + " ".join(nbh_sandbox.LMS_ORIGINS) in page.getheader("Content-Security-Policy")
+    assert page.getheader("X-Frame-Options") is None
+
+    copy = workspace_file(sandbox, course, student, f"{NOTEBOOK}.ipynb")
+    assert copy.read_text() == sandbox.path(f"/var/lib/nbhosting/courses/{course}/{NOTEBOOK}.ipynb").read_text()
+    info = copy.stat()
+    assert stat.S_IMODE(info.st_mode) == 0o660
+    group = sandbox.run("stat", "-c", "%G", f"/var/lib/nbhosting/workspaces/{course}/{student}/{NOTEBOOK}.ipynb")
+    assert group.stdout.strip() == "nbh-jupyter"
+    opens = sandbox.journal("NBH_EVENT=open", f"NBH_STUDENT={student}")
+    assert [(e["NBH_NOTEBOOK"], e["NBH_COPIED"]) for e in opens] == [(f"{NOTEBOOK}.ipynb", "yes")]
+
+    # The student's work, saved through their Jupyter, is never overwritten.
+    saved = sandbox.api(instance, f"api/contents/{NOTEBOOK}.ipynb")
+    saved["content"]["cells"][0]["source"] = "print('my own work')"
+    sandbox.api(instance, f"api/contents/{NOTEBOOK}.ipynb", method="PUT",
+                body={"type": "notebook", "format": "json", "content": saved["content"]})
+    assert entry(course, NOTEBOOK + ".ipynb", student, kind="notebookLazyCopy") == url
+    assert "my own work" in copy.read_text()
+    opens = sandbox.journal("NBH_EVENT=open", f"NBH_STUDENT={student}")
+    assert [e["NBH_COPIED"] for e in opens] == ["yes", "no"]
+
+
+@pytest.mark.parametrize("notebook", sorted(COURSE_NOTEBOOKS))
+def test_notebooks_anywhere_in_the_course(sandbox, course, student, stop, notebook):
+    stop(Instance(course, student))
+    url = entry(course, notebook.replace(" ", "%20"), student)
+    assert get(url, referer=None).status == 200
+    assert workspace_file(sandbox, course, student, notebook).exists()
+
+
+@pytest.mark.parametrize("path, status", [
+    ("/ipythonExercice/no-such-course/w1/x/{student}", 404),
+    ("/ipythonExercice/{course}/w1/no-such-notebook/{student}", 404),
+    ("/ipythonExercice/{course}/w9/w1-s1-c1-intro/{student}", 404),
+    ("/ipythonExercice/bad.course/w1/x/{student}", 400),
+    ("/ipythonExercice/{course}/w1/w1-s1-c1-intro/bad%20student", 400),
+    ("/ipythonExercice/{course}/w1/w1-s1-c1-intro/.hidden", 400),
+    ("/ipythonExercice/{course}/%2e%2e/%2e%2e/etc/passwd/{student}", 400),
+    ("/ipythonExercice/{course}/w1/%2e%2e/%2e%2e/w1-s1-c1-intro/{student}", 400),
+    ("/ipythonExercice/{course}/%2fetc/passwd/{student}", 400),
+    ("/ipythonExercice/{course}/w1/x%00y/{student}", 400),
+    ("/ipythonExercice/{course}/{student}", 404),
+    ("/somewhere/else", 404),
+])
+def test_bad_entries(sandbox, systemd, course, student, path, status):
+    response = get(path.format(course=course, student=student))
+    assert response.status == status, response.body[:300]
+    assert b"<h1>" in response.body and b"Traceback" not in response.body
+    assert_nothing_started_or_written(sandbox, systemd, course, student)
+    if "%00" in path:
+        return  # nginx itself refuses a NUL, before the front end (in its own log)
+    assert response.getheader("Content-Security-Policy").startswith("frame-ancestors 'self'")
+    refused = sandbox.journal("NBH_EVENT=refused", f"NBH_STATUS={status}", "--since=-60s")
+    assert refused, "no journal entry"
+
+
+@pytest.mark.parametrize("referer", [None, "https://evil.example.org/page", "http://localhost:9999/x",
+                                     "not a url"])
+def test_refused_referers(sandbox, systemd, course, student, referer):
+    response = get(f"/ipythonExercice/{course}/{NOTEBOOK}/{student}", referer=referer)
+    assert response.status == 403
+    assert_nothing_started_or_written(sandbox, systemd, course, student)
+    refused = sandbox.journal("NBH_EVENT=refused", f"NBH_STUDENT={student}")
+    assert refused and refused[-1]["NBH_STATUS"] == "403"
+
+
+def test_another_students_server_refuses_this_students_token(sandbox, course, student, stop):
+    alice, bob = Instance(course, student + "a"), Instance(course, student + "b")
+    stop(alice)
+    stop(bob)
+    alice_url = entry(course, NOTEBOOK, alice.student)
+    entry(course, NOTEBOOK, bob.student)
+    for url in (alice_url.replace(f"/{alice.student}/", f"/{bob.student}/"),  # Alice's token, Bob's server
+                alice_url.split("?")[0],  # no token
+                f"/nb/{course}/{bob.student}/tree",
+                f"/nb/{course}/{bob.student}/api/contents?" + alice_url.split("?")[1]):
+        assert get(url, referer=None).status == 403, url
+
+
+def test_fifty_at_once_start_one_server(sandbox, course, student, stop):
+    instance = Instance(course, student)
+    stop(instance)
+    with ThreadPoolExecutor(50) as pool:
+        urls = list(pool.map(lambda _: entry(course, NOTEBOOK, student), range(50)))
+    assert len(set(urls)) == 1
+    assert [c for c in sandbox.containers() if c == instance.container] == [instance.container]
+    assert len(sandbox.journal("NBH_EVENT=start", f"NBH_STUDENT={student}")) == 1
+    copies = [e["NBH_COPIED"] for e in sandbox.journal("NBH_EVENT=open", f"NBH_STUDENT={student}")]
+    assert copies.count("yes") == 1 and len(copies) == 50
+
+
+def configure(sandbox, text: str) -> None:
+    """Another configuration for nbh-web, which reads it when it starts."""
+    sandbox.path("/etc/nbhosting/nbhosting.toml").write_text(text)
+    sandbox.run("systemctl", "stop", "nbh-web.service")
+
+
+@pytest.fixture
+def sandbox_config(sandbox):
+    yield lambda extra: configure(sandbox, nbh_sandbox.CONFIG + extra)
+    configure(sandbox, nbh_sandbox.CONFIG)
+
+
+def test_starting_page_follows_the_start(sandbox, course, student, stop, sandbox_config):
+    stop(Instance(course, student))
+    sandbox_config("start_page_after = 0\n")
+    response = get(f"/ipythonExercice/{course}/{NOTEBOOK}/{student}")
+    assert response.status == 200 and b"Starting your notebook" in response.body
+    assert "frame-ancestors" in response.getheader("Content-Security-Policy")
+    wait = re.search(rb'new EventSource\("([^"]+)"\)', response.body).group(1).decode()
+    events = sse(get(wait, referer=None, timeout=120).body)
+    assert [kind for kind, _ in events][-1] == "ready"
+    assert all(kind == "progress" for kind, _ in events[:-1])
+    assert get(events[-1][1]["url"], referer=None).status == 200
+    # a ticket is tied to its pair
+    forged = wait.replace("ticket=", "ticket=x")
+    assert get(forged, referer=None).status == 403
+
+
+def test_signed_urls(sandbox, course, student, stop, sandbox_config):
+    stop(Instance(course, student))
+    sandbox_config("require_referer = false\nrequire_signature = true\n")
+    signed = nbh(sandbox, "sign", course, NOTEBOOK, student)
+    assert signed.returncode == 0, signed.stderr
+    url = urlsplit(signed.stdout.strip())
+    assert f"{url.scheme}://{url.netloc}" == nbh_sandbox.SITE_URL
+    path = f"{url.path}?{url.query}"
+    assert get(path, referer=None).status in (200, 302)
+    tampered = path.replace(f"/{student}?", f"/{student}x?")
+    assert get(tampered, referer=None).status == 403
+    assert get(url.path, referer=LMS).status == 403  # a referer is not enough now
+    expired = nbh(sandbox, "sign", "--ttl", "-10", course, NOTEBOOK, student).stdout.strip()
+    assert get(expired.split(nbh_sandbox.SITE_URL)[1], referer=None).status == 403
+
+
+async def execute(sandbox, instance: Instance, kernel_id: str, code: str) -> str:
+    """Run code in a kernel over its websocket, as the notebook page does; its stdout."""
+    url = (f"ws://{HOST}:{PORT}{instance.base_url}api/kernels/{kernel_id}/channels"
+           f"?token={sandbox.token(instance)}")
+    socket = await websocket_connect(url)
+    msg_id = uuid.uuid4().hex
+    socket.write_message(json.dumps({
+        "header": {"msg_id": msg_id, "msg_type": "execute_request", "username": "", "session": "s",
+                   "version": "5.3", "date": ""},
+        "parent_header": {}, "metadata": {}, "channel": "shell",
+        "content": {"code": code, "silent": False, "store_history": True, "user_expressions": {},
+                    "allow_stdin": False, "stop_on_error": True},
+    }))
+    out = []
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        message = json.loads(await asyncio.wait_for(socket.read_message(), 60))
+        if message["parent_header"].get("msg_id") != msg_id:
+            continue
+        if message["msg_type"] == "stream":
+            out.append(message["content"]["text"])
+        elif message["msg_type"] == "error":
+            out.append(message["content"]["ename"])
+        elif message["msg_type"] == "status" and message["content"]["execution_state"] == "idle":
+            break
+    socket.close()
+    return "".join(out)
+
+
+def test_restarting_the_front_end_keeps_kernels(sandbox, systemd, course, student, stop):
+    instance = Instance(course, student)
+    stop(instance)
+    entry(course, NOTEBOOK, student)
+    main_pid = systemd.state(instance.service).MainPID
+    kernel = sandbox.api(instance, "api/kernels", method="POST", body={"name": "python3"})
+    loop = systemd.loop
+    assert loop.run_until_complete(execute(sandbox, instance, kernel["id"], "x = 41")) == ""
+    sandbox.run("systemctl", "restart", "nbh-web.service")
+    assert systemd.state("nbh-web.service").ActiveState == "active"
+    assert entry(course, NOTEBOOK, student).startswith(instance.base_url)
+    assert loop.run_until_complete(execute(sandbox, instance, kernel["id"], "print(x + 1)")) == "42\n"
+    assert systemd.state(instance.service).MainPID == main_pid
+
+
+def test_maintenance_switch(sandbox, course, student):
+    sandbox.run("touch", "/etc/nbhosting/maintenance")
+    try:
+        response = get(f"/ipythonExercice/{course}/{NOTEBOOK}/{student}")
+        assert response.status == 503 and b"maintenance" in response.body
+    finally:
+        sandbox.run("rm", "/etc/nbhosting/maintenance")
+    assert get(f"/ipythonExercice/{course}/no-such/{student}").status == 404
+
+
+def test_nginx_configuration_is_valid(sandbox):
+    result = sandbox.run("nginx", "-t", check=False)
+    assert result.returncode == 0, result.stderr
