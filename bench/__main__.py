@@ -25,6 +25,7 @@ import socket
 import statistics
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from nbhosting import sandbox, tokens
@@ -33,6 +34,8 @@ from nbhosting.systemd import Systemd
 
 RESULTS = Path(__file__).parent / "results.json"
 COURSE = "bench"
+# Fresh students at every run: systemd limits the starts of one unit (StartLimitBurst=).
+RUN = os.getpid()
 COLD_RUNS = int(os.environ.get("NBH_BENCH_COLD", "7"))
 WARM_RUNS = int(os.environ.get("NBH_BENCH_WARM", "300"))
 
@@ -121,7 +124,7 @@ def memory(instance: Instance) -> dict:
 
 
 async def at_once(systemd: Systemd, count: int) -> dict:
-    instances = [Instance(COURSE, f"crowd-{i}") for i in range(count)]
+    instances = [Instance(COURSE, f"crowd-{RUN}-{i}") for i in range(count)]
 
     async def one(instance: Instance) -> float:
         start = time.perf_counter()
@@ -136,13 +139,131 @@ async def at_once(systemd: Systemd, count: int) -> dict:
     return {"count": count, "all_up_s": wall, "cpu_s": cpu, "start_s": percentiles(list(latencies))}
 
 
+# -- the LMS entry, through nginx and nbh-web --------------------------------
+
+ENTRY_NOTEBOOK = "w1/intro"
+
+
+def make_course() -> None:
+    """A course with one notebook, from a git repository, as an operator makes it."""
+    if sandbox.run(["nbh", "course", "show", COURSE], check=False).returncode == 0:
+        return
+    repo = f"/var/lib/nbhosting/bench-repo"
+    sandbox.run(["rm", "-rf", repo, f"/var/lib/nbhosting/courses/{COURSE}"])
+    file = sandbox.path(f"{repo}/{ENTRY_NOTEBOOK}.ipynb")
+    file.parent.mkdir(parents=True)
+    file.write_text(json.dumps({"cells": [], "metadata": {}, "nbformat": 4, "nbformat_minor": 5}))
+    git = ["git", "-C", repo, "-c", "user.name=b", "-c", "user.email=b@example.org"]
+    sandbox.run(["git", "init", "--quiet", repo])
+    sandbox.run([*git, "add", "--all"])
+    sandbox.run([*git, "commit", "--quiet", "-m", "bench"])
+    sandbox.run(["nbh", "course", "create", COURSE, repo])
+
+
+def fetch(connection: http.client.HTTPConnection, path: str, referer: str | None = None) -> tuple[int, str, bytes]:
+    headers = {"Referer": referer} if referer else {}
+    connection.request("GET", path, headers=headers)
+    response = connection.getresponse()
+    return response.status, response.getheader("Location") or "", response.read()
+
+
+def open_notebook(student: str) -> float:
+    """Entry URL to the notebook page (200), following the "starting" page if any."""
+    connection = http.client.HTTPConnection("127.0.0.1", sandbox.HTTP_PORT, timeout=120)
+    start = time.perf_counter()
+    status, location, body = fetch(connection, f"/ipythonExercice/{COURSE}/{ENTRY_NOTEBOOK}/{student}",
+                                  sandbox.LMS_ORIGINS[0] + "/")
+    if status == 200:  # the "starting" page: its event stream ends with the URL
+        wait = body.split(b'new EventSource("')[1].split(b'"')[0].decode()
+        _, _, events = fetch(connection, wait)
+        location = json.loads(events.strip().split(b"\n")[-1].split(b"data: ")[1])["url"]
+    elif status != 302:
+        raise RuntimeError(f"entry: {status} {body[:200]!r}")
+    status, _, _ = fetch(connection, location)
+    if status != 200:
+        raise RuntimeError(f"notebook page: {status}")
+    connection.close()
+    return time.perf_counter() - start
+
+
+async def entries(systemd: Systemd) -> dict:
+    make_course()
+    instance = Instance(COURSE, f"entry-{RUN}")
+    loop = asyncio.get_running_loop()
+    cold = []
+    for _ in range(COLD_RUNS):
+        await systemd.stop_instance(instance)
+        await asyncio.sleep(1)
+        cold.append(await loop.run_in_executor(None, open_notebook, instance.student))
+    warm = [await loop.run_in_executor(None, open_notebook, instance.student) for _ in range(100)]
+    await systemd.stop_instance(instance)
+
+    students = [f"arriving-{RUN}-{i}" for i in range(20)]
+    for student in students:
+        await systemd.stop_instance(Instance(COURSE, student))
+    with ThreadPoolExecutor(len(students)) as pool:
+        began = time.perf_counter()
+        crowd = list(pool.map(open_notebook, students))
+        all_in = time.perf_counter() - began
+    await asyncio.gather(*(systemd.stop_instance(Instance(COURSE, s)) for s in students))
+
+    # throughput: warm entries (the redirect only), 4 clients, 5 seconds
+    await systemd.start_instance(instance)
+    await loop.run_in_executor(None, open_notebook, instance.student)
+    rate = await loop.run_in_executor(None, entry_rate, instance.student, 4, 5.0)
+    cpu = await loop.run_in_executor(None, entry_rate_cpu, instance.student)
+    await systemd.stop_instance(instance)
+    return {
+        "cold_s": percentiles(cold),
+        "warm_ms": {k: v * 1000 if k != "n" else v for k, v in percentiles(warm).items()},
+        "twenty_arriving": {"all_in_s": all_in, "each_s": percentiles(crowd)},
+        "warm_entries_per_s": rate,
+        "front_end_cpu_ms_per_entry": cpu,
+    }
+
+
+def entry_rate(student: str, clients: int, seconds: float) -> float:
+    path = f"/ipythonExercice/{COURSE}/{ENTRY_NOTEBOOK}/{student}"
+    deadline = time.perf_counter() + seconds
+
+    def client(_) -> int:
+        connection = http.client.HTTPConnection("127.0.0.1", sandbox.HTTP_PORT, timeout=30)
+        count = 0
+        while time.perf_counter() < deadline:
+            status, _, _ = fetch(connection, path, sandbox.LMS_ORIGINS[0] + "/")
+            assert status == 302, status
+            count += 1
+        connection.close()
+        return count
+
+    with ThreadPoolExecutor(clients) as pool:
+        return sum(pool.map(client, range(clients))) / seconds
+
+
+def front_end_cpu_usec() -> int:
+    group = sandbox.run(["systemctl", "show", "-P", "ControlGroup", "nbh-web.service"]).stdout.strip()
+    stat = sandbox.path(f"/sys/fs/cgroup{group}/cpu.stat").read_text()
+    return int(stat.split()[1])
+
+
+def entry_rate_cpu(student: str, count: int = 500) -> float:
+    """The front end's own CPU time per warm entry: what bounds its rate on one core."""
+    connection = http.client.HTTPConnection("127.0.0.1", sandbox.HTTP_PORT, timeout=30)
+    path = f"/ipythonExercice/{COURSE}/{ENTRY_NOTEBOOK}/{student}"
+    before = front_end_cpu_usec()
+    for _ in range(count):
+        fetch(connection, path, sandbox.LMS_ORIGINS[0] + "/")
+    connection.close()
+    return (front_end_cpu_usec() - before) / count / 1000
+
+
 async def main() -> dict:
     sandbox.up()
-    sandbox.run(["mkdir", "-p", f"/var/lib/nbhosting/courses/{COURSE}"])
+    make_course()
     bus = f"unix:path={sandbox.path('/run/dbus/system_bus_socket')}"
     systemd = await Systemd.connect(bus)
     try:
-        instance = Instance(COURSE, "solo")
+        instance = Instance(COURSE, f"solo-{RUN}")
         walls, cpus = await cold_starts(systemd, instance)
         token = token_of(instance)
         url = instance.base_url + "api/status"
@@ -154,6 +275,7 @@ async def main() -> dict:
         mem = memory(instance)
         await systemd.stop_instance(instance)
         crowd = await at_once(systemd, 20)
+        entry = await entries(systemd)
     finally:
         await systemd.close()
     driver = sandbox.run(sandbox.podman(["info", "--format", "{{.Store.GraphDriverName}}"])).stdout.strip()
@@ -167,6 +289,7 @@ async def main() -> dict:
         "warm_nginx_ms": {k: v * 1000 if k != "n" else v for k, v in percentiles(nginx).items()},
         "memory": mem,
         "twenty_at_once": crowd,
+        "entry": entry,
     }
 
 
@@ -175,7 +298,7 @@ def table(results: dict) -> str:
         return f"| {name} | {value} | {target} |"
     cold, cpu = results["cold_start_s"], results["cold_start_cpu_s"]
     chain, direct, nginx = results["warm_socket_chain_ms"], results["warm_direct_ms"], results["warm_nginx_ms"]
-    mem, crowd = results["memory"], results["twenty_at_once"]
+    mem, crowd, entry = results["memory"], results["twenty_at_once"], results["entry"]
     lines = [
         f"storage driver: {results['storage_driver']}, {results['machine']['cpus']} CPUs",
         "",
@@ -191,6 +314,16 @@ def table(results: dict) -> str:
             "<= 1.10"),
         row("20 started at once: all up", f"{crowd['all_up_s']:.1f} s, {crowd['cpu_s']:.1f} CPU s", ""),
         row("20 at once: each start", f"{crowd['start_s']['p50']:.1f} s ({crowd['start_s']['p95']:.1f} s)", ""),
+        row("entry URL to notebook page, cold", f"{entry['cold_s']['p50']:.2f} s ({entry['cold_s']['p95']:.2f} s)",
+            "< 2 s"),
+        row("entry URL to notebook page, warm",
+            f"{entry['warm_ms']['p50']:.1f} ms ({entry['warm_ms']['p95']:.1f} ms)", "< 10 ms"),
+        row("20 students arriving at once", f"all in {entry['twenty_arriving']['all_in_s']:.1f} s, each "
+            f"{entry['twenty_arriving']['each_s']['p50']:.1f} s ({entry['twenty_arriving']['each_s']['p95']:.1f} s)",
+            "p95 < 10 s"),
+        row("warm entries (redirect), 4 clients", f"{entry['warm_entries_per_s']:.0f} /s", ""),
+        row("front end CPU per warm entry", f"{entry['front_end_cpu_ms_per_entry']:.2f} ms "
+            f"(= {1000 / entry['front_end_cpu_ms_per_entry']:.0f} /s on one core)", ""),
     ]
     return "\n".join(lines)
 
@@ -198,6 +331,9 @@ def table(results: dict) -> str:
 if __name__ == "__main__":
     if os.geteuid() != 0:
         sys.exit("bench: run as root (make bench)")
+    if sys.argv[1:] == ["--table"]:  # the table of the last run again
+        print(table(json.loads(RESULTS.read_text())))
+        sys.exit(0)
     results = asyncio.run(main())
     RESULTS.write_text(json.dumps(results, indent=2) + "\n")
     print(table(results))

@@ -1,44 +1,86 @@
-"""`make demo`: a course and a student's running server in the sandbox."""
+"""`make demo`: a course, and a page standing for the LMS, in the sandbox.
+
+The demo makes a small git repository, creates the course from it as an
+operator would (`nbh course create`), and serves a page on another site
+(http://localhost:8790) that embeds a notebook through the entry URL, as a
+course page of FUN-MOOC does.
+"""
 
 from __future__ import annotations
 
+import html
+import json
 import sys
 from pathlib import Path
 
-from . import sandbox, tokens
-from .names import Instance
+from . import sandbox
 
 COURSE, STUDENT = "demo", "student"
-NGINX = "http://127.0.0.1:8780"
-NOTEBOOK = {
-    "cells": [{"cell_type": "code", "execution_count": None, "id": "hello", "metadata": {},
-               "outputs": [], "source": ["print('hello from nbhosting')"]}],
-    "metadata": {"kernelspec": {"display_name": "Python 3", "language": "python", "name": "python3"}},
-    "nbformat": 4, "nbformat_minor": 5,
+REPO = "/var/lib/nbhosting/demo-repo"
+NOTEBOOKS = {
+    "w1/w1-s1-c1-hello.ipynb": ["# Hello\n", "Run the cell below (Shift-Enter), change it, save."],
+    "w1/w1-s2-c1-numbers.ipynb": ["# Numbers\n", "Integers in Python are unbounded."],
 }
 
 
+def notebook(text: list[str], code: str) -> dict:
+    return {
+        "cells": [
+            {"cell_type": "markdown", "id": "intro", "metadata": {}, "source": text},
+            {"cell_type": "code", "execution_count": None, "id": "code", "metadata": {}, "outputs": [],
+             "source": [code]},
+        ],
+        "metadata": {"kernelspec": {"display_name": "Python 3", "language": "python", "name": "python3"}},
+        "nbformat": 4, "nbformat_minor": 5,
+    }
+
+
+def make_course() -> None:
+    if sandbox.run(["nbh", "course", "show", COURSE], check=False).returncode == 0:
+        return
+    sandbox.run(["rm", "-rf", REPO, f"/var/lib/nbhosting/courses/{COURSE}"])
+    for path, text in NOTEBOOKS.items():
+        file = sandbox.path(f"{REPO}/{path}")
+        file.parent.mkdir(parents=True, exist_ok=True)
+        file.write_text(json.dumps(notebook(text, "print(2 ** 100)"), indent=1))
+    git = ["git", "-C", REPO, "-c", "user.name=Teacher", "-c", "user.email=teacher@example.org"]
+    sandbox.run(["git", "init", "--quiet", "--initial-branch=main", REPO])
+    sandbox.run([*git, "add", "--all"])
+    sandbox.run([*git, "commit", "--quiet", "--message", "Week 1"])
+    sandbox.run(["nbh", "course", "create", COURSE, REPO])
+
+
+def lms_page() -> str:
+    frames = "\n".join(
+        f"<h2>{html.escape(path)}</h2>\n<iframe src=\"{sandbox.SITE_URL}/ipythonExercice/{COURSE}/"
+        f"{html.escape(path.removesuffix('.ipynb'))}/{STUDENT}\" width=100% height=600></iframe>"
+        for path in NOTEBOOKS
+    )
+    return (f"<!doctype html><html><head><meta charset=utf-8><title>A course page</title></head>"
+            f"<body style='font-family:sans-serif;max-width:70em;margin:auto'>"
+            f"<h1>A course page of the LMS</h1>\n{frames}\n</body></html>")
+
+
 def main() -> int:
-    import json
-    instance = Instance(COURSE, STUDENT)
-    sandbox.run(["mkdir", "-p", f"/var/lib/nbhosting/courses/{COURSE}"])
-    sandbox.run(["nbh", "start", COURSE, STUDENT], timeout=120)
-    workspace = sandbox.path(f"/var/lib/nbhosting/workspaces/{instance.path}")
-    hello = workspace / "hello.ipynb"
-    if not hello.exists():  # never overwrite the student's work
-        hello.write_text(json.dumps(NOTEBOOK, indent=1))
-        sandbox.run(["chown", "nbh-jupyter:nbh-jupyter", f"/var/lib/nbhosting/workspaces/{instance.path}/hello.ipynb"])
-    token = tokens.server_token(tokens.read_secret(sandbox.path(str(tokens.SECRET_PATH))), instance.path)
+    make_course()
+    page = sandbox.path(f"{sandbox.LMS_ROOT}/index.html")
+    page.parent.mkdir(parents=True, exist_ok=True)
+    page.write_text(lms_page())
+    page.parent.chmod(0o755)
+    page.chmod(0o644)
     module = f"{Path(sys.executable).parent.parent.name}/bin/python -m nbhosting.sandbox"
     print(f"""
-The sandbox is up, with {instance.path}'s server running.
+The sandbox is up, with the course {COURSE!r}.
 
-  open:     {NGINX}{instance.base_url}notebooks/hello.ipynb?token={token}
-            (from another machine: ssh -L 8780:127.0.0.1:8780 this-host)
-  a shell:  {module} exec -- bash
-  status:   {module} exec -- nbh status
-  logs:     {module} exec -- nbh logs {COURSE} {STUDENT}
-  stop it:  make demo-down
+  the LMS page:   http://localhost:{sandbox.LMS_PORT}/   (two notebooks of {STUDENT!r}, in iframes)
+  one entry URL:  {sandbox.SITE_URL}/ipythonExercice/{COURSE}/w1/w1-s1-c1-hello/{STUDENT}
+                  (asked for without the LMS page as Referer, it is refused: 403)
+  from another machine: ssh -L {sandbox.LMS_PORT}:127.0.0.1:{sandbox.LMS_PORT} -L {sandbox.HTTP_PORT}:127.0.0.1:{sandbox.HTTP_PORT} this-host
+
+  a shell:        {module} exec -- bash
+  the servers:    {module} exec -- nbh status
+  the journal:    {module} exec -- journalctl NBH_EVENT=open
+  stop it all:    make demo-down
 """)
     return 0
 

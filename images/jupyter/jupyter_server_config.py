@@ -39,6 +39,11 @@ c.ServerApp.open_browser = False
 # CSP sources, e.g. "https://lms.example.org").
 ancestors = os.environ.get("NBH_FRAME_ANCESTORS", "").strip()
 c.ServerApp.tornado_settings = {
+    # The LMS's iframe is cross-site: the browser may keep no cookie there
+    # (Safari never does). The page has the token in its config; this makes
+    # the front end put it in websocket URLs too (kernels, events), which
+    # otherwise count on the login cookie.
+    "page_config_data": {"appendToken": "true"},
     "headers": {
         "Content-Security-Policy": f"frame-ancestors 'self' {ancestors}".strip(),
         # the token is in the page's URL: never send it to another site
