@@ -89,7 +89,7 @@ class Sandbox:
         result = self.run("journalctl", "--no-pager", "-o", "json", *matches)
         return [json.loads(line) for line in result.stdout.splitlines()]
 
-    def make_course(self, course: str = COURSE) -> None:
+    def make_course(self, course: str = COURSE, *options: str) -> None:
         """A course made as an operator does: `nbh course create` from a git repository."""
         if self.run("nbh", "course", "show", course, check=False).returncode == 0:
             return
@@ -103,7 +103,7 @@ class Sandbox:
         self.run("git", "init", "--quiet", "--initial-branch=main", repo)
         self.run(*git, "add", "--all")
         self.run(*git, "commit", "--quiet", "--message", "The course")
-        self.run("nbh", "course", "create", course, repo)
+        self.run("nbh", "course", "create", course, repo, *options)
 
 
 def notebook(source: str) -> dict:

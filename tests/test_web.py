@@ -287,3 +287,21 @@ def test_maintenance_switch(sandbox, course, student):
 def test_nginx_configuration_is_valid(sandbox):
     result = sandbox.run("nginx", "-t", check=False)
     assert result.returncode == 0, result.stderr
+
+
+def test_a_server_that_cannot_start_gives_a_clear_page(sandbox, student):
+    """A course whose image is missing: an error page with a retry link, and why in the journal."""
+    course = "broken-image"
+    sandbox.make_course(course, "--image", "localhost/nbhosting/no-such-image:1")
+    assert "no-such-image" in nbh(sandbox, "course", "show", course).stdout
+    response = get(f"/ipythonExercice/{course}/{NOTEBOOK}/{student}")
+    if response.status == 200:  # the "starting" page: its stream says it failed
+        wait = re.search(rb'new EventSource\("([^"]+)"\)', response.body).group(1).decode()
+        kind, data = sse(get(wait, referer=None, timeout=120).body)[-1]
+        assert kind == "failed" and "could not start" in data["message"]
+    else:
+        assert response.status == 503, response.body[:300]
+        assert b"could not start" in response.body and b"Try again" in response.body
+    failures = sandbox.journal("NBH_EVENT=failure", f"NBH_STUDENT={student}")
+    assert any("exit-code" in f.get("NBH_REASON", f["MESSAGE"]) for f in failures), failures
+    assert not workspace_file(sandbox, course, student, f"{NOTEBOOK}.ipynb").exists()
