@@ -15,13 +15,14 @@ import sys
 import time
 from pathlib import Path
 
-from . import access, config, courses, tokens
+from . import access, config, courses, cull, gc, tokens
 from .names import BadName, Instance, check_course, check_student
 from .systemd import Systemd, SystemdError
 
 CONTAINER_USER = "nbh-jupyter"
 WEB_USER = "nbh"
-DROPIN_DIR = Path("/etc/systemd/system/nbh-jupyter@.service.d")
+UNIT_DIR = Path("/etc/systemd/system")
+DROPIN_DIR = UNIT_DIR / "nbh-jupyter@.service.d"
 
 
 class CommandError(Exception):
@@ -58,9 +59,20 @@ def _memory(value: int | None) -> str:
     return f"{value / 2**20:.1f}M"
 
 
+def _duration(seconds: float | None) -> str:
+    if seconds is None:
+        return "-"
+    seconds = int(seconds)
+    return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m" if seconds >= 3600 else f"{seconds // 60}m{seconds % 60:02d}s"
+
+
 async def status(args) -> None:
     if args.student and not args.course:
         raise CommandError("a student needs a course")
+    try:
+        secret = tokens.read_secret()  # to ask the servers how idle they are
+    except OSError:
+        secret = None
     async with await connect() as systemd:
         if args.student:
             units = [Instance(args.course, args.student).service]
@@ -72,9 +84,35 @@ async def status(args) -> None:
             if args.course and instance.course != check_course(args.course):
                 continue
             state = await systemd.state(unit)
+            age = idle = None
+            if state.ActiveState == "active":
+                age = time.time() - state.active_since_usec / 1e6
+                if secret:
+                    try:
+                        idle = (await cull.activity(instance, secret)).idle
+                    except (cull.AskError, OSError):
+                        pass
             rows.append((instance.course, instance.student, f"{state.ActiveState}/{state.SubState}",
-                         _since(state.since_usec), _memory(state.MemoryCurrent)))
-    _table(("COURSE", "STUDENT", "STATE", "SINCE", "MEMORY"), rows)
+                         _since(state.since_usec), _memory(state.MemoryCurrent), _duration(age), _duration(idle)))
+    _table(("COURSE", "STUDENT", "STATE", "SINCE", "MEMORY", "AGE", "IDLE"), rows)
+
+
+async def cull_command(args) -> None:
+    settings = config.load()
+    async with await connect() as systemd:
+        decisions = await cull.cull(systemd, settings, dry_run=args.dry_run)
+    verb = "would stop" if args.dry_run else "stopped"
+    rows = [(d.instance.course, d.instance.student, verb if d.cull else "keeps", d.reason) for d in decisions]
+    _table(("COURSE", "STUDENT", "", "WHY"), rows)
+
+
+async def gc_command(args) -> None:
+    async with await connect() as systemd:
+        removed = await gc.collect(systemd, dry_run=args.dry_run)
+    for thing in removed:
+        print(("would remove " if args.dry_run else "removed ") + thing)
+    if not removed:
+        print("nothing to remove")
 
 
 def logs(args) -> int:
@@ -107,6 +145,10 @@ def setup(args) -> None:
             print(f"created {path}")
     DROPIN_DIR.mkdir(parents=True, exist_ok=True)
     (DROPIN_DIR / "50-limits.conf").write_text(settings.limits.dropin())
+    for unit, text in settings.cull.dropins().items():
+        folder = UNIT_DIR / f"{unit}.d"
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / "50-cull.conf").write_text(text)
     if Path("/run/systemd/system").is_dir():
         subprocess.run(["systemctl", "daemon-reload"], check=True)
 
@@ -133,7 +175,8 @@ def _table(header: tuple[str, ...], rows: list[tuple]) -> None:
 
 
 def course_create(args) -> None:
-    course = courses.create(args.name, args.git_url, branch=args.branch, image=args.image)
+    course = courses.create(args.name, args.git_url, branch=args.branch, image=args.image,
+                            idle_timeout=args.idle_timeout)
     print(f"{course.name}: cloned {course.git_url} (commit {courses.commit(course)})")
 
 
@@ -154,6 +197,7 @@ def course_show(args) -> None:
     print(f"git-url:   {course.git_url}")
     print(f"branch:    {course.branch or 'default'}")
     print(f"image:     {course.image or 'default'}")
+    print(f"idle:      {f'{course.idle_timeout} s' if course.idle_timeout else 'default'}")
     print(f"path:      {course.path}")
     print(f"commit:    {courses.commit(course)}")
     print(f"notebooks: {len(found)}")
@@ -169,6 +213,8 @@ def course_parser(commands) -> None:
     sub.add_argument("git_url", metavar="git-url")
     sub.add_argument("--branch", help="follow this branch (default: the remote's default branch)")
     sub.add_argument("--image", help="the course's Jupyter image (default: the default image)")
+    sub.add_argument("--idle-timeout", type=int, metavar="SECONDS",
+                     help="stop a student's idle server after this long (default: cull.idle_timeout)")
     sub.set_defaults(run=course_create)
     sub = course_commands.add_parser("update", help="fetch and reset to the remote branch")
     sub.add_argument("name")
@@ -199,6 +245,12 @@ def parser() -> argparse.ArgumentParser:
     sub.add_argument("-f", "--follow", action="store_true")
     sub.add_argument("-n", "--lines", type=int)
     sub.set_defaults(run=logs)
+    sub = commands.add_parser("cull", help="stop the idle servers (nbh-cull.timer runs it)")
+    sub.add_argument("--dry-run", action="store_true", help="say what would be stopped, and why")
+    sub.set_defaults(run=cull_command)
+    sub = commands.add_parser("gc", help="remove containers, sockets and folders of no running unit")
+    sub.add_argument("--dry-run", action="store_true")
+    sub.set_defaults(run=gc_command)
     sub = commands.add_parser("sign", help="a signed entry URL for the LMS")
     sub.add_argument("--ttl", type=int, help="seconds it stays valid (web.signature_ttl)")
     sub.add_argument("course")

@@ -88,12 +88,45 @@ class Web:
 
 
 @dataclass(frozen=True)
+class Cull:
+    """When idle servers stop: `nbh cull` (nbh-cull.timer) and systemd's own limits."""
+
+    # Stop a server whose kernels have been idle this long, in seconds
+    # (a course may set its own: `nbh course create --idle-timeout`).
+    idle_timeout: int = 1800
+    # Stop a server with no kernel at all after this long, in seconds.
+    grace: int = 600
+    # How often nbh-cull.timer looks, in seconds.
+    period: int = 60
+    # Stop any server after this long, busy or not (RuntimeMaxSec=), in seconds.
+    max_age: int = 86400
+    # Second line: the socket proxy exits, and the server with it, when no
+    # connection at all has been open this long, in seconds.
+    proxy_idle: int = 7200
+
+    def check(self) -> None:
+        for name in ("idle_timeout", "grace", "period", "max_age", "proxy_idle"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"cull.{name}: must be a positive number of seconds")
+
+    def dropins(self) -> dict[str, str]:
+        """systemd drop-ins, by unit, for what a unit setting does itself."""
+        head = "# Written by `nbh setup` from nbhosting.toml [cull]; edit that file instead.\n"
+        return {
+            "nbh-jupyter@.service": f"{head}[Service]\nRuntimeMaxSec={self.max_age}\n",
+            "nbh-proxy@.service": f"{head}[Service]\nEnvironment=NBH_PROXY_IDLE={self.proxy_idle}s\n",
+            "nbh-cull.timer": f"{head}[Timer]\nOnUnitActiveSec={self.period}s\n",
+        }
+
+
+@dataclass(frozen=True)
 class Config:
     limits: Limits = Limits()
     web: Web = Web()
+    cull: Cull = Cull()
 
 
-_SECTIONS = {"limits": Limits, "web": Web}
+_SECTIONS = {"limits": Limits, "web": Web, "cull": Cull}
 _TOML_TYPES = {str: "a string", int: "an integer", float: "a number", bool: "true or false",
                tuple: "a list", list: "a list", dict: "a table"}
 

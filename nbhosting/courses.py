@@ -55,6 +55,7 @@ class Course:
     git_url: str
     branch: str | None  # None: the remote's default branch
     image: str | None  # None: the default image
+    idle_timeout: int | None = None  # seconds; None: the configuration's cull.idle_timeout
 
     @property
     def path(self) -> Path:
@@ -66,7 +67,7 @@ def _settings_path(name: str) -> Path:
     return paths.COURSE_SETTINGS_DIR / f"{name}.toml"
 
 
-def _checked(name: str, git_url: object, branch: object, image: object) -> Course:
+def _checked(name: str, git_url: object, branch: object, image: object, idle_timeout: object = None) -> Course:
     """The same checks for what an operator types and what a settings file says."""
     if (not isinstance(git_url, str) or not git_url or len(git_url) > URL_MAX
             or git_url.startswith("-") or " " in git_url or not git_url.isprintable()):
@@ -76,7 +77,9 @@ def _checked(name: str, git_url: object, branch: object, image: object) -> Cours
         raise CourseError(f"bad branch {branch!r}: letters, digits, '_', '.', '/' or '-'")
     if image is not None and not (isinstance(image, str) and IMAGE_RE.fullmatch(image)):
         raise CourseError(f"bad image {image!r}: not an image reference like quay.io/jupyter/base-notebook:latest")
-    return Course(name, git_url, branch, image)
+    if idle_timeout is not None and not (type(idle_timeout) is int and 60 <= idle_timeout <= 7 * 86400):
+        raise CourseError(f"bad idle_timeout {idle_timeout!r}: seconds, from 60 to 604800")
+    return Course(name, git_url, branch, image, idle_timeout)
 
 
 def load(name: str) -> Course:
@@ -88,11 +91,12 @@ def load(name: str) -> Course:
         raise UnknownCourse(f"unknown course {name!r}") from None
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as error:
         raise CourseError(f"{path}: {error}") from None
-    unknown = sorted(set(settings) - {"git_url", "branch", "image"})
+    unknown = sorted(set(settings) - {"git_url", "branch", "image", "idle_timeout"})
     if unknown:
         raise CourseError(f"{path}: unknown key {unknown[0]!r}")
     try:
-        return _checked(name, settings.get("git_url"), settings.get("branch"), settings.get("image"))
+        return _checked(name, settings.get("git_url"), settings.get("branch"), settings.get("image"),
+                        settings.get("idle_timeout"))
     except CourseError as error:
         raise CourseError(f"{path}: {error}") from None
 
@@ -157,7 +161,7 @@ def _share(tree: Path) -> None:
 def _write_settings(course: Course) -> None:
     """By hand, as tomllib only reads; json.dumps quotes a valid TOML basic string."""
     lines = ["# Written by `nbh course create`.\n", f"git_url = {json.dumps(course.git_url, ensure_ascii=False)}\n"]
-    for key in ("branch", "image"):
+    for key in ("branch", "image", "idle_timeout"):
         value = getattr(course, key)
         if value is not None:
             lines.append(f"{key} = {json.dumps(value, ensure_ascii=False)}\n")
@@ -174,10 +178,11 @@ def _write_settings(course: Course) -> None:
         raise
 
 
-def create(name: str, git_url: str, branch: str | None = None, image: str | None = None) -> Course:
+def create(name: str, git_url: str, branch: str | None = None, image: str | None = None,
+           idle_timeout: int | None = None) -> Course:
     """Clone next to the destination and rename into place: a failure leaves nothing."""
     check_course(name)
-    course = _checked(name, git_url, branch, image)
+    course = _checked(name, git_url, branch, image, idle_timeout)
     if _settings_path(name).exists() or os.path.lexists(course.path):
         raise CourseError(f"course {name!r} already exists")
     paths.COURSES_DIR.mkdir(parents=True, exist_ok=True)

@@ -17,7 +17,7 @@ from pystemd import journal
 
 from .names import BadName, Instance
 
-EVENTS = frozenset({"start", "ready", "stop", "failure", "open", "refused"})
+EVENTS = frozenset({"start", "ready", "stop", "failure", "open", "refused", "cull", "gc"})
 IDENTIFIER = "nbhosting"
 
 
@@ -34,6 +34,12 @@ def send(event: str, instance: Instance, message: str, priority: int = syslog.LO
         NBH_INSTANCE=instance.name,
         **{key: str(value) for key, value in fields.items()},
     )
+
+
+def journal_only(event: str, message: str, **fields: str) -> None:
+    """An event that concerns no one student."""
+    journal.sendv(f"PRIORITY={syslog.LOG_INFO}", MESSAGE=message, SYSLOG_IDENTIFIER=IDENTIFIER,
+                  NBH_EVENT=event, **fields)
 
 
 def refused(status: int, reason: str, **fields: str) -> None:

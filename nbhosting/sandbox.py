@@ -26,6 +26,8 @@ import sys
 import time
 from pathlib import Path
 
+from . import podman as nbh_podman
+
 REPO = Path(__file__).resolve().parent.parent
 STATE = Path(os.environ.get("NBH_SANDBOX_STATE", "/var/lib/nbh-sandbox"))
 PIDFILE = STATE / "systemd.pid"
@@ -51,7 +53,7 @@ TARGET = """\
 [Unit]
 Description=nbhosting sandbox
 Requires=basic.target dbus.socket
-Wants=polkit.service nginx.service nbh-web.socket
+Wants=polkit.service nginx.service nbh-web.socket nbh-cull.timer nbh-gc.timer
 After=basic.target
 AllowIsolate=yes
 """
@@ -252,12 +254,8 @@ def load_image() -> None:
     stamp.write_text(built)
 
 
-def podman(argv: list[str], *properties: str) -> list[str]:
-    """A podman command as the containers' account, with the units' environment."""
-    props = [f"--property={p}" for p in ("User=nbh-jupyter", "Group=nbh-jupyter",
-             "EnvironmentFile=/usr/lib/nbhosting/podman.env", *properties)]
-    return ["systemd-run", "--quiet", "--wait", "--pipe", "--collect", *props,
-            "/usr/bin/podman", *argv]
+def podman(args: list[str], *properties: str) -> list[str]:
+    return nbh_podman.argv(args, *properties)
 
 
 def status() -> dict:

@@ -64,6 +64,7 @@ class UnitState:
     SubState: str
     LoadState: str
     since_usec: int
+    active_since_usec: int = 0
     MainPID: int = 0
     MemoryCurrent: int | None = None
     Result: str = ""
@@ -181,6 +182,7 @@ class Systemd:
         state = UnitState(
             unit=unit, ActiveState=values["ActiveState"], SubState=values["SubState"],
             LoadState=values["LoadState"], since_usec=values["StateChangeTimestamp"],
+            active_since_usec=values["ActiveEnterTimestamp"],
         )
         if unit.endswith(".service") and state.LoadState == "loaded":
             (service,) = await self._call(path, PROPERTIES, "GetAll", "s", [SERVICE])

@@ -342,15 +342,16 @@ def test_cli_list_and_show(capsys, upstream):
     status, out, err = nbh(capsys, "course", "show", "python-mooc")
     assert (status, err) == (0, "")
     lines = out.splitlines()
-    assert lines[:5] == [
+    assert lines[:6] == [
         "name:      python-mooc",
         f"git-url:   {upstream}",
         "branch:    default",
         "image:     default",
+        "idle:      default",
         f"path:      {paths.COURSES_DIR / 'python-mooc'}",
     ]
-    assert lines[5].startswith("commit:    ")
-    assert lines[6:] == ["notebooks: 5"] + [f"  {notebook}" for notebook in NOTEBOOKS]
+    assert lines[6].startswith("commit:    ")
+    assert lines[7:] == ["notebooks: 5"] + [f"  {notebook}" for notebook in NOTEBOOKS]
 
 
 def test_cli_list_empty(capsys):

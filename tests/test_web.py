@@ -245,17 +245,23 @@ async def execute(sandbox, instance: Instance, kernel_id: str, code: str) -> str
     }))
     out = []
     deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        message = json.loads(await asyncio.wait_for(socket.read_message(), 60))
-        if message["parent_header"].get("msg_id") != msg_id:
-            continue
-        if message["msg_type"] == "stream":
-            out.append(message["content"]["text"])
-        elif message["msg_type"] == "error":
-            out.append(message["content"]["ename"])
-        elif message["msg_type"] == "status" and message["content"]["execution_state"] == "idle":
-            break
-    socket.close()
+    try:
+        while time.monotonic() < deadline:
+            text = await asyncio.wait_for(socket.read_message(), 60)
+            if text is None:  # the server went away
+                out.append("<closed>")
+                break
+            message = json.loads(text)
+            if message["parent_header"].get("msg_id") != msg_id:
+                continue
+            if message["msg_type"] == "stream":
+                out.append(message["content"]["text"])
+            elif message["msg_type"] == "error":
+                out.append(message["content"]["ename"])
+            elif message["msg_type"] == "status" and message["content"]["execution_state"] == "idle":
+                break
+    finally:
+        socket.close()
     return "".join(out)
 
 

@@ -1,0 +1,21 @@
+"""podman commands as the containers' account, with the units' environment.
+
+The same user, storage and runtime directory as nbh-jupyter@.service, so
+the operator (or `nbh gc`) sees exactly the containers the units made.
+"""
+
+from __future__ import annotations
+
+import subprocess
+
+ENVIRONMENT_FILE = "/usr/lib/nbhosting/podman.env"
+
+
+def argv(args: list[str], *properties: str) -> list[str]:
+    props = [f"--property={p}" for p in ("User=nbh-jupyter", "Group=nbh-jupyter",
+             f"EnvironmentFile={ENVIRONMENT_FILE}", *properties)]
+    return ["systemd-run", "--quiet", "--wait", "--pipe", "--collect", *props, "/usr/bin/podman", *args]
+
+
+def run(args: list[str], timeout: float = 120) -> subprocess.CompletedProcess:
+    return subprocess.run(argv(args), capture_output=True, text=True, timeout=timeout, check=False)

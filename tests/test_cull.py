@@ -1,0 +1,186 @@
+"""Idle servers stop by themselves and come back by themselves."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import time
+from pathlib import Path
+
+import pytest
+
+from nbhosting import sandbox as nbh_sandbox
+from nbhosting.names import Instance
+
+from .conftest import nbh
+from .test_web import NOTEBOOK, entry, execute, get
+
+pytestmark = pytest.mark.sandbox
+
+
+@pytest.fixture
+def cull_config(sandbox):
+    """Timeouts of seconds; `nbh setup` writes those that are unit settings."""
+    def set_config(text: str) -> None:
+        sandbox.path("/etc/nbhosting/nbhosting.toml").write_text(nbh_sandbox.CONFIG + "[cull]\n" + text)
+        sandbox.run("nbh", "setup")
+    yield set_config
+    sandbox.path("/etc/nbhosting/nbhosting.toml").write_text(nbh_sandbox.CONFIG)
+    sandbox.run("nbh", "setup")
+
+
+def wait_for(predicate, timeout: float = 30, every: float = 0.2, what: str = "") -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, f"timed out waiting for {what or predicate}"
+        time.sleep(every)
+
+
+def active(systemd, instance: Instance) -> bool:
+    return systemd.state(instance.service).ActiveState == "active"
+
+
+def only_running_containers(sandbox, systemd) -> None:
+    running = {Instance.from_unit(u).container for u in systemd.list_instances()
+               if systemd.state(u).ActiveState in ("active", "activating", "deactivating")}
+    assert set(sandbox.containers()) <= running
+
+
+def new_kernel(sandbox, systemd, instance: Instance) -> str:
+    return sandbox.api(instance, "api/kernels", method="POST", body={"name": "python3"})["id"]
+
+
+def test_idle_servers_are_culled_busy_and_recent_ones_are_not(sandbox, systemd, course, student, cull_config):
+    idle, busy, recent, kernelless = (Instance(course, f"{student}-{n}") for n in ("idle", "busy", "recent", "none"))
+    kernels = {}
+    for instance in (idle, busy, recent, kernelless):
+        systemd.start_instance(instance)
+        if instance is not kernelless:
+            kernels[instance] = new_kernel(sandbox, systemd, instance)
+            systemd.loop.run_until_complete(execute(sandbox, instance, kernels[instance], "x = 1"))
+    cull_config("idle_timeout = 4\ngrace = 4\n")
+    # a computation that outlasts the timeout, silent all along
+    computing = systemd.loop.create_task(execute(sandbox, busy, kernels[busy], "import time; time.sleep(30)"))
+    systemd.loop.run_until_complete(asyncio.sleep(5))
+    systemd.loop.run_until_complete(execute(sandbox, recent, kernels[recent], "x = 2"))
+
+    dry = nbh(sandbox, "cull", "--dry-run")
+    assert dry.returncode == 0, dry.stderr
+    lines = {line.split()[1]: line for line in dry.stdout.splitlines()[1:]}
+    assert "would stop" in lines[idle.student] and "idle" in lines[idle.student]
+    assert "would stop" in lines[kernelless.student] and "no kernel" in lines[kernelless.student]
+    assert "keeps" in lines[busy.student] and "busy" in lines[busy.student]
+    assert "keeps" in lines[recent.student]
+    assert all(active(systemd, i) for i in (idle, busy, recent, kernelless))
+
+    assert nbh(sandbox, "cull").returncode == 0
+    assert not active(systemd, idle) and not active(systemd, kernelless)
+    assert active(systemd, busy) and active(systemd, recent)
+    assert systemd.state(idle.socket).SubState == "listening"  # comes back on the next request
+    culls = sandbox.journal("NBH_EVENT=cull", f"NBH_STUDENT={idle.student}")
+    assert len(culls) == 1 and int(culls[0]["NBH_IDLE_SECONDS"]) >= 4
+    only_running_containers(sandbox, systemd)
+    for instance in (busy, recent):
+        systemd.stop_instance(instance)
+    systemd.loop.run_until_complete(asyncio.wait([computing], timeout=10))
+
+
+def test_a_culled_server_comes_back_with_the_work_and_reconnects(sandbox, systemd, course, student, cull_config):
+    instance = Instance(course, student)
+    url = entry(course, NOTEBOOK, student)
+    kernel = new_kernel(sandbox, systemd, instance)
+    assert systemd.loop.run_until_complete(execute(sandbox, instance, kernel, "print(6 * 7)")) == "42\n"
+    saved = sandbox.api(instance, f"api/contents/{NOTEBOOK}.ipynb")["content"]
+    saved["cells"][0]["source"] = "print('saved before the cull')"
+    sandbox.api(instance, f"api/contents/{NOTEBOOK}.ipynb", method="PUT",
+                body={"type": "notebook", "format": "json", "content": saved})
+    cull_config("idle_timeout = 1\ngrace = 1\n")
+    time.sleep(2)
+    sandbox.run("nbh", "cull")
+    assert not active(systemd, instance)
+    only_running_containers(sandbox, systemd)
+
+    # The open tab's next request, through nginx: the server starts again, no 502.
+    page = get(url, referer=None)
+    assert page.status == 200
+    assert active(systemd, instance)
+    assert "saved before the cull" in sandbox.api(instance, f"api/contents/{NOTEBOOK}.ipynb")["content"]["cells"][0]["source"]
+    # the old kernel is gone with the old server: the client starts a new one
+    assert get(f"{instance.base_url}api/kernels/{kernel}?token={sandbox.token(instance)}", referer=None).status == 404
+    kernel = new_kernel(sandbox, systemd, instance)
+    assert systemd.loop.run_until_complete(execute(sandbox, instance, kernel, "print(6 * 7)")) == "42\n"
+    systemd.stop_instance(instance)
+
+
+def test_max_age_stops_even_a_busy_server(sandbox, systemd, course, student, cull_config):
+    cull_config("max_age = 6\n")
+    shown = sandbox.run("systemctl", "show", "-P", "RuntimeMaxUSec", Instance(course, student).service).stdout
+    assert shown.strip() == "6s"
+    instance = Instance(course, student)
+    systemd.start_instance(instance)
+    kernel = new_kernel(sandbox, systemd, instance)
+    computing = systemd.loop.create_task(execute(sandbox, instance, kernel, "import time; time.sleep(60)"))
+    systemd.loop.run_until_complete(asyncio.sleep(1))
+    wait_for(lambda: not active(systemd, instance), timeout=30, what="the maximum age")
+    systemd.loop.run_until_complete(asyncio.wait([computing], timeout=10))
+    assert "runtime time limit" in sandbox.run("journalctl", "--no-pager", "-u", instance.service).stdout
+    wait_for(lambda: instance.container not in sandbox.containers(), what="the container to go")
+    only_running_containers(sandbox, systemd)
+    assert "started" in sandbox.api(instance, "api/status")  # and it comes back
+    systemd.stop_instance(instance)
+
+
+def test_the_proxy_exits_when_idle_and_takes_the_server(sandbox, systemd, course, student, cull_config):
+    cull_config("proxy_idle = 2\n")
+    instance = Instance(course, student)
+    systemd.start(instance.socket)
+    assert "started" in sandbox.api(instance, "api/status")  # socket activation, then no connection
+    wait_for(lambda: not active(systemd, instance), timeout=20, what="the proxy's idle exit")
+    assert systemd.state(instance.proxy).ActiveState == "inactive"
+    assert systemd.state(instance.socket).SubState == "listening"
+    only_running_containers(sandbox, systemd)
+
+
+def test_a_killed_container_comes_back_on_the_next_request(sandbox, systemd, course, student):
+    instance = Instance(course, student)
+    systemd.start_instance(instance)
+    jupyter = [p for p in sandbox.unit_pids(instance.service)
+               if Path(f"/proc/{p}/comm").read_text().strip() == "jupyter-server"]
+    os.kill(jupyter[0], signal.SIGKILL)
+    wait_for(lambda: not active(systemd, instance), what="the unit to notice")
+    wait_for(lambda: instance.container not in sandbox.containers(), what="the container to go")
+    only_running_containers(sandbox, systemd)
+    assert "started" in sandbox.api(instance, "api/status")
+    assert active(systemd, instance)
+    systemd.stop_instance(instance)
+
+
+def test_gc_removes_what_no_unit_owns(sandbox, systemd, course, student):
+    ghost = Instance(course, student)
+    sandbox.run(*nbh_sandbox.podman(["create", "--name", ghost.container, nbh_sandbox.IMAGE, "true"]))
+    sandbox.run("mkdir", "-p", f"/run/nbh-jupyter/{ghost.path}")
+    dry = nbh(sandbox, "gc", "--dry-run")
+    assert f"would remove container {ghost.container}" in dry.stdout
+    assert ghost.container in sandbox.containers()
+    done = nbh(sandbox, "gc")
+    assert done.returncode == 0, done.stderr
+    assert f"removed container {ghost.container}" in done.stdout
+    assert f"removed runtime folder /run/nbh-jupyter/{ghost.path}" in done.stdout
+    assert ghost.container not in sandbox.containers()
+    assert not sandbox.path(f"/run/nbh-jupyter/{ghost.path}").exists()
+    assert sandbox.journal("NBH_EVENT=gc", "--since=-60s")
+    assert sandbox.run("systemctl", "is-active", "nbh-gc.timer", "nbh-cull.timer").stdout.split() == ["active"] * 2
+
+
+def test_status_shows_idle_time_and_age(sandbox, systemd, course, student):
+    instance = Instance(course, student)
+    systemd.start_instance(instance)
+    time.sleep(1.5)
+    line = next(line for line in nbh(sandbox, "status", course, student).stdout.splitlines()[1:])
+    columns = line.split()
+    assert columns[2] == "active/running"
+    age, idle = columns[-2], columns[-1]
+    assert age.startswith("0m0") and idle.startswith("0m0"), line
+    systemd.stop_instance(instance)
+    assert nbh(sandbox, "status", course, student).stdout.split()[-2:] == ["-", "-"]
