@@ -276,6 +276,8 @@ async def main() -> dict:
         await systemd.stop_instance(instance)
         crowd = await at_once(systemd, 20)
         entry = await entries(systemd)
+        from . import idle  # noqa: PLC0415 -- it imports this module's helpers
+        idle_results = await idle.run(systemd)
     finally:
         await systemd.close()
     driver = sandbox.run(sandbox.podman(["info", "--format", "{{.Store.GraphDriverName}}"])).stdout.strip()
@@ -290,6 +292,7 @@ async def main() -> dict:
         "memory": mem,
         "twenty_at_once": crowd,
         "entry": entry,
+        "idle": idle_results,
     }
 
 
@@ -325,6 +328,9 @@ def table(results: dict) -> str:
         row("front end CPU per warm entry", f"{entry['front_end_cpu_ms_per_entry']:.2f} ms "
             f"(= {1000 / entry['front_end_cpu_ms_per_entry']:.0f} /s on one core)", ""),
     ]
+    if "idle" in results:
+        from . import idle  # noqa: PLC0415
+        lines += idle.table(results["idle"])
     return "\n".join(lines)
 
 

@@ -184,3 +184,12 @@ def test_status_shows_idle_time_and_age(sandbox, systemd, course, student):
     assert age.startswith("0m0") and idle.startswith("0m0"), line
     systemd.stop_instance(instance)
     assert nbh(sandbox, "status", course, student).stdout.split()[-2:] == ["-", "-"]
+
+
+def test_notebooks_autosave_every_20_seconds(sandbox, systemd, course, student):
+    """Servers can be stopped at any time: the notebook saves itself often."""
+    instance = Instance(course, student)
+    systemd.start_instance(instance)
+    settings = sandbox.api(instance, "lab/api/settings/@jupyterlab/docmanager-extension:plugin")
+    assert settings["schema"]["properties"]["autosaveInterval"]["default"] == 20
+    systemd.stop_instance(instance)
