@@ -27,6 +27,8 @@ SERVICE = "org.freedesktop.systemd1.Service"
 PROPERTIES = "org.freedesktop.DBus.Properties"
 INSTANCE_PATTERNS = ["nbh-jupyter@*.service"]
 JOB_TIMEOUT = 120
+# dbus-daemon refuses more pending calls per connection (system bus: 128).
+PENDING_CALLS = 64
 
 
 class SystemdError(Exception):
@@ -76,6 +78,7 @@ class Systemd:
     def __init__(self, bus: MessageBus):
         self.bus = bus
         self._jobs: dict[str, asyncio.Future[str]] = {}
+        self._pending = asyncio.Semaphore(PENDING_CALLS)
 
     @classmethod
     async def connect(cls, bus_address: str | None = None) -> Systemd:
@@ -119,10 +122,11 @@ class Systemd:
         return self._jobs[path]
 
     async def _call(self, path: str, interface: str, member: str, signature: str = "", body=()) -> list:
-        reply = await self.bus.call(Message(
-            destination=SYSTEMD, path=path, interface=interface, member=member,
-            signature=signature, body=list(body),
-        ))
+        async with self._pending:
+            reply = await self.bus.call(Message(
+                destination=SYSTEMD, path=path, interface=interface, member=member,
+                signature=signature, body=list(body),
+            ))
         if reply.message_type == MessageType.ERROR:
             text = reply.body[0] if reply.body else reply.error_name
             raise _ERRORS.get(reply.error_name, SystemdError)(f"{member}: {text}")

@@ -69,7 +69,9 @@ class Frontend:
 
     async def _start(self, instance: Instance) -> None:
         systemd = await self.systemd()
-        if (await systemd.state(instance.service)).ActiveState == "active":
+        # Running, and reachable through its socket: nothing to do (the warm path).
+        if ((await systemd.state(instance.service)).ActiveState == "active"
+                and (await systemd.state(instance.socket)).ActiveState == "active"):
             return
         await systemd.start_instance(instance)
 
