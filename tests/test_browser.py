@@ -1,0 +1,336 @@
+"""A real browser: a student's notebook in an LMS page's iframe.
+
+Headless Chromium (Debian's chromium and chromium-driver, driven by
+selenium) opens a page standing for the LMS on one site (localhost) that
+embeds the notebook from another site (127.0.0.1, nginx in the sandbox), with
+third-party cookies blocked as browsers do more and more: the notebook must
+work without any cookie of its own, on the token alone.
+
+On a failure, the browser's screenshot is in tests/artifacts/<test>.png and
+its console is in the message.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import html
+import http.server
+import json
+import shutil
+import tempfile
+import threading
+from collections.abc import Callable
+from pathlib import Path
+from urllib.parse import quote, urlsplit
+
+import pytest
+from selenium import webdriver
+from selenium.common.exceptions import TimeoutException, WebDriverException
+from selenium.webdriver.chrome.service import Service
+from selenium.webdriver.common.action_chains import ActionChains
+from selenium.webdriver.common.by import By
+from selenium.webdriver.common.keys import Keys
+from selenium.webdriver.support.ui import WebDriverWait
+
+from nbhosting import config
+from nbhosting import sandbox as nbh_sandbox
+from nbhosting.names import Instance
+
+pytestmark = pytest.mark.sandbox
+
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMEDRIVER = Path("/usr/bin/chromedriver")
+# As root, without a display, a GPU, /dev/shm room or the internet.
+CHROMIUM_ARGS = (
+    "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--disable-quic",
+    "--no-first-run", "--disable-background-networking", "--disable-component-update", "--disable-sync",
+    "--window-size=1400,1000",
+)
+# nginx in the sandbox: the notebooks' site. The LMS page is on localhost,
+# another site (not only another origin), so its iframe is third-party.
+NOTEBOOK_SITE = nbh_sandbox.SITE_URL
+NOTEBOOK_HOST = urlsplit(NOTEBOOK_SITE).hostname
+# A notebook of the course that the `course` fixture creates.
+NOTEBOOK = "w1/w1-s1-c1-intro.ipynb"
+SOURCE = "print(6 * 7)"
+TIMEOUT = 60  # seconds, for every wait
+ARTIFACTS = Path(__file__).parent / "artifacts"
+
+
+def entry_url(sandbox, instance: Instance, notebook: str) -> str:
+    """The URL that the LMS puts in its iframe: the front end's entry, as on FUN (no .ipynb)."""
+    return (f"{NOTEBOOK_SITE}/ipythonExercice/{instance.course}/{quote(notebook.removesuffix('.ipynb'))}"
+            f"/{instance.student}")
+
+
+# -- the LMS ------------------------------------------------------------------
+
+# Besides the notebook, the LMS page frames a probe from the notebooks' site
+# that sets a cookie as a third party may (SameSite=None; Secure): kept when
+# the browser allows third-party cookies, and not kept when it blocks them.
+PROBE_PATH, PROBE_COOKIE = "/third-party-cookie", "nbh-third-party-probe"
+LMS_PAGE = """<!doctype html>
+<html><head><meta charset="utf-8"><title>LMS</title><link rel="icon" href="data:,"></head>
+<body><h1>Week 1, sequence 1</h1>
+<iframe id="notebook" src="{src}" width=1200 height=800 allow="clipboard-read; clipboard-write"></iframe>
+<iframe id="probe" src="{probe}" onload="this.dataset.loaded = 'yes'" hidden></iframe>
+</body></html>
+"""
+
+
+class LMSHandler(http.server.BaseHTTPRequestHandler):
+    page = b""  # set on a subclass
+
+    def do_GET(self):
+        if self.path == "/":
+            self.reply(self.page, "text/html; charset=utf-8")
+        elif self.path == PROBE_PATH:
+            self.reply(b"", "text/plain", ("Set-Cookie", f"{PROBE_COOKIE}=1; SameSite=None; Secure; Path=/"))
+        else:
+            self.send_error(404)
+
+    def reply(self, body: bytes, content_type: str, *headers: tuple[str, str]) -> None:
+        self.send_response(200)
+        for name, value in (("Content-Type", content_type), ("Content-Length", str(len(body))), *headers):
+            self.send_header(name, value)
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args):
+        pass
+
+
+@contextlib.contextmanager
+def lms_page(sandbox, iframe_src: str):
+    """Serve the LMS's page, on an origin that the sandbox lets frame notebooks; yield its URL.
+
+    The origin is one of the configuration's web.lms_origins (the notebooks'
+    Content-Security-Policy frame-ancestors) on localhost, whose port is free.
+    """
+    path = str(config.DEFAULT_PATH)
+    origins = config.load(sandbox.path(path)).web.lms_origins
+    handler = type("Handler", (LMSHandler,), {})
+    for origin in origins:
+        parts = urlsplit(origin)
+        if parts.scheme != "http" or parts.hostname != "localhost" or not parts.port:
+            continue
+        try:
+            server = http.server.ThreadingHTTPServer(("127.0.0.1", parts.port), handler)
+        except OSError:  # taken, by the sandbox's own LMS page for one
+            continue
+        break
+    else:
+        pytest.fail(f"the sandbox's {path} lets no free http://localhost:<port> frame notebooks "
+                    f"(web.lms_origins = {list(origins)}): the LMS page has nowhere to be")
+    probe = f"http://{NOTEBOOK_HOST}:{parts.port}{PROBE_PATH}"
+    handler.page = LMS_PAGE.format(src=html.escape(iframe_src, quote=True), probe=probe).encode()
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"{origin}/"
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join()
+
+
+def assert_third_party_cookies_blocked(browser: Browser) -> None:
+    """Once the LMS page's probe frame has loaded, its cookie is not in the browser."""
+    loaded = "return document.getElementById('probe').dataset.loaded"
+    browser.wait("the LMS page's probe frame", lambda: browser.js(loaded) == "yes")
+    if probe := [c for c in browser.cookies() if c["name"] == PROBE_COOKIE]:
+        browser.fail(f"the browser kept a third-party cookie, it should block them: {probe}")
+
+
+# -- the browser --------------------------------------------------------------
+
+class Browser:
+    """The selenium driver, with waits that fail with a screenshot, the console and more."""
+
+    def __init__(self, driver: webdriver.Chrome, screenshot: Path):
+        self.driver = driver
+        self.screenshot_path = screenshot
+        self.taken = False
+        screenshot.unlink(missing_ok=True)  # an earlier run's
+        # Console messages and uncaught errors of every frame, the iframe's
+        # too, from WebDriver BiDi; the classic log adds what the browser
+        # itself says (network, security: a refused frame), of the top frame.
+        self.console: list[str] = []
+        driver.script.add_console_message_handler(
+            lambda entry: self.console.append(f"console.{entry.level}: {entry.text}"))
+        driver.script.add_javascript_error_handler(
+            lambda entry: self.console.append(f"uncaught: {entry.text}"))
+        # More to say on a failure, e.g. the server's log: (title, function) pairs.
+        self.diagnostics: list[tuple[str, Callable[[], str]]] = []
+
+    def console_lines(self) -> list[str]:
+        with contextlib.suppress(WebDriverException):
+            self.console += [f"{e['source']}: {e['message'].strip()}" for e in self.driver.get_log("browser")
+                             if e["source"] != "console-api"]
+        return self.console or ["(empty)"]
+
+    def js(self, script: str, *args):
+        return self.driver.execute_script(script, *args)
+
+    def screenshot(self) -> None:
+        ARTIFACTS.mkdir(exist_ok=True)
+        with contextlib.suppress(WebDriverException):
+            self.taken = self.driver.save_screenshot(str(self.screenshot_path))
+
+    def fail(self, message: str):
+        self.screenshot()
+        parts = [message, f"screenshot: {self.screenshot_path}",
+                 "browser console:", *(f"  {line}" for line in self.console_lines())]
+        for title, diagnostic in self.diagnostics:
+            try:
+                text = diagnostic()
+            except Exception as error:  # a diagnostic must not hide the failure
+                text = f"({error!r})"
+            parts += [f"{title}:", *(f"  {line}" for line in text.splitlines())]
+        pytest.fail("\n".join(parts), pytrace=False)
+
+    def wait(self, what: str, condition, timeout: float = TIMEOUT):
+        """Poll `condition()` until it is true, and return what it returned."""
+        try:
+            return WebDriverWait(self.driver, timeout, poll_frequency=0.2).until(lambda _: condition())
+        except TimeoutException:
+            pass
+        self.fail(f"waited {timeout} s for {what}")
+
+    def cookies(self) -> list[dict]:
+        """Every cookie the browser holds, for any site (DevTools' Storage.getCookies)."""
+        return self.driver.execute_cdp_cmd("Storage.getCookies", {})["cookies"]
+
+
+@pytest.fixture
+def browser(request):
+    for program in (CHROMIUM, CHROMEDRIVER):
+        if not program.exists():
+            pytest.fail(f"no {program} (Debian's chromium and chromium-driver; `make deps` installs them)")
+    profile = tempfile.mkdtemp(prefix="nbh-chromium-")
+    options = webdriver.ChromeOptions()
+    options.binary_location = str(CHROMIUM)
+    for argument in (*CHROMIUM_ARGS, f"--user-data-dir={profile}"):
+        options.add_argument(argument)
+    options.add_experimental_option("prefs", {
+        "profile.block_third_party_cookies": True,
+        "profile.cookie_controls_mode": 1,  # block third-party cookies
+    })
+    options.enable_bidi = True
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
+    driver = webdriver.Chrome(options=options, service=Service(str(CHROMEDRIVER)))
+    driver.set_page_load_timeout(TIMEOUT)
+    browser = Browser(driver, ARTIFACTS / f"{request.node.name}.png")
+    failed_before = request.session.testsfailed
+    try:
+        yield browser
+    finally:
+        if request.session.testsfailed > failed_before and not browser.taken:
+            browser.screenshot()  # a failure that was not a wait's
+        driver.quit()
+        shutil.rmtree(profile, ignore_errors=True)
+
+
+# -- the notebook, as a student uses it -----------------------------------------
+
+def enter_iframe(browser: Browser) -> None:
+    iframe = browser.wait("the LMS page's iframe",
+                          lambda: browser.driver.find_elements(By.CSS_SELECTOR, "iframe#notebook"))[0]
+    browser.driver.switch_to.frame(iframe)
+
+
+def first_cell_source(browser: Browser) -> str:
+    if browser.js("return location.href").startswith("chrome-error:"):
+        browser.fail("the iframe shows the browser's error page instead of the notebook")
+    return browser.js("return document.querySelector('.jp-Notebook .jp-Cell .jp-InputArea-editor')"
+                      "?.textContent ?? ''")
+
+
+def wait_for_kernel_idle(browser: Browser, sandbox, instance: Instance) -> None:
+    """Idle in the notebook's toolbar, with the page's websocket connected to the kernel.
+
+    The toolbar's indicator says "idle" for a moment before it even tries
+    to connect; the server's count of the kernel's connections does not lie.
+    """
+    indicator = "return document.querySelector('.jp-Notebook-ExecutionIndicator')?.dataset.status"
+
+    def idle_and_connected() -> bool:
+        if browser.js(indicator) != "idle":
+            return False
+        kernels = sandbox.api(instance, "api/kernels")
+        return any(k["execution_state"] == "idle" and k["connections"] > 0 for k in kernels)
+
+    browser.wait("the kernel to be idle, with the page connected to it", idle_and_connected)
+
+
+def run_first_cell(browser: Browser) -> None:
+    """Click into the first cell, then Shift+Enter."""
+    browser.driver.find_element(By.CSS_SELECTOR, ".jp-Notebook .jp-Cell .jp-InputArea-editor").click()
+    ActionChains(browser.driver).key_down(Keys.SHIFT).send_keys(Keys.ENTER).key_up(Keys.SHIFT).perform()
+
+
+def first_cell_output(browser: Browser) -> str:
+    return browser.js("return document.querySelector('.jp-Notebook .jp-Cell .jp-OutputArea')"
+                      "?.textContent ?? ''").strip()
+
+
+def save(browser: Browser) -> None:
+    """The toolbar's save button (docmanager:save, as Ctrl+S)."""
+    browser.driver.find_element(By.CSS_SELECTOR, 'jp-button[data-command="docmanager:save"]').click()
+
+
+def saved_output(path: Path) -> str:
+    """The text of the first cell's outputs in the notebook file, '' while there is none."""
+    try:
+        cell = json.loads(path.read_text())["cells"][0]
+    except (OSError, ValueError, LookupError):
+        return ""
+    texts = [output.get("text", "") for output in cell.get("outputs", [])]
+    return "".join("".join(text) if isinstance(text, list) else text for text in texts).strip()
+
+
+# -- the student's server ---------------------------------------------------------
+
+def server_log(sandbox, instance: Instance) -> str:
+    log = sandbox.run("journalctl", "--no-pager", "--output=cat", "--lines=40", "--unit", instance.service,
+                      check=False).stdout
+    return "\n".join(line for line in log.splitlines() if line.strip())
+
+
+@pytest.fixture
+def server(sandbox, systemd, course, student):
+    """A student who has never opened the notebook: no server, no copy yet."""
+    instance = Instance(course, student)
+    yield instance
+    systemd.stop_instance(instance)
+
+
+# -- the test -----------------------------------------------------------------------
+
+def test_notebook_in_a_third_party_iframe_runs_and_saves_without_cookies(sandbox, server, browser):
+    browser.diagnostics.append(("the student's server's log", lambda: server_log(sandbox, server)))
+    on_disk = sandbox.path(f"/var/lib/nbhosting/workspaces/{server.path}/{NOTEBOOK}")
+    assert not on_disk.exists()
+    with lms_page(sandbox, entry_url(sandbox, server, NOTEBOOK)) as lms_url:
+        assert urlsplit(lms_url).hostname != NOTEBOOK_HOST  # another site: a third-party iframe
+        browser.driver.get(lms_url)
+        assert_third_party_cookies_blocked(browser)
+
+        enter_iframe(browser)
+        browser.wait(f"the notebook with its cell {SOURCE!r}", lambda: SOURCE in first_cell_source(browser))
+        wait_for_kernel_idle(browser, sandbox, server)
+        run_first_cell(browser)
+        browser.wait("the cell's output 42", lambda: first_cell_output(browser) == "42")
+        save(browser)
+        browser.wait(f"the output 42 in {on_disk}", lambda: saved_output(on_disk) == "42")
+
+        # All of it without a cookie: the browser has none for the notebook's site.
+        if cookies := browser.js("return document.cookie"):
+            browser.fail(f"the notebook's frame has cookies: {cookies!r}")
+        if cookies := [c["name"] for c in browser.cookies() if c["domain"] == NOTEBOOK_HOST]:
+            browser.fail(f"the browser kept cookies of {NOTEBOOK_HOST}: {cookies}")
+
+    # And Jupyter does set cookies, which a first party keeps.
+    browser.driver.switch_to.default_content()
+    browser.driver.get(f"{NOTEBOOK_SITE}{server.base_url}api/status?token={sandbox.token(server)}")
+    assert [c for c in browser.cookies() if c["domain"] == NOTEBOOK_HOST], browser.cookies()
