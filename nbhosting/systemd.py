@@ -165,8 +165,8 @@ class Systemd:
     async def start(self, unit: str) -> None:
         await self._job_call("StartUnit", unit, "replace")
 
-    async def stop(self, unit: str) -> None:
-        await self._job_call("StopUnit", unit, "replace")
+    async def stop(self, unit: str, mode: str = "replace") -> None:
+        await self._job_call("StopUnit", unit, mode)
 
     async def restart(self, unit: str) -> None:
         await self._job_call("RestartUnit", unit, "replace")
@@ -216,8 +216,17 @@ class Systemd:
         await self.start(instance.proxy)
 
     async def stop_instance(self, instance: Instance) -> None:
-        """Stop the server; its socket stays listening for the next visit."""
-        await self.stop(instance.service)
+        """Stop the server; its socket stays listening for the next visit.
+
+        Irreversibly: an open tab reconnects as soon as the proxy goes, and
+        its start job would otherwise replace (cancel) the stop. The start it
+        asked for is refused meanwhile, which may fail the socket: make it
+        listen again, and that tab's next try starts the server.
+        """
+        await self.stop(instance.service, "replace-irreversibly")
+        if (await self.state(instance.socket)).ActiveState == "failed":
+            await self.reset_failed(instance.socket)
+            await self.start(instance.socket)
 
     async def restart_instance(self, instance: Instance) -> None:
         await self.stop_instance(instance)

@@ -334,3 +334,31 @@ def test_notebook_in_a_third_party_iframe_runs_and_saves_without_cookies(sandbox
     browser.driver.switch_to.default_content()
     browser.driver.get(f"{NOTEBOOK_SITE}{server.base_url}api/status?token={sandbox.token(server)}")
     assert [c for c in browser.cookies() if c["domain"] == NOTEBOOK_HOST], browser.cookies()
+
+
+@pytest.mark.xfail(strict=True, reason="issue 4, left: the server comes back, but Notebook 7 says "
+                   "'Kernel died unexpectedly' and waits for the student to pick a kernel")
+def test_an_open_tab_carries_on_after_its_server_was_culled(sandbox, systemd, server, browser):
+    """Revival: the tab's next request starts the server again; a new kernel runs the cell, no reload."""
+    browser.diagnostics.append(("the student's server's log", lambda: server_log(sandbox, server)))
+    with lms_page(sandbox, entry_url(sandbox, server, NOTEBOOK)) as lms_url:
+        browser.driver.get(lms_url)
+        enter_iframe(browser)
+        browser.wait("the notebook", lambda: SOURCE in first_cell_source(browser))
+        wait_for_kernel_idle(browser, sandbox, server)
+        run_first_cell(browser)
+        browser.wait("the cell's output 42", lambda: first_cell_output(browser) == "42")
+        before = systemd.state(server.service).MainPID
+
+        # What `nbh cull` does to an idle server; the tab's websocket reconnects
+        # at once, and starts it again once it has stopped.
+        systemd.stop_instance(server)
+        assert systemd.state(server.service).ActiveState != "active" or \
+            systemd.state(server.service).MainPID != before
+        browser.js("document.querySelector('.jp-Notebook .jp-Cell .jp-OutputArea').textContent = ''")
+        browser.wait("the server to come back by itself",
+                     lambda: systemd.state(server.service).ActiveState == "active", timeout=TIMEOUT)
+        assert systemd.state(server.service).MainPID != before
+        wait_for_kernel_idle(browser, sandbox, server)
+        run_first_cell(browser)
+        browser.wait("the cell's output 42 again, from a new kernel", lambda: first_cell_output(browser) == "42")
