@@ -227,7 +227,3 @@ class Systemd:
         if (await self.state(instance.socket)).ActiveState == "failed":
             await self.reset_failed(instance.socket)
             await self.start(instance.socket)
-
-    async def restart_instance(self, instance: Instance) -> None:
-        await self.stop_instance(instance)
-        await self.start_instance(instance)

@@ -253,6 +253,9 @@ def test_status_reads_memory_and_mainpid(sandbox, systemd, course, student):
     state = systemd.state(instance.service)
     assert state.MainPID > 0
     assert json.loads(sandbox.request(instance, "GET", "api/status")[1])
+    systemd.restart(instance.service)
+    assert systemd.state(instance.service).MainPID not in (0, state.MainPID)
+    assert json.loads(sandbox.request(instance, "GET", "api/status")[1])
     systemd.stop_instance(instance)
 
 
