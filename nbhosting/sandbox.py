@@ -347,10 +347,17 @@ def install() -> None:
     sh("systemd-tmpfiles", "--create", "/usr/lib/tmpfiles.d/nbhosting.conf")
     configure_nginx()
     Path("/etc/nbhosting/nbhosting.toml").write_text(CONFIG)
+    # The units that run the project's Python must see this checkout, which
+    # the RPM would have put under /usr.
+    seen = ""
     if REPO.is_relative_to("/root") or REPO.is_relative_to("/home"):
-        dropin = Path("/etc/systemd/system/nbh-web.service.d")
+        seen = "ProtectHome=read-only\n"
+    elif REPO.is_relative_to("/tmp"):
+        seen = "PrivateTmp=no\n"
+    for unit in ("nbh-web.service", "nbh-cull.service", "nbh-gc.service") if seen else ():
+        dropin = Path(f"/etc/systemd/system/{unit}.d")
         dropin.mkdir(parents=True)
-        (dropin / "sandbox.conf").write_text("[Service]\n# the checkout the sandbox runs\nProtectHome=read-only\n")
+        (dropin / "sandbox.conf").write_text(f"[Service]\n# the checkout the sandbox runs\n{seen}")
     sh(str(REPO / ".venv/bin/nbh"), "setup")
 
 

@@ -193,3 +193,11 @@ def test_notebooks_autosave_every_20_seconds(sandbox, systemd, course, student):
     settings = sandbox.api(instance, "lab/api/settings/@jupyterlab/docmanager-extension:plugin")
     assert settings["schema"]["properties"]["autosaveInterval"]["default"] == 20
     systemd.stop_instance(instance)
+
+
+def test_the_timer_runs_the_cull_service(sandbox):
+    """nbh-cull.service as the timer starts it (its own sandboxing, the checkout's Python)."""
+    result = sandbox.run("systemctl", "start", "nbh-cull.service", check=False)
+    assert result.returncode == 0, sandbox.run("journalctl", "--no-pager", "-n", "20", "-u", "nbh-cull.service").stdout
+    result = sandbox.run("systemctl", "start", "nbh-gc.service", check=False)
+    assert result.returncode == 0, sandbox.run("journalctl", "--no-pager", "-n", "20", "-u", "nbh-gc.service").stdout
