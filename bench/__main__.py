@@ -28,7 +28,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from nbhosting import sandbox, tokens
+from nbhosting import podman, sandbox, tokens
 from nbhosting.names import Instance
 from nbhosting.systemd import Systemd
 
@@ -280,7 +280,7 @@ async def main() -> dict:
         idle_results = await idle.run(systemd)
     finally:
         await systemd.close()
-    driver = sandbox.run(sandbox.podman(["info", "--format", "{{.Store.GraphDriverName}}"])).stdout.strip()
+    driver = sandbox.run(podman.argv(["info", "--format", "{{.Store.GraphDriverName}}"])).stdout.strip()
     return {
         "machine": {"cpus": os.cpu_count(), "kernel": platform.release(), "when": time.strftime("%Y-%m-%d %H:%M")},
         "storage_driver": driver,

@@ -99,7 +99,7 @@ def idle_timeout(instance: Instance, settings: config.Config) -> int:
 async def running(systemd: Systemd) -> list[Instance]:
     found = []
     for unit in await systemd.list_instances():
-        if (await systemd.state(unit)).ActiveState == "active":
+        if await systemd.active_state(unit) == "active":
             found.append(Instance.from_unit(unit))
     return found
 

@@ -21,37 +21,27 @@ EVENTS = frozenset({"start", "ready", "stop", "failure", "open", "refused", "cul
 IDENTIFIER = "nbhosting"
 
 
-def send(event: str, instance: Instance, message: str, priority: int = syslog.LOG_INFO, **fields: str) -> None:
+def _send(event: str, message: str, priority: int, **fields: str) -> None:
     if event not in EVENTS:
         raise ValueError(f"unknown event {event!r}")
-    journal.sendv(
-        f"PRIORITY={priority}",
-        MESSAGE=message,
-        SYSLOG_IDENTIFIER=IDENTIFIER,
-        NBH_EVENT=event,
-        NBH_COURSE=instance.course,
-        NBH_STUDENT=instance.student,
-        NBH_INSTANCE=instance.name,
-        **{key: str(value) for key, value in fields.items()},
-    )
+    journal.sendv(f"PRIORITY={priority}", MESSAGE=message, SYSLOG_IDENTIFIER=IDENTIFIER,
+                  NBH_EVENT=event, **fields)
+
+
+def send(event: str, instance: Instance, message: str, priority: int = syslog.LOG_INFO, **fields: str) -> None:
+    _send(event, message, priority, NBH_COURSE=instance.course, NBH_STUDENT=instance.student,
+          NBH_INSTANCE=instance.name, **{key: str(value) for key, value in fields.items()})
 
 
 def journal_only(event: str, message: str, **fields: str) -> None:
     """An event that concerns no one student."""
-    journal.sendv(f"PRIORITY={syslog.LOG_INFO}", MESSAGE=message, SYSLOG_IDENTIFIER=IDENTIFIER,
-                  NBH_EVENT=event, **fields)
+    _send(event, message, syslog.LOG_INFO, **fields)
 
 
 def refused(status: int, reason: str, **fields: str) -> None:
     """A bad or unauthorized entry; the names are as they came, cut short."""
-    journal.sendv(
-        f"PRIORITY={syslog.LOG_NOTICE}",
-        MESSAGE=f"refused ({status}): {reason}",
-        SYSLOG_IDENTIFIER=IDENTIFIER,
-        NBH_EVENT="refused",
-        NBH_STATUS=str(status),
-        **{key: str(value)[:200] for key, value in fields.items() if value is not None},
-    )
+    _send("refused", f"refused ({status}): {reason}", syslog.LOG_NOTICE, NBH_STATUS=str(status),
+          **{key: str(value)[:200] for key, value in fields.items() if value is not None})
 
 
 def after_stop(instance: Instance, environ: os._Environ | dict) -> None:

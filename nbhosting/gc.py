@@ -34,7 +34,7 @@ async def collect(systemd: Systemd, dry_run: bool = False) -> list[str]:
     removed = []
 
     async def active(unit: str) -> bool:
-        return (await systemd.state(unit)).ActiveState in ("active", "activating", "deactivating")
+        return await systemd.active_state(unit) in ("active", "activating", "deactivating")
 
     listing = podman.run(["ps", "--all", "--format", "{{.Names}}"])
     if listing.returncode != 0:

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from pathlib import PurePosixPath
 
 # A course name appears in paths, unit names and container names: no dot, so
 # that the container name nbh.<course>.<student> splits in one way only.
@@ -181,6 +180,3 @@ class Instance:
     @property
     def base_url(self) -> str:
         return f"/nb/{self.path}/"
-
-    def notebook_path(self, notebook: str) -> PurePosixPath:
-        return PurePosixPath(check_notebook(notebook))

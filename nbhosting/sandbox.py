@@ -243,19 +243,15 @@ def load_image() -> None:
         raise SandboxError(f"no test image at {IMAGE_TAR}: run images/build-test-image")
     stamp = STATE / "data" / "image.loaded"
     built = str(IMAGE_TAR.stat().st_mtime_ns)
-    have = run(podman(["image", "exists", IMAGE]), check=False).returncode == 0
+    have = run(nbh_podman.argv(["image", "exists", IMAGE]), check=False).returncode == 0
     if have and stamp.exists() and stamp.read_text() == built:
         return
     args_file = IMAGE_TAR.with_suffix(".import-args")
     changes = args_file.read_text().splitlines() if args_file.exists() else []
     argv = ["import", *[c for c in changes if c.strip()], "/run/nbh-image.tar", IMAGE]
     # The tar is bind-mounted read-only by systemd-run for the import only.
-    run(podman(argv, f"BindReadOnlyPaths={IMAGE_TAR}:/run/nbh-image.tar"), timeout=600)
+    run(nbh_podman.argv(argv, f"BindReadOnlyPaths={IMAGE_TAR}:/run/nbh-image.tar"), timeout=600)
     stamp.write_text(built)
-
-
-def podman(args: list[str], *properties: str) -> list[str]:
-    return nbh_podman.argv(args, *properties)
 
 
 def status() -> dict:

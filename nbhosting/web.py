@@ -70,8 +70,8 @@ class Frontend:
     async def _start(self, instance: Instance) -> None:
         systemd = await self.systemd()
         # Running, and reachable through its socket: nothing to do (the warm path).
-        if ((await systemd.state(instance.service)).ActiveState == "active"
-                and (await systemd.state(instance.socket)).ActiveState == "active"):
+        if (await systemd.active_state(instance.service) == "active"
+                and await systemd.active_state(instance.socket) == "active"):
             return
         await systemd.start_instance(instance)
 

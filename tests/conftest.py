@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from nbhosting import sandbox as sandbox_module
-from nbhosting import tokens
+from nbhosting import podman, tokens
 from nbhosting.names import Instance
 from nbhosting.systemd import Systemd
 
@@ -75,7 +75,7 @@ class Sandbox:
 
     def containers(self) -> list[str]:
         """Names of every container of the containers' account, running or not."""
-        result = self.run(*sandbox_module.podman(["ps", "--all", "--format", "{{.Names}}"]))
+        result = self.run(*podman.argv(["ps", "--all", "--format", "{{.Names}}"]))
         return sorted(result.stdout.split())
 
     def unit_pids(self, unit: str) -> list[int]:

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from nbhosting import podman
 from nbhosting import sandbox as nbh_sandbox
 from nbhosting.names import Instance
 
@@ -158,7 +159,7 @@ def test_a_killed_container_comes_back_on_the_next_request(sandbox, systemd, cou
 
 def test_gc_removes_what_no_unit_owns(sandbox, systemd, course, student):
     ghost = Instance(course, student)
-    sandbox.run(*nbh_sandbox.podman(["create", "--name", ghost.container, nbh_sandbox.IMAGE, "true"]))
+    sandbox.run(*podman.argv(["create", "--name", ghost.container, nbh_sandbox.IMAGE, "true"]))
     sandbox.run("mkdir", "-p", f"/run/nbh-jupyter/{ghost.path}")
     dry = nbh(sandbox, "gc", "--dry-run")
     assert f"would remove container {ghost.container}" in dry.stdout

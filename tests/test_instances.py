@@ -10,6 +10,8 @@ from pathlib import Path
 
 import pytest
 
+from nbhosting import podman
+from nbhosting import sandbox as nbh_sandbox
 from nbhosting.names import Instance
 from nbhosting.systemd import UnitFailed
 
@@ -97,9 +99,7 @@ def test_twenty_at_once(sandbox, systemd, course, student):
 
 def test_a_leftover_container_does_not_block_the_start(sandbox, systemd, course, student):
     instance = Instance(course, student)
-    from nbhosting import sandbox as sandbox_module
-    sandbox.run(*sandbox_module.podman(
-        ["create", "--name", instance.container, sandbox_module.IMAGE, "true"]))
+    sandbox.run(*podman.argv(["create", "--name", instance.container, nbh_sandbox.IMAGE, "true"]))
     assert instance.container in sandbox.containers()
     systemd.start_instance(instance)
     assert "started" in sandbox.api(instance, "api/status")
