@@ -57,7 +57,7 @@ demo-down:
 # What the package installs (the RPM spec runs `make install DESTDIR=...`);
 # the Python package itself is installed by pip.
 install:
-	install -D -m 0644 -t $(DESTDIR)$(UNITDIR) units/*.socket units/*.service units/*.timer
+	install -D -m 0644 -t $(DESTDIR)$(UNITDIR) units/*.socket units/*.service units/*.timer units/*.slice
 	install -D -m 0644 polkit/nbhosting.rules $(DESTDIR)$(PREFIX)/share/polkit-1/rules.d/50-nbhosting.rules
 	install -D -m 0644 packaging/rpm/nbhosting.sysusers $(DESTDIR)$(PREFIX)/lib/sysusers.d/nbhosting.conf
 	install -D -m 0644 packaging/rpm/nbhosting.tmpfiles $(DESTDIR)$(PREFIX)/lib/tmpfiles.d/nbhosting.conf

@@ -178,9 +178,20 @@ def test_limits_follow_the_configuration(sandbox, course):
 def test_units_verify(sandbox, course):
     instance = Instance(course, "verify")
     result = sandbox.run("systemd-analyze", "verify", "--man=no", *instance.units, "nbh-podman.service",
-                         check=False)
+                         "nbh-sockets.slice", check=False)
     assert result.returncode == 0, result.stderr
     assert result.stderr == ""
+
+
+def test_sockets_are_kept_apart_from_servers(sandbox, course):
+    """A slice of their own: systemd 252 recomputes a slice's cgroup masks
+    over all of its units at every start of a server (bench: PID 1 CPU per visit)."""
+    instance = Instance(course, "slices")
+    def slice_of(unit: str) -> str:
+        return sandbox.run("systemctl", "show", "-P", "Slice", unit).stdout.strip()
+    assert slice_of(instance.socket) == "nbh-sockets.slice"
+    assert slice_of(instance.service) != "nbh-sockets.slice"
+    assert slice_of(instance.proxy) != "nbh-sockets.slice"
 
 
 def test_cli(sandbox, course, student):
