@@ -336,8 +336,6 @@ def test_notebook_in_a_third_party_iframe_runs_and_saves_without_cookies(sandbox
     assert [c for c in browser.cookies() if c["domain"] == NOTEBOOK_HOST], browser.cookies()
 
 
-@pytest.mark.xfail(strict=True, reason="issue 4, left: the server comes back, but Notebook 7 says "
-                   "'Kernel died unexpectedly' and waits for the student to pick a kernel")
 def test_an_open_tab_carries_on_after_its_server_was_culled(sandbox, systemd, server, browser):
     """Revival: the tab's next request starts the server again; a new kernel runs the cell, no reload."""
     browser.diagnostics.append(("the student's server's log", lambda: server_log(sandbox, server)))
@@ -349,6 +347,7 @@ def test_an_open_tab_carries_on_after_its_server_was_culled(sandbox, systemd, se
         run_first_cell(browser)
         browser.wait("the cell's output 42", lambda: first_cell_output(browser) == "42")
         before = systemd.state(server.service).MainPID
+        (session,) = sandbox.api(server, "api/sessions")
 
         # What `nbh cull` does to an idle server; the tab's websocket reconnects
         # at once, and starts it again once it has stopped.
@@ -362,3 +361,7 @@ def test_an_open_tab_carries_on_after_its_server_was_culled(sandbox, systemd, se
         wait_for_kernel_idle(browser, sandbox, server)
         run_first_cell(browser)
         browser.wait("the cell's output 42 again, from a new kernel", lambda: first_cell_output(browser) == "42")
+        # the same session and kernel ids, and no dialog (kernel died, pick a kernel) in the way
+        assert [(s["id"], s["kernel"]["id"]) for s in sandbox.api(server, "api/sessions")] == \
+            [(session["id"], session["kernel"]["id"])]
+        assert browser.js("return document.querySelectorAll('.jp-Dialog').length") == 0

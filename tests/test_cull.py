@@ -9,13 +9,14 @@ import time
 from pathlib import Path
 
 import pytest
+from tornado.websocket import websocket_connect
 
 from nbhosting import podman
 from nbhosting import sandbox as nbh_sandbox
 from nbhosting.names import Instance
 
 from .conftest import nbh
-from .test_web import NOTEBOOK, entry, execute, get
+from .test_web import HOST, NOTEBOOK, PORT, entry, execute, get
 
 pytestmark = pytest.mark.sandbox
 
@@ -111,6 +112,72 @@ def test_a_culled_server_comes_back_with_the_work_and_reconnects(sandbox, system
     assert get(f"{instance.base_url}api/kernels/{kernel}?token={sandbox.token(instance)}", referer=None).status == 404
     kernel = new_kernel(sandbox, systemd, instance)
     assert systemd.loop.run_until_complete(execute(sandbox, instance, kernel, "print(6 * 7)")) == "42\n"
+    systemd.stop_instance(instance)
+
+
+def test_a_tab_left_open_keeps_its_session_and_kernel_ids(sandbox, systemd, course, student, cull_config):
+    """What Notebook 7 needs to carry on: after a cull, the sessions that had
+    a tab connected are back under the same ids, with a new kernel; the
+    others (no tab ever connected to "closed.ipynb") are not."""
+    instance = Instance(course, student)
+    entry(course, NOTEBOOK, student)
+    sessions = [sandbox.api(instance, "api/sessions", method="POST",
+                            body={"path": path, "type": "notebook", "name": "", "kernel": {"name": "python3"}})
+                for path in (f"{NOTEBOOK}.ipynb", "closed.ipynb")]
+    tab, closed = sessions
+    assert systemd.loop.run_until_complete(execute(sandbox, instance, tab["kernel"]["id"], "x = 1")) == ""
+    # the open tab: a websocket held on its kernel
+    url = (f"ws://{HOST}:{PORT}{instance.base_url}api/kernels/{tab['kernel']['id']}/channels"
+           f"?session_id=tab&token={sandbox.token(instance)}")
+    async def connect():
+        return await websocket_connect(url)
+
+    async def lost(socket) -> bool:
+        while (message := await asyncio.wait_for(socket.read_message(), 30)) is not None:
+            del message  # what the kernel said before the cull
+        return True
+    socket = systemd.loop.run_until_complete(connect())
+    wait_for(lambda: sandbox.api(instance, f"api/kernels/{tab['kernel']['id']}")["connections"] == 1,
+             what="the tab's connection")
+    cull_config("idle_timeout = 1\ngrace = 1\n")
+    time.sleep(2)
+    sandbox.run("nbh", "cull")
+    assert not active(systemd, instance)
+    assert systemd.loop.run_until_complete(lost(socket))  # the tab lost its server
+    socket.close()
+    only_running_containers(sandbox, systemd)
+
+    back = {s["id"]: s for s in sandbox.api(instance, "api/sessions")}  # revives the server
+    assert active(systemd, instance)
+    assert list(back) == [tab["id"]], back
+    assert back[tab["id"]]["kernel"]["id"] == tab["kernel"]["id"]
+    assert back[tab["id"]]["path"] == tab["path"]
+    assert closed["kernel"]["id"] not in {k["id"] for k in sandbox.api(instance, "api/kernels")}
+    # a new kernel: what the old one held is gone, and it runs code
+    assert systemd.loop.run_until_complete(execute(sandbox, instance, tab["kernel"]["id"], "print(x)")) == "NameError"
+    assert systemd.loop.run_until_complete(execute(sandbox, instance, tab["kernel"]["id"], "print(6 * 7)")) == "42\n"
+    # the record is read once, and never shows in the student's files
+    workspace = f"/var/lib/nbhosting/workspaces/{instance.path}"
+    assert sandbox.run("ls", "-A", workspace).stdout.split().count(".nbh-sessions.json") == 0
+    assert ".nbh-sessions.json" not in {f["name"] for f in sandbox.api(instance, "api/contents")["content"]}
+    systemd.stop_instance(instance)
+
+
+@pytest.mark.parametrize("content", ["not json", '{"a": "dict"}',
+                                     '[{"session_id": "../x", "kernel_id": "1", "kernel_name": "python3", '
+                                     '"path": "p", "name": "", "type": "notebook"}, 42]'])
+def test_a_bad_sessions_file_is_ignored_and_removed(sandbox, systemd, course, student, content):
+    """The file is in the student's workspace, so the student may have written it."""
+    instance = Instance(course, student)
+    workspace = f"/var/lib/nbhosting/workspaces/{instance.path}"
+    systemd.start_instance(instance)
+    systemd.stop_instance(instance)
+    sandbox.run("sh", "-c", 'printf %s "$1" > "$2"', "-", content, f"{workspace}/.nbh-sessions.json",
+                user="nbh-jupyter")
+    systemd.start_instance(instance)
+    assert sandbox.api(instance, "api/sessions") == []
+    assert ".nbh-sessions.json" not in sandbox.run("ls", "-A", workspace).stdout.split()
+    assert "nbh_sessions: ignoring" in sandbox.run("journalctl", "--no-pager", "-u", instance.service).stdout
     systemd.stop_instance(instance)
 
 

@@ -58,6 +58,11 @@ c.ServerApp.jpserver_extensions = {
     "jupyter_lsp": False,
 }
 
+# Tabs left open on a stopped server carry on when it starts again: their
+# sessions come back with new kernels under the same ids (nbh_sessions.py).
+c.ServerApp.kernel_manager_class = "nbh_sessions.KernelManager"
+c.ServerApp.kernel_websocket_connection_class = "nbh_sessions.KernelConnection"
+
 # The workspace is a bind mount: a trash would land in it (.Trash-0) or fail.
 c.FileContentsManager.delete_to_trash = False
 

@@ -3,8 +3,9 @@ and refuse pages asked for without the server's token.
 
 podman run --sdnotify=container passes NOTIFY_SOCKET into the container and
 leaves READY=1 to it. Once loaded, this extension schedules a callback on
-the IOLoop, which runs only after the server has bound its socket, and sends
-READY=1 there. Standard library only; does nothing without NOTIFY_SOCKET.
+the IOLoop, which runs only after the server has bound its socket: it first
+restores the sessions of the tabs left open when the server last stopped
+(nbh_sessions.py), then sends READY=1. Does not notify without NOTIFY_SOCKET.
 """
 
 import os
@@ -13,6 +14,8 @@ import socket
 from jupyter_server.base.handlers import JupyterHandler
 from tornado import web
 from tornado.ioloop import IOLoop
+
+import nbh_sessions
 
 
 def _jupyter_server_extension_points():
@@ -32,7 +35,15 @@ def _load_jupyter_server_extension(serverapp):
     # Take it out of the environment so that kernels and terminals, which
     # run students' code, cannot talk to systemd.
     path = os.environ.pop("NOTIFY_SOCKET", "")
-    IOLoop.current().add_callback(_notify, serverapp, path)
+    IOLoop.current().add_callback(_start, serverapp, path)
+
+
+async def _start(serverapp, path):
+    try:
+        await nbh_sessions.restore(serverapp)
+    except Exception:  # the server is worth starting all the same
+        serverapp.log.exception("nbh_sessions: could not restore the sessions")
+    _notify(serverapp, path)
 
 
 def _notify(serverapp, path):
