@@ -50,6 +50,8 @@ async def revival(systemd: Systemd) -> list[float]:
 
 
 async def revival_with_tab(systemd: Systemd) -> list[float]:
+    """The same with a websocket on a session's kernel at the cull, as an open
+    tab has: the server restores that kernel before it says it is ready."""
     instance = Instance(COURSE, f"revived-tab-{RUN}")
     token, samples = token_of(instance), []
     headers = {"Authorization": f"token {token}", "Content-Type": "application/json"}
