@@ -129,6 +129,7 @@ def test_a_tab_left_open_keeps_its_session_and_kernel_ids(sandbox, systemd, cour
     # the open tab: a websocket held on its kernel
     url = (f"ws://{HOST}:{PORT}{instance.base_url}api/kernels/{tab['kernel']['id']}/channels"
            f"?session_id=tab&token={sandbox.token(instance)}")
+
     async def connect():
         return await websocket_connect(url)
 
@@ -136,6 +137,7 @@ def test_a_tab_left_open_keeps_its_session_and_kernel_ids(sandbox, systemd, cour
         while (message := await asyncio.wait_for(socket.read_message(), 30)) is not None:
             del message  # what the kernel said before the cull
         return True
+
     socket = systemd.loop.run_until_complete(connect())
     wait_for(lambda: sandbox.api(instance, f"api/kernels/{tab['kernel']['id']}")["connections"] == 1,
              what="the tab's connection")
@@ -158,7 +160,7 @@ def test_a_tab_left_open_keeps_its_session_and_kernel_ids(sandbox, systemd, cour
     assert systemd.loop.run_until_complete(execute(sandbox, instance, tab["kernel"]["id"], "print(6 * 7)")) == "42\n"
     # the record is read once, and never shows in the student's files
     workspace = f"/var/lib/nbhosting/workspaces/{instance.path}"
-    assert sandbox.run("ls", "-A", workspace).stdout.split().count(".nbh-sessions.json") == 0
+    assert ".nbh-sessions.json" not in sandbox.run("ls", "-A", workspace).stdout.split()
     assert ".nbh-sessions.json" not in {f["name"] for f in sandbox.api(instance, "api/contents")["content"]}
     systemd.stop_instance(instance)
 

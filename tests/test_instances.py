@@ -187,6 +187,7 @@ def test_sockets_are_kept_apart_from_servers(sandbox, course):
     """A slice of their own: systemd 252 recomputes a slice's cgroup masks
     over all of its units at every start of a server (bench: PID 1 CPU per visit)."""
     instance = Instance(course, "slices")
+
     def slice_of(unit: str) -> str:
         return sandbox.run("systemctl", "show", "-P", "Slice", unit).stdout.strip()
     assert slice_of(instance.socket) == "nbh-sockets.slice"
