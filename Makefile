@@ -64,7 +64,7 @@ install:
 	install -D -m 0644 -t $(DESTDIR)$(PREFIX)/lib/nbhosting packaging/containers/*
 	install -D -m 0644 nginx/nbhosting.conf $(DESTDIR)/etc/nginx/conf.d/nbhosting.conf
 	install -D -m 0644 -t $(DESTDIR)$(PREFIX)/share/nbhosting/_errors nginx/errors/*.html
-	install -D -m 0644 packaging/nbhosting.toml.example $(DESTDIR)$(PREFIX)/share/doc/nbhosting/nbhosting.toml.example
+	install -D -m 0644 -t $(DESTDIR)$(PREFIX)/share/doc/nbhosting README.md packaging/nbhosting.toml.example
 
 clean:
 	rm -rf $(VENV) .stamp-deps .pytest_cache

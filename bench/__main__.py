@@ -21,14 +21,13 @@ import http.client
 import json
 import os
 import platform
-import socket
 import statistics
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from nbhosting import podman, sandbox, tokens
+from nbhosting import podman, sandbox
 from nbhosting.names import Instance
 from nbhosting.systemd import Systemd
 
@@ -38,17 +37,6 @@ COURSE = "bench"
 RUN = os.getpid()
 COLD_RUNS = int(os.environ.get("NBH_BENCH_COLD", "7"))
 WARM_RUNS = int(os.environ.get("NBH_BENCH_WARM", "300"))
-
-
-class UnixConnection(http.client.HTTPConnection):
-    def __init__(self, path: str):
-        super().__init__("localhost", timeout=60)
-        self.path_ = path
-
-    def connect(self) -> None:
-        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        self.sock.settimeout(self.timeout)
-        self.sock.connect(self.path_)
 
 
 def percentiles(samples: list[float]) -> dict:
@@ -70,19 +58,15 @@ def get_status(connection: http.client.HTTPConnection, url: str, token: str) -> 
         raise RuntimeError(f"{url}: {response.status} {body[:200]!r}")
 
 
-def token_of(instance: Instance) -> str:
-    return tokens.server_token(tokens.read_secret(sandbox.path(str(tokens.SECRET_PATH))), instance.path)
-
-
 async def cold_starts(systemd: Systemd, instance: Instance) -> tuple[list[float], list[float]]:
-    token, walls, cpus = token_of(instance), [], []
+    token, walls, cpus = sandbox.server_token(instance), [], []
     socket_path = str(sandbox.path(instance.listen_socket))
     await systemd.start(instance.socket)
     for _ in range(COLD_RUNS):
         await systemd.stop_instance(instance)
         await asyncio.sleep(1)  # let the stop's own work settle out of the CPU figure
         cpu, start = sandbox_cpu_usec(), time.perf_counter()
-        connection = UnixConnection(socket_path)
+        connection = sandbox.UnixHTTPConnection(socket_path)
         get_status(connection, instance.base_url + "api/status", token)
         walls.append(time.perf_counter() - start)
         cpus.append((sandbox_cpu_usec() - cpu) / 1e6)
@@ -101,15 +85,8 @@ def warm(url: str, connection: http.client.HTTPConnection, token: str) -> list[f
     return samples
 
 
-def unit_pids(unit: str) -> list[int]:
-    """Host PIDs: cgroup.procs lists them in the reader's PID namespace."""
-    group = sandbox.run(["systemctl", "show", "-P", "ControlGroup", unit]).stdout.strip()
-    procs = sandbox.path(f"/sys/fs/cgroup{group}/cgroup.procs")
-    return [int(p) for p in procs.read_text().split()]
-
-
 def memory(instance: Instance) -> dict:
-    pids = unit_pids(instance.service) + unit_pids(instance.proxy)
+    pids = sandbox.unit_pids(instance.service) + sandbox.unit_pids(instance.proxy)
     proc = Path("/proc")
     by_name = {}
     for pid in pids:
@@ -146,18 +123,8 @@ ENTRY_NOTEBOOK = "w1/intro"
 
 def make_course() -> None:
     """A course with one notebook, from a git repository, as an operator makes it."""
-    if sandbox.run(["nbh", "course", "show", COURSE], check=False).returncode == 0:
-        return
-    repo = f"/var/lib/nbhosting/bench-repo"
-    sandbox.run(["rm", "-rf", repo, f"/var/lib/nbhosting/courses/{COURSE}"])
-    file = sandbox.path(f"{repo}/{ENTRY_NOTEBOOK}.ipynb")
-    file.parent.mkdir(parents=True)
-    file.write_text(json.dumps({"cells": [], "metadata": {}, "nbformat": 4, "nbformat_minor": 5}))
-    git = ["git", "-C", repo, "-c", "user.name=b", "-c", "user.email=b@example.org"]
-    sandbox.run(["git", "init", "--quiet", repo])
-    sandbox.run([*git, "add", "--all"])
-    sandbox.run([*git, "commit", "--quiet", "-m", "bench"])
-    sandbox.run(["nbh", "course", "create", COURSE, repo])
+    sandbox.make_course(COURSE, {f"{ENTRY_NOTEBOOK}.ipynb": {"cells": [], "metadata": {}, "nbformat": 4,
+                                                             "nbformat_minor": 5}})
 
 
 def fetch(connection: http.client.HTTPConnection, path: str, referer: str | None = None) -> tuple[int, str, bytes]:
@@ -265,10 +232,10 @@ async def main() -> dict:
     try:
         instance = Instance(COURSE, f"solo-{RUN}")
         walls, cpus = await cold_starts(systemd, instance)
-        token = token_of(instance)
+        token = sandbox.server_token(instance)
         url = instance.base_url + "api/status"
-        chain = warm(url, UnixConnection(str(sandbox.path(instance.listen_socket))), token)
-        direct = warm(url, UnixConnection(str(sandbox.path(f"/run/nbh-jupyter/{instance.path}/jupyter.sock"))),
+        chain = warm(url, sandbox.UnixHTTPConnection(str(sandbox.path(instance.listen_socket))), token)
+        direct = warm(url, sandbox.UnixHTTPConnection(str(sandbox.path(instance.jupyter_socket))),
                       token)
         nginx = warm(url, http.client.HTTPConnection("127.0.0.1", 8780, timeout=30), token)
         await asyncio.sleep(2)  # idle, as most servers are

@@ -22,7 +22,7 @@ from nbhosting import sandbox
 from nbhosting.names import Instance
 from nbhosting.systemd import Systemd
 
-from .__main__ import COURSE, COLD_RUNS, RUN, UnixConnection, get_status, percentiles, token_of
+from .__main__ import COURSE, COLD_RUNS, RUN, get_status, percentiles
 
 ENROLLED = (10, 1000, 5000)
 
@@ -35,13 +35,13 @@ def pid1_memory_kib() -> int:
 
 async def revival(systemd: Systemd) -> list[float]:
     instance = Instance(COURSE, f"revived-{RUN}")
-    token, samples = token_of(instance), []
+    token, samples = sandbox.server_token(instance), []
     await systemd.start_instance(instance)
     for _ in range(COLD_RUNS):
         await systemd.stop_instance(instance)  # what nbh cull does
         await asyncio.sleep(1)
         start = time.perf_counter()
-        connection = UnixConnection(str(sandbox.path(instance.listen_socket)))
+        connection = sandbox.UnixHTTPConnection(str(sandbox.path(instance.listen_socket)))
         get_status(connection, instance.base_url + "api/status", token)
         samples.append(time.perf_counter() - start)
         connection.close()
@@ -53,14 +53,13 @@ async def revival_with_tab(systemd: Systemd) -> list[float]:
     """The same with a websocket on a session's kernel at the cull, as an open
     tab has: the server restores that kernel before it says it is ready."""
     instance = Instance(COURSE, f"revived-tab-{RUN}")
-    token, samples = token_of(instance), []
-    headers = {"Authorization": f"token {token}", "Content-Type": "application/json"}
+    token, samples = sandbox.server_token(instance), []
     await systemd.start_instance(instance)
-    connection = UnixConnection(str(sandbox.path(instance.listen_socket)))
-    connection.request("POST", instance.base_url + "api/sessions", headers=headers, body=json.dumps(
-        {"path": "tab.ipynb", "type": "notebook", "name": "", "kernel": {"name": "python3"}}))
-    kernel = json.loads(connection.getresponse().read())["kernel"]["id"]
-    connection.close()
+    status, body = sandbox.request(instance, "POST", "api/sessions", {
+        "path": "tab.ipynb", "type": "notebook", "name": "", "kernel": {"name": "python3"}})
+    if status != 201:
+        raise RuntimeError(f"api/sessions: {status} {body[:200]!r}")
+    kernel = json.loads(body)["kernel"]["id"]
     tab_url = (f"ws://127.0.0.1:{sandbox.HTTP_PORT}{instance.base_url}api/kernels/{kernel}/channels"
                f"?token={token}")
     for _ in range(COLD_RUNS):
@@ -70,7 +69,7 @@ async def revival_with_tab(systemd: Systemd) -> list[float]:
         tab.close()
         await asyncio.sleep(1)
         start = time.perf_counter()
-        connection = UnixConnection(str(sandbox.path(instance.listen_socket)))
+        connection = sandbox.UnixHTTPConnection(str(sandbox.path(instance.listen_socket)))
         get_status(connection, instance.base_url + f"api/kernels/{kernel}", token)
         samples.append(time.perf_counter() - start)
         connection.close()

@@ -269,11 +269,8 @@ def main(argv: list[str] | None = None) -> int:
         if asyncio.iscoroutine(result):
             result = asyncio.run(result)
         return result or 0
-    except (BadName, CommandError, SystemdError, config.ConfigError,
-            courses.UnknownCourse, courses.UnknownNotebook, courses.CourseError) as error:
-        print(f"nbh: {error}", file=sys.stderr)
-        return 1
-    except (OSError, subprocess.CalledProcessError) as error:
+    except (BadName, CommandError, SystemdError, config.ConfigError, courses.UnknownCourse,
+            courses.UnknownNotebook, courses.CourseError, OSError, subprocess.CalledProcessError) as error:
         print(f"nbh: {error}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:

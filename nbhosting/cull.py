@@ -29,15 +29,11 @@ class AskError(Exception):
     pass
 
 
-def jupyter_socket(instance: Instance) -> str:
-    return f"/run/nbh-jupyter/{instance.path}/jupyter.sock"
-
-
 async def get_json(instance: Instance, url: str, token: str) -> object:
     """GET on the server's own socket; HTTP/1.0, so the answer ends with the connection."""
     try:
         reader, writer = await asyncio.wait_for(
-            asyncio.open_unix_connection(jupyter_socket(instance)), ASK_TIMEOUT)
+            asyncio.open_unix_connection(instance.jupyter_socket), ASK_TIMEOUT)
     except (OSError, TimeoutError) as error:
         raise AskError(f"cannot reach {instance.path}: {error}") from None
     try:

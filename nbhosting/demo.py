@@ -9,14 +9,12 @@ course page of FUN-MOOC does.
 from __future__ import annotations
 
 import html
-import json
 import sys
 from pathlib import Path
 
 from . import sandbox
 
 COURSE, STUDENT = "demo", "student"
-REPO = "/var/lib/nbhosting/demo-repo"
 NOTEBOOKS = {
     "w1/w1-s1-c1-hello.ipynb": ["# Hello\n", "Run the cell below (Shift-Enter), change it, save."],
     "w1/w1-s2-c1-numbers.ipynb": ["# Numbers\n", "Integers in Python are unbounded."],
@@ -36,18 +34,7 @@ def notebook(text: list[str], code: str) -> dict:
 
 
 def make_course() -> None:
-    if sandbox.run(["nbh", "course", "show", COURSE], check=False).returncode == 0:
-        return
-    sandbox.run(["rm", "-rf", REPO, f"/var/lib/nbhosting/courses/{COURSE}"])
-    for path, text in NOTEBOOKS.items():
-        file = sandbox.path(f"{REPO}/{path}")
-        file.parent.mkdir(parents=True, exist_ok=True)
-        file.write_text(json.dumps(notebook(text, "print(2 ** 100)"), indent=1))
-    git = ["git", "-C", REPO, "-c", "user.name=Teacher", "-c", "user.email=teacher@example.org"]
-    sandbox.run(["git", "init", "--quiet", "--initial-branch=main", REPO])
-    sandbox.run([*git, "add", "--all"])
-    sandbox.run([*git, "commit", "--quiet", "--message", "Week 1"])
-    sandbox.run(["nbh", "course", "create", COURSE, REPO])
+    sandbox.make_course(COURSE, {path: notebook(text, "print(2 ** 100)") for path, text in NOTEBOOKS.items()})
 
 
 def lms_page() -> str:

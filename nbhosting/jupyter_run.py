@@ -11,16 +11,16 @@ import os
 import sys
 from pathlib import Path
 
-from . import config, courses, events, paths, tokens
+from . import config, courses, events, tokens
 from .names import BadName, Instance
+from .workspace import workspace_dir
 
 PODMAN = "/usr/bin/podman"
 DEFAULT_IMAGE = "localhost/nbhosting/jupyter:test"
 
 
-def podman_argv(instance: Instance, runtime_dir: str, image: str, lms_origins: str) -> list[str]:
-    workspace = paths.WORKSPACES_DIR / instance.course / instance.student
-    course = paths.COURSES_DIR / instance.course
+def podman_argv(instance: Instance, course: courses.Course, runtime_dir: str, image: str,
+                lms_origins: str) -> list[str]:
     return [
         PODMAN, "run",
         # conmon stays as the unit's main process, the podman client exits;
@@ -35,8 +35,8 @@ def podman_argv(instance: Instance, runtime_dir: str, image: str, lms_origins: s
         # the LMS may frame the notebook (Content-Security-Policy)
         "--env", f"NBH_FRAME_ANCESTORS={lms_origins}",
         "--volume", f"{runtime_dir}:/run/nbh",
-        "--volume", f"{workspace}:/home/jovyan/work",
-        "--volume", f"{course}:/home/jovyan/course:ro",
+        "--volume", f"{workspace_dir(instance)}:/home/jovyan/work",
+        "--volume", f"{course.path}:/home/jovyan/course:ro",
         image,
     ]
 
@@ -73,7 +73,7 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     image = course.image or os.environ.get("NBH_IMAGE") or DEFAULT_IMAGE
     events.send("start", instance, f"starting {instance.path} with {image}", NBH_IMAGE=image)
-    argv = podman_argv(instance, runtime_dir, image, " ".join(settings.web.lms_origins))
+    argv = podman_argv(instance, course, runtime_dir, image, " ".join(settings.web.lms_origins))
     os.execv(argv[0], argv)
 
 

@@ -178,5 +178,11 @@ class Instance:
         return f"/run/nbhosting/nb/{self.path}.sock"
 
     @property
+    def jupyter_socket(self) -> str:
+        """Where Jupyter itself listens, in the server unit's RuntimeDirectory=
+        (the proxy's upstream); asking there never starts a stopped server."""
+        return f"/run/nbh-jupyter/{self.path}/jupyter.sock"
+
+    @property
     def base_url(self) -> str:
         return f"/nb/{self.path}/"

@@ -17,16 +17,20 @@ benchmarks all use this module.
 from __future__ import annotations
 
 import argparse
+import http.client
 import json
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
 from pathlib import Path
 
 from . import podman as nbh_podman
+from . import tokens
+from .names import Instance
 
 REPO = Path(__file__).resolve().parent.parent
 STATE = Path(os.environ.get("NBH_SANDBOX_STATE", "/var/lib/nbh-sandbox"))
@@ -143,6 +147,67 @@ def run(argv: list[str], user: str | None = None, check: bool = True, timeout: f
             f"{(result.stderr or '').strip()[-2000:]}"
         )
     return result
+
+
+# -- reaching in from the host: the tests, the demo and the benchmarks ------
+
+class UnixHTTPConnection(http.client.HTTPConnection):
+    def __init__(self, socket_path: str, timeout: float = 60):
+        super().__init__("localhost", timeout=timeout)
+        self.socket_path = socket_path
+
+    def connect(self) -> None:
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.sock.settimeout(self.timeout)
+        self.sock.connect(self.socket_path)
+
+
+def server_token(instance: Instance) -> str:
+    return tokens.server_token(tokens.read_secret(path(str(tokens.SECRET_PATH))), instance.path)
+
+
+def request(instance: Instance, method: str, url: str, body: dict | None = None,
+            token: str | None = None, timeout: float = 60) -> tuple[int, bytes]:
+    """An HTTP request to the student's socket unit, as nginx makes it."""
+    connection = UnixHTTPConnection(str(path(instance.listen_socket)), timeout)
+    headers = {"Authorization": f"token {token or server_token(instance)}"}
+    payload = None
+    if body is not None:
+        payload = json.dumps(body)
+        headers["Content-Type"] = "application/json"
+    try:
+        connection.request(method, instance.base_url + url.lstrip("/"), payload, headers)
+        response = connection.getresponse()
+        return response.status, response.read()
+    finally:
+        connection.close()
+
+
+def unit_pids(unit: str) -> list[int]:
+    """Host PIDs: cgroup.procs lists them in the reader's PID namespace."""
+    control_group = run(["systemctl", "show", "-P", "ControlGroup", unit]).stdout.strip()
+    if not control_group:
+        return []
+    procs = path(f"/sys/fs/cgroup{control_group}/cgroup.procs")
+    return [int(p) for p in procs.read_text().split()] if procs.exists() else []
+
+
+def make_course(name: str, notebooks: dict[str, dict], *options: str) -> None:
+    """A course made as an operator does (`nbh course create`), from a git
+    repository of these notebooks (path: its JSON); kept once made."""
+    if run(["nbh", "course", "show", name], check=False).returncode == 0:
+        return
+    repo = f"/var/lib/nbhosting/sandbox-repos/{name}"
+    run(["rm", "-rf", repo, f"/var/lib/nbhosting/courses/{name}"])
+    for relative, content in notebooks.items():
+        file = path(f"{repo}/{relative}")
+        file.parent.mkdir(parents=True, exist_ok=True)
+        file.write_text(json.dumps(content, indent=1))
+    git = ["git", "-C", repo, "-c", "user.name=Teacher", "-c", "user.email=teacher@example.org"]
+    run(["git", "init", "--quiet", "--initial-branch=main", repo])
+    run([*git, "add", "--all"])
+    run([*git, "commit", "--quiet", "--message", f"The course {name}"])
+    run(["nbh", "course", "create", name, repo, *options])
 
 
 def kill_cgroup() -> None:

@@ -110,7 +110,7 @@ class Handler(tornado.web.RequestHandler):
         return self.application.settings["frontend"]
 
     def set_default_headers(self) -> None:
-        web = self.application.settings["frontend"].settings.web
+        web = self.frontend.settings.web
         self.set_header("Content-Security-Policy", f"frame-ancestors {web.frame_ancestors}")
         self.set_header("Cache-Control", "no-store")
         self.set_header("Referrer-Policy", "same-origin")
@@ -306,10 +306,7 @@ def main() -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
     try:
         asyncio.run(serve())
-    except config.ConfigError as error:
-        print(f"nbh-web: {error}", file=sys.stderr)
-        return 1
-    except (OSError, ValueError) as error:
+    except (OSError, ValueError) as error:  # config.ConfigError is a ValueError
         print(f"nbh-web: {error}", file=sys.stderr)
         return 1
     return 0

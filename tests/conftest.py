@@ -3,33 +3,20 @@
 from __future__ import annotations
 
 import asyncio
-import http.client
 import json
 import os
 import re
-import socket
 import subprocess
 from pathlib import Path
 
 import pytest
 
 from nbhosting import sandbox as sandbox_module
-from nbhosting import podman, tokens
+from nbhosting import podman
 from nbhosting.names import Instance
 from nbhosting.systemd import Systemd
 
 COURSE = "python-mooc"
-
-
-class UnixHTTPConnection(http.client.HTTPConnection):
-    def __init__(self, path: str, timeout: float = 30):
-        super().__init__("localhost", timeout=timeout)
-        self.socket_path = path
-
-    def connect(self) -> None:
-        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        self.sock.settimeout(self.timeout)
-        self.sock.connect(self.socket_path)
 
 
 class Sandbox:
@@ -49,24 +36,11 @@ class Sandbox:
         return await Systemd.connect(self.bus_address)
 
     def token(self, instance: Instance) -> str:
-        secret = tokens.read_secret(self.path(str(tokens.SECRET_PATH)))
-        return tokens.server_token(secret, instance.path)
+        return sandbox_module.server_token(instance)
 
     def request(self, instance: Instance, method: str, url: str, body: dict | None = None,
                 token: str | None = None, timeout: float = 60) -> tuple[int, bytes]:
-        """An HTTP request to the student's socket unit, as nginx makes it."""
-        connection = UnixHTTPConnection(str(self.path(instance.listen_socket)), timeout)
-        headers = {"Authorization": f"token {token or self.token(instance)}"}
-        payload = None
-        if body is not None:
-            payload = json.dumps(body)
-            headers["Content-Type"] = "application/json"
-        try:
-            connection.request(method, instance.base_url + url.lstrip("/"), payload, headers)
-            response = connection.getresponse()
-            return response.status, response.read()
-        finally:
-            connection.close()
+        return sandbox_module.request(instance, method, url, body, token, timeout)
 
     def api(self, instance: Instance, url: str, **kwargs) -> dict:
         status, body = self.request(instance, kwargs.pop("method", "GET"), url, **kwargs)
@@ -79,11 +53,7 @@ class Sandbox:
         return sorted(result.stdout.split())
 
     def unit_pids(self, unit: str) -> list[int]:
-        control_group = self.run("systemctl", "show", "-P", "ControlGroup", unit).stdout.strip()
-        if not control_group:
-            return []
-        procs = self.path(f"/sys/fs/cgroup{control_group}/cgroup.procs")
-        return [int(p) for p in procs.read_text().split()] if procs.exists() else []
+        return sandbox_module.unit_pids(unit)
 
     def journal(self, *matches: str) -> list[dict]:
         result = self.run("journalctl", "--no-pager", "-o", "json", *matches)
@@ -91,19 +61,8 @@ class Sandbox:
 
     def make_course(self, course: str = COURSE, *options: str) -> None:
         """A course made as an operator does: `nbh course create` from a git repository."""
-        if self.run("nbh", "course", "show", course, check=False).returncode == 0:
-            return
-        repo = f"/var/lib/nbhosting/test-repos/{course}"
-        self.run("rm", "-rf", repo, f"/var/lib/nbhosting/courses/{course}")
-        for path, source in COURSE_NOTEBOOKS.items():
-            file = self.path(f"{repo}/{path}")
-            file.parent.mkdir(parents=True, exist_ok=True)
-            file.write_text(json.dumps(notebook(source)))
-        git = ["git", "-C", repo, "-c", "user.name=Teacher", "-c", "user.email=teacher@example.org"]
-        self.run("git", "init", "--quiet", "--initial-branch=main", repo)
-        self.run(*git, "add", "--all")
-        self.run(*git, "commit", "--quiet", "--message", "The course")
-        self.run("nbh", "course", "create", course, repo, *options)
+        sandbox_module.make_course(course, {path: notebook(source) for path, source in COURSE_NOTEBOOKS.items()},
+                                   *options)
 
 
 def notebook(source: str) -> dict:

@@ -24,7 +24,7 @@ def assert_nothing_left(sandbox, instance: Instance) -> None:
     assert instance.container not in sandbox.containers()
     for unit in (instance.service, instance.proxy):
         assert sandbox.unit_pids(unit) == []
-    assert not sandbox.path(f"/run/nbh-jupyter/{instance.path}/jupyter.sock").exists()
+    assert not sandbox.path(instance.jupyter_socket).exists()
     assert not sandbox.path(f"/run/nbh-jupyter/{instance.path}").exists()
 
 
