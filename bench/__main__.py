@@ -235,7 +235,7 @@ async def main() -> dict:
         token = sandbox.server_token(instance)
         url = instance.base_url + "api/status"
         chain = warm(url, sandbox.UnixHTTPConnection(str(sandbox.path(instance.listen_socket))), token)
-        direct = warm(url, sandbox.UnixHTTPConnection(str(sandbox.path(instance.jupyter_socket))),
+        direct = warm(url, sandbox.UnixHTTPConnection(str(sandbox.path(instance.upstream_socket))),
                       token)
         nginx = warm(url, http.client.HTTPConnection("127.0.0.1", 8780, timeout=30), token)
         await asyncio.sleep(2)  # idle, as most servers are

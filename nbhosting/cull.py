@@ -1,8 +1,11 @@
 """Idle servers stop by themselves: ``nbh cull``, run by nbh-cull.timer.
 
-Each running server is asked, on the socket Jupyter listens on inside its
-runtime directory (never the listening socket, which would start a stopped
-server), for its kernels and their latest activity, as the old system did.
+Each running server is asked, on the socket Jupyter listens on
+(nbh-upstream@.socket, there only while the server runs; never the student's
+listening socket, which would start a stopped server), for its kernels and
+their latest activity, as the old system did. A server runs a student's code:
+its answers are read with bounds, and a bad one costs that server alone its
+verdict.
 A server is idle when no kernel is busy and none has done anything for the
 idle timeout (the course's, or the configuration's), or when it has had no
 kernel at all for the grace period. Stopping it leaves its socket listening:
@@ -17,12 +20,16 @@ import time
 from dataclasses import dataclass
 from datetime import datetime
 
+import httpx
+
 from . import config, courses, events, tokens
 from .names import Instance
 from .systemd import Systemd, SystemdError
 
 ASK_TIMEOUT = 10
 AT_ONCE = 20
+# A server's answers come from a student's container: read this much at most.
+ANSWER_MAX = 1 << 20
 
 
 class AskError(Exception):
@@ -30,25 +37,37 @@ class AskError(Exception):
 
 
 async def get_json(instance: Instance, url: str, token: str) -> object:
-    """GET on the server's own socket; HTTP/1.0, so the answer ends with the connection."""
+    """GET on the server's own socket (nbh-upstream@), bounded in size and time.
+
+    The server runs a student's code and may answer anything: a refusal, a
+    never-ending or compressed body, garbage. Each of those is an AskError
+    for this server alone.
+    """
+    transport = httpx.AsyncHTTPTransport(uds=instance.upstream_socket)
+    headers = {"Authorization": f"token {token}", "Accept-Encoding": "identity"}
     try:
-        reader, writer = await asyncio.wait_for(
-            asyncio.open_unix_connection(instance.jupyter_socket), ASK_TIMEOUT)
-    except (OSError, TimeoutError) as error:
-        raise AskError(f"cannot reach {instance.path}: {error}") from None
+        async with httpx.AsyncClient(transport=transport, timeout=ASK_TIMEOUT) as client:
+            return await asyncio.wait_for(_read(client, f"http://localhost{instance.base_url}{url}", headers),
+                                          ASK_TIMEOUT)
+    except (httpx.HTTPError, OSError, TimeoutError) as error:
+        raise AskError(f"cannot ask {instance.path}: {error or type(error).__name__}") from None
+
+
+async def _read(client: httpx.AsyncClient, url: str, headers: dict) -> object:
+    async with client.stream("GET", url, headers=headers) as response:
+        if response.status_code != 200:
+            raise AskError(f"answered {response.status_code} to {url}")
+        if response.headers.get("Content-Encoding", "identity") != "identity":
+            raise AskError(f"answered with Content-Encoding {response.headers['Content-Encoding'][:40]!r}")
+        body = bytearray()
+        async for chunk in response.aiter_raw():
+            body += chunk
+            if len(body) > ANSWER_MAX:
+                raise AskError(f"answered more than {ANSWER_MAX} bytes to {url}")
     try:
-        writer.write(f"GET {instance.base_url}{url} HTTP/1.0\r\nHost: localhost\r\n"
-                     f"Authorization: token {token}\r\n\r\n".encode())
-        answer = await asyncio.wait_for(reader.read(), ASK_TIMEOUT)
-    except (OSError, TimeoutError) as error:
-        raise AskError(f"no answer from {instance.path}: {error}") from None
-    finally:
-        writer.close()
-    head, _, body = answer.partition(b"\r\n\r\n")
-    status = head.split(b" ", 2)[1:2]
-    if status != [b"200"]:
-        raise AskError(f"{instance.path} answered {head[:60]!r} to {url}")
-    return json.loads(body)
+        return json.loads(body)
+    except (ValueError, RecursionError):
+        raise AskError(f"answered no JSON to {url}") from None
 
 
 def _time(text: str) -> float:
@@ -77,12 +96,16 @@ async def activity(instance: Instance, secret: bytes, now: float | None = None) 
     # no_track_activity: asking must not count as the student's activity
     kernels = await get_json(instance, "api/kernels?no_track_activity=1", token)
     now = time.time() if now is None else now
-    busy = any(kernel["execution_state"] == "busy" for kernel in kernels)
-    if kernels:
-        last = max(_time(kernel["last_activity"]) for kernel in kernels)
-    else:  # since the start, or the latest use of the server's API
-        last = _time(status["last_activity"])
-    return Activity(instance, len(kernels), busy, max(0.0, now - last))
+    try:
+        busy = any(kernel["execution_state"] == "busy" for kernel in kernels)
+        if kernels:
+            last = max(_time(kernel["last_activity"]) for kernel in kernels)
+        else:  # since the start, or the latest use of the server's API
+            last = _time(status["last_activity"])
+        count = len(kernels)
+    except (TypeError, KeyError, ValueError, AttributeError) as error:
+        raise AskError(f"{instance.path} answered JSON that is not Jupyter's: {error!r:.100}") from None
+    return Activity(instance, count, busy, max(0.0, now - last))
 
 
 def idle_timeout(instance: Instance, settings: config.Config) -> int:

@@ -16,6 +16,7 @@ from .names import BadName, Instance
 from .systemd import Systemd
 
 SOCKETS = Path("/run/nbhosting/nb")
+UPSTREAM = Path("/run/nbhosting/upstream")
 RUNTIME = Path("/run/nbh-jupyter")
 
 
@@ -51,6 +52,11 @@ async def collect(systemd: Systemd, dry_run: bool = False) -> list[str]:
             removed.append(f"container {name}")
     for path, instance in _pairs(SOCKETS, ".sock"):
         if not await active(instance.socket):
+            if not dry_run:
+                path.unlink(missing_ok=True)
+            removed.append(f"socket {path}")
+    for path, instance in _pairs(UPSTREAM, ".sock"):
+        if not await active(instance.upstream):
             if not dry_run:
                 path.unlink(missing_ok=True)
             removed.append(f"socket {path}")

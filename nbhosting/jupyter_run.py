@@ -1,13 +1,19 @@
-"""ExecStart of nbh-jupyter@.service: check the pair, then exec podman.
+"""ExecStart and ExecStopPost of nbh-jupyter@.service.
 
-It runs as the containers' account at every server start, so it imports
-little and does only what a unit setting cannot: derive the server's token
-and build the podman command line for the pair.
+``nbh-jupyter-run COURSE/STUDENT`` checks the pair, then execs podman. It
+runs as the containers' account at every server start, so it imports little
+and does only what a unit setting cannot: derive the server's token and
+build the podman command line for the pair.
+
+``nbh-jupyter-run --stopped COURSE/STUDENT`` removes the pair's container by
+its name, which comes from the unit's own instance and nothing the container
+could write, and logs the stop.
 """
 
 from __future__ import annotations
 
 import os
+import subprocess
 import sys
 from pathlib import Path
 
@@ -17,6 +23,9 @@ from .workspace import workspace_dir
 
 PODMAN = "/usr/bin/podman"
 DEFAULT_IMAGE = "localhost/nbhosting/jupyter:test"
+# Jupyter, its kernels and what a student starts from a notebook; the unit's
+# TasksMax= bounds the whole unit as well.
+PIDS_LIMIT = 256
 
 
 def podman_argv(instance: Instance, course: courses.Course, runtime_dir: str, image: str,
@@ -25,16 +34,23 @@ def podman_argv(instance: Instance, course: courses.Course, runtime_dir: str, im
         PODMAN, "run",
         # conmon stays as the unit's main process, the podman client exits;
         # READY=1 comes from Jupyter itself (the image's nbh_ready extension).
+        # The unit's listening socket (LISTEN_FDS) is passed on to Jupyter.
         "--detach", "--sdnotify=container",
         "--rm", "--replace", "--name", instance.container,
-        "--cidfile", f"{runtime_dir}/cid",
         "--network=none",
         "--security-opt", "label=disable",
+        # A student's code needs no privilege: no capability, no setuid, a
+        # read-only image (tmpfs on /tmp, /run, /var/tmp and the home folder).
+        "--cap-drop=ALL",
+        "--security-opt", "no-new-privileges",
+        "--read-only",
+        "--tmpfs", "/home/jovyan:rw,nosuid,nodev,size=256m,mode=0700",
+        "--pids-limit", str(PIDS_LIMIT),
         "--label", f"nbh.instance={instance.path}",
         "--env", f"NBH_BASE_URL={instance.base_url}",
         # the LMS may frame the notebook (Content-Security-Policy)
         "--env", f"NBH_FRAME_ANCESTORS={lms_origins}",
-        "--volume", f"{runtime_dir}:/run/nbh",
+        "--volume", f"{runtime_dir}:/run/nbh:ro",
         "--volume", f"{workspace_dir(instance)}:/home/jovyan/work",
         "--volume", f"{course.path}:/home/jovyan/course:ro",
         image,
@@ -49,20 +65,40 @@ def prepare(instance: Instance, runtime_dir: str) -> None:
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o400)
     with os.fdopen(fd, "w") as file:
         file.write(token)
-    Path(runtime_dir, "cid").unlink(missing_ok=True)
+
+
+def stopped(instance: Instance) -> int:
+    """ExecStopPost=: no container left behind, whatever happened; then the event."""
+    try:
+        removed = subprocess.run([PODMAN, "rm", "--force", "--ignore", "--time", "0", instance.container],
+                                 stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=60)
+    except (OSError, subprocess.TimeoutExpired) as error:
+        print(f"nbh-jupyter-run: cannot remove {instance.container}: {error}", file=sys.stderr)
+    else:
+        if removed.returncode != 0:
+            print(f"nbh-jupyter-run: podman rm {instance.container}: {removed.stderr.strip()[-300:]}",
+                  file=sys.stderr)
+    events.after_stop(instance, os.environ)
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
+    stop = argv[:1] == ["--stopped"]
     try:
-        (pair,) = argv
+        (pair,) = argv[1:] if stop else argv
         instance = Instance.from_path(pair)
     except (ValueError, BadName) as error:
         print(f"nbh-jupyter-run: {error}", file=sys.stderr)
         return 2
+    if stop:
+        return stopped(instance)
     runtime_dir = os.environ.get("RUNTIME_DIRECTORY", "")
     if not runtime_dir:
         print("nbh-jupyter-run: no RUNTIME_DIRECTORY (run it from nbh-jupyter@.service)", file=sys.stderr)
+        return 2
+    if os.environ.get("LISTEN_FDS") != "1":
+        print("nbh-jupyter-run: no listening socket (nbh-upstream@.socket) was passed", file=sys.stderr)
         return 2
     try:
         course = courses.load(instance.course)

@@ -116,7 +116,7 @@ class Instance:
         check_student(self.student)
         if len(self.name) + _LONGEST_AFFIXES > UNIT_NAME_MAX:
             raise BadName(f"course and student names too long for a unit: {self.path!r}")
-        if len(self.listen_socket) > SOCKET_PATH_MAX:
+        if max(len(self.listen_socket), len(self.upstream_socket)) > SOCKET_PATH_MAX:
             raise BadName(f"course and student names too long for a socket: {self.path!r}")
 
     @classmethod
@@ -137,7 +137,7 @@ class Instance:
 
     @classmethod
     def from_unit(cls, unit: str) -> Instance:
-        match = re.fullmatch(r"nbh-(?:jupyter|proxy)@(.+)\.(?:service|socket)", unit)
+        match = re.fullmatch(r"nbh-(?:jupyter|proxy|upstream)@(.+)\.(?:service|socket)", unit)
         if not match:
             raise BadName(f"not an nbhosting instance unit: {unit!r}")
         return cls.from_name(match.group(1))
@@ -163,8 +163,12 @@ class Instance:
         return f"nbh-proxy@{self.name}.service"
 
     @property
-    def units(self) -> tuple[str, str, str]:
-        return (self.socket, self.proxy, self.service)
+    def upstream(self) -> str:
+        return f"nbh-upstream@{self.name}.socket"
+
+    @property
+    def units(self) -> tuple[str, str, str, str]:
+        return (self.socket, self.proxy, self.service, self.upstream)
 
     @property
     def container(self) -> str:
@@ -178,10 +182,11 @@ class Instance:
         return f"/run/nbhosting/nb/{self.path}.sock"
 
     @property
-    def jupyter_socket(self) -> str:
-        """Where Jupyter itself listens, in the server unit's RuntimeDirectory=
-        (the proxy's upstream); asking there never starts a stopped server."""
-        return f"/run/nbh-jupyter/{self.path}/jupyter.sock"
+    def upstream_socket(self) -> str:
+        """Where Jupyter itself listens (nbh-upstream@.socket, the proxy's
+        upstream): made by systemd, out of the container's reach, and there
+        only while the server runs, so asking there never starts a server."""
+        return f"/run/nbhosting/upstream/{self.path}.sock"
 
     @property
     def base_url(self) -> str:

@@ -6,9 +6,10 @@ systemd boots as PID 1 of new PID, mount and cgroup namespaces, in a cgroup
 of its own on the host's cgroup2 hierarchy. Inside, /usr, /etc and /var are
 overlays whose upper layers live in the namespace's /run, and /tmp is a
 tmpfs: the project installs itself there as its package would (``make
-install``, sysusers, tmpfiles, ``nbh setup``) and nothing reaches the host
-but the sandbox's state folder, which keeps the containers' storage (the
-image) and the workspaces from one run to the next. ``down`` powers systemd
+install``, sysusers, tmpfiles, ``nbh setup``) at every boot, so every ``up``
+is a fresh install, and nothing reaches the host but the sandbox's state
+folder, which keeps only the containers' image storage from one run to the
+next (importing the image takes a while). ``down`` powers systemd
 off, kills what is left through the cgroup (cgroup.kill) and removes the
 cgroup: no process, mount or unit stays behind. The tests, the demo and the
 benchmarks all use this module.
@@ -20,6 +21,7 @@ import argparse
 import http.client
 import json
 import os
+import pwd
 import shutil
 import signal
 import socket
@@ -194,15 +196,22 @@ def unit_pids(unit: str) -> list[int]:
 
 def make_course(name: str, notebooks: dict[str, dict], *options: str) -> None:
     """A course made as an operator does (`nbh course create`), from a git
-    repository of these notebooks (path: its JSON); kept once made."""
+    repository of these notebooks (path: its JSON). Kept once made, but only
+    if it is exactly that: a course of that name made otherwise (by hand, by
+    the demo) is made anew."""
+    wanted = {relative: json.dumps(content, indent=1) for relative, content in notebooks.items()}
+    course = path(f"/var/lib/nbhosting/courses/{name}")
     if run(["nbh", "course", "show", name], check=False).returncode == 0:
-        return
+        found = {str(p.relative_to(course)): p.read_text() for p in course.rglob("*.ipynb")
+                 if ".git" not in p.parts}
+        if found == wanted and not options:
+            return
     repo = f"/var/lib/nbhosting/sandbox-repos/{name}"
-    run(["rm", "-rf", repo, f"/var/lib/nbhosting/courses/{name}"])
-    for relative, content in notebooks.items():
+    run(["rm", "-rf", repo, f"/var/lib/nbhosting/courses/{name}", f"/etc/nbhosting/courses/{name}.toml"])
+    for relative, content in wanted.items():
         file = path(f"{repo}/{relative}")
         file.parent.mkdir(parents=True, exist_ok=True)
-        file.write_text(json.dumps(content, indent=1))
+        file.write_text(content)
     git = ["git", "-C", repo, "-c", "user.name=Teacher", "-c", "user.email=teacher@example.org"]
     run(["git", "init", "--quiet", "--initial-branch=main", repo])
     run([*git, "add", "--all"])
@@ -260,7 +269,10 @@ def up(timeout: float = BOOT_TIMEOUT) -> int:
         return value
     down()  # whatever a crashed run left
     STATE.mkdir(parents=True, exist_ok=True)
-    (STATE / "data").mkdir(exist_ok=True)
+    (STATE / "data" / "storage").mkdir(parents=True, exist_ok=True)
+    for left in ("workspaces", "courses", "etc", "sandbox-repos", "sandbox-lms"):
+        # what an older sandbox kept here, now made fresh at every boot
+        shutil.rmtree(STATE / "data" / left, ignore_errors=True)
     group = cgroup()
     group.mkdir()
 
@@ -338,9 +350,9 @@ def boot() -> None:
     run_dir = Path("/run")
     sh("mount", "-t", "tmpfs", "-o", "mode=0755,nosuid,nodev", "tmpfs", "/run")
     layers = run_dir / NAME
-    # The persistent state, held here before /var is covered.
-    (layers / "state").mkdir(parents=True)
-    sh("mount", "--bind", str(STATE / "data"), str(layers / "state"))
+    # The image storage, the one thing kept: held here before /var is covered.
+    (layers / "storage").mkdir(parents=True)
+    sh("mount", "--bind", str(STATE / "data" / "storage"), str(layers / "storage"))
     for top in ("usr", "etc", "var"):
         upper, work = layers / top / "upper", layers / top / "work"
         upper.mkdir(parents=True)
@@ -358,18 +370,32 @@ def boot() -> None:
         REPO.mkdir(parents=True)
         sh("mount", "--bind", str(layers / "repo"), str(REPO))
     open_checkout()
-    Path("/var/lib/nbhosting").mkdir(parents=True, exist_ok=True)
-    sh("mount", "--bind", str(layers / "state"), "/var/lib/nbhosting")
-    # The secrets and the courses' settings last as long as the courses do.
-    (layers / "state" / "etc").mkdir(exist_ok=True)
-    Path("/etc/nbhosting").mkdir(exist_ok=True)
-    sh("mount", "--bind", str(layers / "state" / "etc"), "/etc/nbhosting")
     sh("mount", "-t", "cgroup2", "cgroup2", "/sys/fs/cgroup")
     # rootless podman needs shared mount propagation
     sh("mount", "--make-rshared", "/")
     install()
+    keep_image_storage(layers / "storage")
     os.execve("/lib/systemd/systemd", ["/lib/systemd/systemd", f"--unit={NAME}.target"],
               {"container": NAME, "PATH": "/usr/sbin:/usr/bin:/sbin:/bin"})
+
+
+def keep_image_storage(kept: Path) -> None:
+    """Put the kept image storage where the fresh install's podman looks.
+
+    Everything else under /var/lib/nbhosting is as the package made it. The
+    storage belongs to the containers' account: should sysusers give that
+    account another id than last time, the storage is dropped, not chowned.
+    """
+    account = pwd.getpwnam("nbh-jupyter")
+    if kept.stat().st_uid != account.pw_uid:
+        for child in kept.iterdir():
+            sh("rm", "-rf", "--one-file-system", str(child))
+        os.chown(kept, account.pw_uid, account.pw_gid)
+    kept.chmod(0o700)
+    storage = Path("/var/lib/nbhosting/containers/storage")
+    storage.mkdir(mode=0o700)
+    os.chown(storage, account.pw_uid, account.pw_gid)
+    sh("mount", "--bind", str(kept), str(storage))
 
 
 def open_checkout() -> None:
@@ -404,6 +430,10 @@ def install() -> None:
     sh("make", "--no-print-directory", "-C", str(REPO), "install", "DESTDIR=/", "PREFIX=/usr")
     for script in ("nbh", "nbh-jupyter-run", "nbh-event", "nbh-web"):
         Path("/usr/bin", script).symlink_to(REPO / ".venv/bin" / script)
+    # The units give nginx's group, as Fedora's nginx package names it, the
+    # students' sockets; Debian's nginx runs as www-data.
+    sh("groupadd", "--system", "nginx")
+    sh("usermod", "--append", "--groups", "nginx", "www-data")
     sh("systemd-sysusers", "/usr/lib/sysusers.d/nbhosting.conf")
     sh("systemd-tmpfiles", "--create", "/usr/lib/tmpfiles.d/nbhosting.conf")
     configure_nginx()

@@ -150,7 +150,8 @@ class Systemd:
                 state = await self.state(name)
             except SystemdError:
                 continue
-            if state.ActiveState == "failed":
+            # A server whose start failed may still be running its ExecStopPost=.
+            if state.ActiveState == "failed" or state.Result not in ("", "success"):
                 return f" ({name}: {state.Result or 'failed'})"
         return ""
 

@@ -67,7 +67,7 @@ def test_idle_servers_are_culled_busy_and_recent_ones_are_not(sandbox, systemd, 
     systemd.loop.run_until_complete(asyncio.sleep(5))
     systemd.loop.run_until_complete(execute(sandbox, recent, kernels[recent], "x = 2"))
 
-    dry = nbh(sandbox, "cull", "--dry-run")
+    dry = nbh(sandbox, "cull", "--dry-run", user="nbh")
     assert dry.returncode == 0, dry.stderr
     lines = {line.split()[1]: line for line in dry.stdout.splitlines()[1:]}
     assert "would stop" in lines[idle.student] and "idle" in lines[idle.student]
@@ -76,7 +76,7 @@ def test_idle_servers_are_culled_busy_and_recent_ones_are_not(sandbox, systemd, 
     assert "keeps" in lines[recent.student]
     assert all(active(systemd, i) for i in (idle, busy, recent, kernelless))
 
-    assert nbh(sandbox, "cull").returncode == 0
+    run_unit(sandbox, "nbh-cull.service")  # as the timer does
     assert not active(systemd, idle) and not active(systemd, kernelless)
     assert active(systemd, busy) and active(systemd, recent)
     assert systemd.state(idle.socket).SubState == "listening"  # comes back on the next request
@@ -265,9 +265,102 @@ def test_notebooks_autosave_every_20_seconds(sandbox, systemd, course, student):
     systemd.stop_instance(instance)
 
 
-def test_the_timer_runs_the_cull_service(sandbox):
-    """nbh-cull.service as the timer starts it (its own sandboxing, the checkout's Python)."""
-    result = sandbox.run("systemctl", "start", "nbh-cull.service", check=False)
-    assert result.returncode == 0, sandbox.run("journalctl", "--no-pager", "-n", "20", "-u", "nbh-cull.service").stdout
-    result = sandbox.run("systemctl", "start", "nbh-gc.service", check=False)
-    assert result.returncode == 0, sandbox.run("journalctl", "--no-pager", "-n", "20", "-u", "nbh-gc.service").stdout
+def run_unit(sandbox, unit: str) -> str:
+    """Start a oneshot unit as its timer does; what it logged."""
+    cursor = sandbox.run("journalctl", "--show-cursor", "-n", "0", "--quiet").stdout.strip().removeprefix("-- cursor: ")
+    result = sandbox.run("systemctl", "start", unit, check=False)
+    log = sandbox.run("journalctl", "--no-pager", "-o", "cat", "-u", unit, f"--after-cursor={cursor}").stdout
+    assert result.returncode == 0, log
+    return log
+
+
+def test_the_timers_start_the_cull_and_gc_services(sandbox):
+    for timer in ("nbh-cull.timer", "nbh-gc.timer"):
+        unit = sandbox.run("systemctl", "show", "-P", "Unit", timer).stdout.strip()
+        assert unit == timer.replace(".timer", ".service")
+    assert sandbox.run("systemctl", "is-active", "nbh-gc.timer", "nbh-cull.timer").stdout.split() == ["active"] * 2
+
+
+FAKE_SERVER = """\
+import socket, sys
+# A student's server gone hostile: it takes the socket systemd passes, as
+# Jupyter does, and answers every request with {sys.argv[1]}.
+listening = socket.socket(fileno=3)
+while True:
+    connection, _ = listening.accept()
+    connection.recv(65536)
+    try:
+        if sys.argv[1] == "garbage":
+            connection.sendall(b"HTTP/1.1 200 OK\\r\\nContent-Length: 9\\r\\n\\r\\nnot json!")
+        elif sys.argv[1] == "huge":
+            connection.sendall(b"HTTP/1.1 200 OK\\r\\nContent-Type: application/json\\r\\n\\r\\n")
+            chunk = b"[" * (1 << 20)
+            for _ in range(1024):  # 1 GiB, unless the reader hangs up first
+                connection.sendall(chunk)
+        elif sys.argv[1] == "notjupyter":
+            connection.sendall(b"HTTP/1.1 200 OK\\r\\nContent-Length: 2\\r\\n\\r\\n{}")
+    except OSError:
+        pass
+    connection.close()
+"""
+
+
+@pytest.fixture
+def fake_servers(sandbox):
+    """Student servers whose containers answer garbage: a drop-in per instance
+    replaces Jupyter with FAKE_SERVER, on the same passed socket."""
+    script = "/usr/local/lib/nbh-test/fake_server.py"
+    sandbox.path(script).parent.mkdir(parents=True, exist_ok=True)
+    sandbox.path(script).write_text(FAKE_SERVER)
+    dropins = []
+
+    def make(instance: Instance, answer: str) -> None:
+        folder = sandbox.path(f"/run/systemd/system/{instance.service}.d")
+        folder.mkdir(parents=True)
+        (folder / "fake.conf").write_text(
+            f"[Service]\nType=simple\nExecStart=\nExecStart=/usr/bin/python3 {script} {answer}\n"
+            "ExecStartPost=\nExecStopPost=\n")
+        dropins.append(folder)
+        sandbox.run("systemctl", "daemon-reload")
+    yield make
+    for folder in dropins:
+        (folder / "fake.conf").unlink()
+        folder.rmdir()
+    sandbox.run("systemctl", "daemon-reload")
+
+
+def test_the_cull_service_stops_idle_servers_beside_hostile_ones(sandbox, systemd, course, student, cull_config,
+                                                               fake_servers):
+    """nbh-cull.service as installed (not root): bad answers cost their server its verdict, nothing more."""
+    idle = Instance(course, f"{student}-idle")
+    hostile = {answer: Instance(course, f"{student}-{answer}") for answer in ("garbage", "huge", "notjupyter")}
+    for answer, instance in hostile.items():
+        fake_servers(instance, answer)
+        systemd.start_instance(instance)
+    systemd.start_instance(idle)
+    cull_config("grace = 2\n")
+    time.sleep(3)
+    log = run_unit(sandbox, "nbh-cull.service")
+    assert not active(systemd, idle), log
+    assert sandbox.journal("NBH_EVENT=cull", f"NBH_STUDENT={idle.student}")
+    for answer, instance in hostile.items():
+        assert active(systemd, instance), (answer, log)
+        assert instance.path in log, log
+    assert "more than 1048576 bytes" in log and "no JSON" in log and "not Jupyter's" in log, log
+    assert sandbox.run("systemctl", "show", "-P", "MemoryMax", "nbh-cull.service").stdout.strip() == str(256 << 20)
+    for instance in hostile.values():
+        systemd.stop_instance(instance)
+
+
+def test_the_gc_service_removes_what_no_unit_owns(sandbox, systemd, course, student):
+    ghost = Instance(course, student)
+    sandbox.run(*podman.argv(["create", "--name", ghost.container, nbh_sandbox.IMAGE, "true"]))
+    sandbox.run("mkdir", "-p", f"/run/nbh-jupyter/{ghost.path}")
+    sandbox.run("install", "-d", "-m", "0711", f"/run/nbhosting/upstream/{ghost.course}")
+    sandbox.run("touch", ghost.upstream_socket)
+    log = run_unit(sandbox, "nbh-gc.service")
+    assert ghost.container not in sandbox.containers(), log
+    assert not sandbox.path(f"/run/nbh-jupyter/{ghost.path}").exists(), log
+    assert not sandbox.path(ghost.upstream_socket).exists(), log
+    gc_events = sandbox.journal("NBH_EVENT=gc", "--since=-60s")
+    assert any(ghost.container in event["MESSAGE"] for event in gc_events), gc_events

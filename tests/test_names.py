@@ -62,7 +62,7 @@ def test_known_instance():
     assert instance.service == "nbh-jupyter@python\\x2dmooc-alice.service"
     assert instance.container == "nbh.python-mooc.alice"
     assert instance.listen_socket == "/run/nbhosting/nb/python-mooc/alice.sock"
-    assert instance.jupyter_socket == "/run/nbh-jupyter/python-mooc/alice/jupyter.sock"
+    assert instance.upstream_socket == "/run/nbhosting/upstream/python-mooc/alice.sock"
     assert instance.base_url == "/nb/python-mooc/alice/"
 
 

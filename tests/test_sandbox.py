@@ -98,3 +98,79 @@ def test_up_cleans_what_a_crashed_run_left(sandbox_session):
     assert nbh_sandbox.run(["systemctl", "is-system-running"], check=False).stdout.strip() == "running"
 
 
+
+
+# Settings that name a path the unit needs at start (or the folder that it
+# makes its own in), and where a specifier (%I, %t, ...) starts in a value.
+PATH_SETTINGS = ("ReadWritePaths", "ReadOnlyPaths", "InaccessiblePaths", "WorkingDirectory", "EnvironmentFile",
+                 "LoadCredential", "ListenStream", "ExecStart", "ExecStartPost", "ExecStopPost")
+STATE_ROOTS = {"StateDirectory": "/var/lib", "RuntimeDirectory": "/run", "CacheDirectory": "/var/cache",
+               "LogsDirectory": "/var/log", "ConfigurationDirectory": "/etc"}
+
+
+def named_paths(unit_text: str) -> set[str]:
+    """The existing folders or files a unit's settings need: for a template's
+    value, the folder above the first specifier."""
+    found = set()
+    for line in unit_text.splitlines():
+        key, sep, value = line.partition("=")
+        if not sep or line.startswith(("#", ";")):
+            continue
+        for word in value.split():
+            word = word.lstrip("-+!@:")
+            if key == "LoadCredential":
+                word = word.partition(":")[2]
+            if key in STATE_ROOTS:
+                word = f"{STATE_ROOTS[key]}/{word}"
+            elif key not in PATH_SETTINGS or not word.startswith("/"):
+                continue
+            if "%" in word or key in STATE_ROOTS or key == "ListenStream":
+                word = word.split("%")[0].rsplit("/", 1)[0]  # the folder it is made in
+            if word:
+                found.add(word)
+            if key in ("ExecStart", "ExecStartPost", "ExecStopPost", "LoadCredential"):
+                break  # the program (or the credential's file), not its arguments
+    return found
+
+
+def test_a_fresh_install_has_every_folder_its_units_name_and_serves_its_first_entry(sandbox_session):
+    from .test_web import entry, get
+    # state that an earlier run, the demo or an operator left must not outlive `down`
+    sandbox_session.make_course(COURSE)
+    nbh_sandbox.run(["touch", "/var/lib/nbhosting/workspaces/left-over", "/etc/nbhosting/left-over"])
+    nbh_sandbox.down()
+    nbh_sandbox.up()
+    for leftover in ("/var/lib/nbhosting/workspaces/left-over", "/etc/nbhosting/left-over",
+                     f"/var/lib/nbhosting/courses/{COURSE}", f"/etc/nbhosting/courses/{COURSE}.toml"):
+        assert not sandbox_session.path(leftover).exists(), leftover
+    units = sorted(sandbox_session.path("/usr/lib/systemd/system").glob("nbh-*"))
+    assert len(units) >= 12, units
+    missing = {(unit.name, named) for unit in units for named in named_paths(unit.read_text())
+               if not sandbox_session.path(named).exists()}
+    assert not missing, missing
+    # and nothing failed at boot, the front end included
+    failed = nbh_sandbox.run(["systemctl", "--failed", "--plain", "--no-legend"]).stdout
+    assert failed.strip() == "", failed
+    sandbox_session.make_course(COURSE)
+    student = f"fresh-install-{os.getpid():08d}"
+    url = entry(COURSE, "w1/w1-s1-c1-intro", student)
+    assert url.startswith(f"/nb/{COURSE}/{student}/notebooks/w1/w1-s1-c1-intro.ipynb?token=")
+    assert get(url, referer=None).status == 200
+    assert sandbox_session.path(f"/var/lib/nbhosting/workspaces/{COURSE}/{student}/w1/w1-s1-c1-intro.ipynb").exists()
+    nbh_sandbox.run(["nbh", "stop", COURSE, student])
+
+
+def test_the_named_paths_of_a_unit():
+    text = """[Service]
+ExecStart=/usr/bin/nbh-jupyter-run %I
+ExecStopPost=-/usr/bin/podman rm --cidfile %t/x
+ReadWritePaths=/var/lib/nbhosting/workspaces
+LoadCredential=nbh-secret:/etc/nbhosting/secret
+StateDirectory=nbhosting/workspaces/%I
+RuntimeDirectory=nbh-jupyter/%I
+ListenStream=/run/nbhosting/upstream/%I.sock
+# ReadWritePaths=/not/this
+"""
+    assert named_paths(text) == {"/usr/bin/nbh-jupyter-run", "/usr/bin/podman", "/var/lib/nbhosting/workspaces",
+                                 "/etc/nbhosting/secret", "/var/lib/nbhosting/workspaces", "/run/nbh-jupyter",
+                                 "/run/nbhosting/upstream"}

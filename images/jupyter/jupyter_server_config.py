@@ -2,9 +2,10 @@
 # Installed as /etc/jupyter/jupyter_server_config.py in both images (by
 # images/jupyter/install), where Jupyter reads it whatever the user.
 #
-# The host bind-mounts a per-instance directory at /run/nbh holding the
-# token file; Jupyter creates its socket there. The host side runs as the
-# same uid as root in the container, so no TCP port and no other user.
+# The host bind-mounts a per-instance directory at /run/nbh, read-only,
+# holding the token file, and passes the socket to listen on (nbh_ready.py).
+# The host side runs as the same uid as root in the container, so no TCP
+# port and no other user.
 import os
 import sys
 
@@ -24,7 +25,8 @@ if not token:
     sys.exit(f"nbhosting: the token file {RUN}/token is empty, refusing to start")
 c.IdentityProvider.token = token
 
-# Listen only on the unix socket.
+# Listen only on a unix socket: the one systemd passes (LISTEN_FDS, see
+# nbh_ready.py), or, without one, this path.
 c.ServerApp.sock = f"{RUN}/jupyter.sock"
 c.ServerApp.sock_mode = "0600"
 # Requests arrive through nginx with the public Host header; the socket and

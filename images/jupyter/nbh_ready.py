@@ -1,5 +1,12 @@
-"""nbhosting's server extension: tell systemd when Jupyter Server listens,
-and refuse pages asked for without the server's token.
+"""nbhosting's server extension: systemd's side of Jupyter Server. It
+listens on the socket systemd made, tells systemd when it is ready, and
+refuses pages asked for without the server's token.
+
+The socket Jupyter listens on is made by systemd (nbh-upstream@.socket), out
+of the container's reach, and passed in as LISTEN_FDS (podman hands it on):
+nothing a student runs can replace it with a link to another socket, as it
+could a socket Jupyter made in a folder of its own. Without LISTEN_FDS,
+Jupyter binds ServerApp.sock itself, as usual.
 
 podman run --sdnotify=container passes NOTIFY_SOCKET into the container and
 leaves READY=1 to it. Once loaded, this extension schedules a callback on
@@ -30,8 +37,31 @@ def _no_login_page(handler):
     raise web.HTTPError(403)
 
 
+SD_LISTEN_FDS_START = 3
+
+
+def _listen_on_passed_socket(serverapp):
+    """Listen on the socket systemd passed, instead of binding ServerApp.sock."""
+    count = os.environ.pop("LISTEN_FDS", "")
+    for name in ("LISTEN_PID", "LISTEN_FDNAMES"):
+        os.environ.pop(name, None)
+    if count != "1":
+        return
+    listening = socket.socket(fileno=SD_LISTEN_FDS_START)
+    listening.set_inheritable(False)  # not for kernels
+    listening.setblocking(False)  # Tornado accepts until EAGAIN
+
+    def bind_passed_socket():
+        serverapp.http_server.add_socket(listening)
+        return True
+
+    # ServerApp binds from the IOLoop, after the extensions are loaded.
+    serverapp._bind_http_server_unix = bind_passed_socket
+
+
 def _load_jupyter_server_extension(serverapp):
     JupyterHandler.get_login_url = _no_login_page
+    _listen_on_passed_socket(serverapp)
     # Take it out of the environment so that kernels and terminals, which
     # run students' code, cannot talk to systemd.
     path = os.environ.pop("NOTIFY_SOCKET", "")
@@ -51,8 +81,7 @@ def _notify(serverapp, path):
     if not path:
         log.info("nbh_ready: NOTIFY_SOCKET is not set, not notifying")
         return
-    where = serverapp.sock or f"port {serverapp.port}"
-    message = f"READY=1\nSTATUS=Jupyter Server listening on {where}"
+    message = "READY=1\nSTATUS=Jupyter Server is listening"
     # A name starting with '@' is in the abstract namespace.
     address = "\0" + path[1:] if path.startswith("@") else path
     try:
