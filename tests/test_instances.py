@@ -406,3 +406,14 @@ def test_local_accounts_see_no_student_and_start_no_server(sandbox, systemd, cou
                               user="eve", check=False)
         assert connect.returncode != 0 and "PermissionError" in connect.stderr, (sock, connect.stderr[-300:])
     systemd.stop_instance(instance)
+
+
+@pytest.mark.parametrize("unit, most", [
+    ("nbh-web.service", 1.5), ("nbh-cull.service", 3), ("nbh-gc.service", 4), ("nbh-proxy@a-b.service", 2),
+])
+def test_units_are_hardened(sandbox, unit, most):
+    """The exposure level systemd-analyze gives the installed units."""
+    result = sandbox.run("systemd-analyze", "security", "--no-pager", unit)
+    score = float(result.stdout.rsplit(f"Overall exposure level for {unit}: ", 1)[1].split()[0])
+    print(f"{unit}: {score}")
+    assert score <= most, result.stdout
