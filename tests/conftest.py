@@ -143,7 +143,7 @@ _counter = iter(range(10**6))
 def student(request) -> str:
     """A student name no other test (or earlier run's leftovers) uses."""
     name = re.sub(r"[^A-Za-z0-9]", "", request.node.name.removeprefix("test_"))[:16]
-    return f"{name}-{os.getpid()}-{next(_counter)}"
+    return f"{name}-{os.getpid():07d}-{next(_counter):06d}"  # 16 characters at least (web.min_student_id)
 
 
 def nbh(sandbox: Sandbox, *args: str, user: str | None = None) -> subprocess.CompletedProcess:
