@@ -176,21 +176,21 @@ def sign(args) -> None:
     print(f"{web.public_url}/ipythonExercice/{args.course}/{quote(args.notebook)}/{args.student}?{query}")
 
 
-def _require_root(command: str) -> int:
-    """The group id of the containers' account, which reads the token files."""
+def _require_root(command: str, group: str) -> int:
+    """The id of the group that is to read what the command writes."""
     if os.geteuid() != 0:
         raise CommandError(f"{command} must run as root")
     try:
-        return grp.getgrnam(CONTAINER_USER).gr_gid
+        return grp.getgrnam(group).gr_gid
     except KeyError:
-        raise CommandError(f"missing group {CONTAINER_USER!r} (systemd-sysusers nbhosting.conf)") from None
+        raise CommandError(f"missing group {group!r} (systemd-sysusers nbhosting.conf)") from None
 
 
 async def revoke(args) -> None:
     """A new token for the pair; its running server stops, and the next
     visit starts it again with the new token."""
     instance = Instance(args.course, args.student)
-    group_id = _require_root("revoke")
+    group_id = _require_root("revoke", CONTAINER_USER)  # nbh-jupyter-run reads the generation
     new = tokens.bump_generation(instance, group_id)
     async with await connect() as systemd:
         running = await systemd.active_state(instance.service) not in ("inactive", "failed")
@@ -199,6 +199,19 @@ async def revoke(args) -> None:
     events.send("revoke", instance, f"{instance.path}: token revoked (generation {new})"
                 + (", server stopped" if running else ""), NBH_GENERATION=new)
     print(f"{instance.path}: token revoked (generation {new})" + ("; its server stopped" if running else ""))
+
+
+async def rotate_secret(args) -> None:
+    """A new host secret, so every server's token changes: nbh-web restarts
+    with it and every running server stops, to start with its new token at
+    its next visit."""
+    tokens.replace_secret(group_id=_require_root("rotate-secret", WEB_USER))
+    async with await connect() as systemd:
+        await systemd.restart("nbh-web.service")
+        running = [Instance.from_unit(unit) for unit in await systemd.list_instances()
+                   if await systemd.active_state(unit) not in ("inactive", "failed")]
+        await asyncio.gather(*(systemd.stop_instance(instance) for instance in running))
+    print(f"new {tokens.SECRET_PATH}; nbh-web restarted; {len(running)} running servers stopped")
 
 
 def _table(header: tuple[str, ...], rows: list[tuple]) -> None:
@@ -292,6 +305,8 @@ def parser() -> argparse.ArgumentParser:
     sub.set_defaults(run=sign)
     pair("revoke", "a new token for a student's server; the old one fails (root)").set_defaults(run=revoke)
     commands.add_parser("setup", help="host secret, LMS key and unit limits (root)").set_defaults(run=setup)
+    commands.add_parser("rotate-secret", help="a new host secret: every server token changes, "
+                        "running servers stop (root)").set_defaults(run=rotate_secret)
     course_parser(commands)
     return top
 

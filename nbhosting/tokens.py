@@ -95,6 +95,20 @@ def bump_generation(instance: Instance, group_id: int, tokens_dir: Path = paths.
     return new
 
 
+def replace_secret(path: Path = SECRET_PATH, group_id: int = 0) -> None:
+    """A new random secret, written aside then renamed: readers see the old
+    one or the new one, whole."""
+    aside = path.with_name(f".{path.name}.new")
+    aside.unlink(missing_ok=True)
+    fd = os.open(aside, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o440)
+    with os.fdopen(fd, "w") as file:
+        file.write(secrets.token_hex(32) + "\n")
+        file.flush()
+        os.fsync(file.fileno())
+    os.chown(aside, 0, group_id)
+    os.replace(aside, path)
+
+
 def create_secret(path: Path = SECRET_PATH, group_id: int = 0) -> bool:
     """Write a new random secret unless there is one; True when written."""
     path.parent.mkdir(parents=True, exist_ok=True)

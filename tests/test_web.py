@@ -369,6 +369,21 @@ def test_a_revoked_token_fails_and_the_next_entry_works(sandbox, systemd, course
     assert store.stdout.split("\n")[:3] == ["750 root nbh-jupyter", "750 root nbh-jupyter", "640 root nbh-jupyter"]
 
 
+def test_rotating_the_host_secret_changes_every_token(sandbox, systemd, course, student, stop):
+    instance = Instance(course, student)
+    stop(instance)
+    old = entry(course, NOTEBOOK, student)
+    assert nbh(sandbox, "rotate-secret", user="nbh").returncode == 1  # root only
+    rotated = nbh(sandbox, "rotate-secret")
+    assert rotated.returncode == 0, rotated.stderr
+    assert systemd.state(instance.service).ActiveState == "inactive"
+    assert sandbox.run("stat", "-c", "%a %U %G", "/etc/nbhosting/secret").stdout.strip() == "440 root nbh"
+    new = entry(course, NOTEBOOK, student)
+    assert new != old and new.split("token=")[1] == sandbox.token(instance)
+    assert get(new, referer=None).status == 200
+    assert get(old, referer=None).status == 403
+
+
 async def execute(sandbox, instance: Instance, kernel_id: str, code: str) -> str:
     """Run code in a kernel over its websocket, as the notebook page does; its stdout."""
     url = (f"ws://{HOST}:{PORT}{instance.base_url}api/kernels/{kernel_id}/channels"
