@@ -11,7 +11,9 @@ machine is small (2 cores) and shared, so compare ratios, not absolutes.
 - warm latency of /api/status through the socket chain, directly on the
   container's socket, and through nginx;
 - memory: PSS of every process of the server's units, against Jupyter alone;
-- 20 servers started at once.
+- 20 servers started at once;
+- the LMS entry through nginx and nbh-web, with signed URLs (the default
+  mode), and the warm entry of each authorization mode side by side.
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from nbhosting import podman, sandbox
+from nbhosting import access, config, podman, sandbox
 from nbhosting.names import Instance
 from nbhosting.systemd import Systemd
 
@@ -127,6 +129,13 @@ def make_course() -> None:
                                                              "nbformat_minor": 5}})
 
 
+def entry_path(student: str) -> str:
+    """The entry URL as the LMS signs it (web.auth = "signed", the default)."""
+    key = access.read_key(sandbox.path(str(access.LMS_KEY_PATH)))
+    query = access.signed_query(key, COURSE, ENTRY_NOTEBOOK, student, ttl=3600)
+    return f"/ipythonExercice/{COURSE}/{ENTRY_NOTEBOOK}/{student}?{query}"
+
+
 def fetch(connection: http.client.HTTPConnection, path: str, referer: str | None = None) -> tuple[int, str, bytes]:
     headers = {"Referer": referer} if referer else {}
     connection.request("GET", path, headers=headers)
@@ -138,8 +147,7 @@ def open_notebook(student: str) -> float:
     """Entry URL to the notebook page (200), following the "starting" page if any."""
     connection = http.client.HTTPConnection("127.0.0.1", sandbox.HTTP_PORT, timeout=120)
     start = time.perf_counter()
-    status, location, body = fetch(connection, f"/ipythonExercice/{COURSE}/{ENTRY_NOTEBOOK}/{student}",
-                                  sandbox.LMS_ORIGINS[0] + "/")
+    status, location, body = fetch(connection, entry_path(student), sandbox.LMS_ORIGINS[0] + "/")
     if status == 200:  # the "starting" page: its event stream ends with the URL
         wait = body.split(b'new EventSource("')[1].split(b'"')[0].decode()
         _, _, events = fetch(connection, wait)
@@ -155,7 +163,7 @@ def open_notebook(student: str) -> float:
 
 async def entries(systemd: Systemd) -> dict:
     make_course()
-    instance = Instance(COURSE, f"entry-{RUN}")
+    instance = Instance(COURSE, f"entry-{RUN:07d}-warm")  # long enough for referer mode
     loop = asyncio.get_running_loop()
     cold = []
     for _ in range(COLD_RUNS):
@@ -179,6 +187,7 @@ async def entries(systemd: Systemd) -> dict:
     await loop.run_in_executor(None, open_notebook, instance.student)
     rate = await loop.run_in_executor(None, entry_rate, instance.student, 4, 5.0)
     cpu = await loop.run_in_executor(None, entry_rate_cpu, instance.student)
+    modes = await loop.run_in_executor(None, entry_by_mode, instance.student)
     await systemd.stop_instance(instance)
     return {
         "cold_s": percentiles(cold),
@@ -186,11 +195,12 @@ async def entries(systemd: Systemd) -> dict:
         "twenty_arriving": {"all_in_s": all_in, "each_s": percentiles(crowd)},
         "warm_entries_per_s": rate,
         "front_end_cpu_ms_per_entry": cpu,
+        "warm_ms_by_mode": modes,
     }
 
 
 def entry_rate(student: str, clients: int, seconds: float) -> float:
-    path = f"/ipythonExercice/{COURSE}/{ENTRY_NOTEBOOK}/{student}"
+    path = entry_path(student)
     deadline = time.perf_counter() + seconds
 
     def client(_) -> int:
@@ -216,12 +226,45 @@ def front_end_cpu_usec() -> int:
 def entry_rate_cpu(student: str, count: int = 500) -> float:
     """The front end's own CPU time per warm entry: what bounds its rate on one core."""
     connection = http.client.HTTPConnection("127.0.0.1", sandbox.HTTP_PORT, timeout=30)
-    path = f"/ipythonExercice/{COURSE}/{ENTRY_NOTEBOOK}/{student}"
+    path = entry_path(student)
     before = front_end_cpu_usec()
     for _ in range(count):
         fetch(connection, path, sandbox.LMS_ORIGINS[0] + "/")
     connection.close()
     return (front_end_cpu_usec() - before) / count / 1000
+
+
+def set_auth(mode: str) -> None:
+    """nbh-web reads its configuration when it starts; the socket starts it again."""
+    text = sandbox.CONFIG + (f'auth = "{mode}"\n' if mode != config.Web().auth else "")
+    sandbox.path(str(config.DEFAULT_PATH)).write_text(text)
+    sandbox.run(["systemctl", "stop", "nbh-web.service"])
+    sandbox.run(["systemctl", "reset-failed", "nbh-web.service"])
+
+
+def entry_by_mode(student: str, runs: int = WARM_RUNS) -> dict:
+    """Warm entries (the redirect only), referer and signed, interleaved in one
+    run of nbh-web in referer mode, which takes both: a signed URL is judged
+    by its signature alone, the same code as in signed mode."""
+    assert len(student) >= config.Web().min_student_id, student
+    signed, plain = entry_path(student), f"/ipythonExercice/{COURSE}/{ENTRY_NOTEBOOK}/{student}"
+    referer = sandbox.LMS_ORIGINS[0] + "/"
+    set_auth("referer")
+    try:
+        connection = http.client.HTTPConnection("127.0.0.1", sandbox.HTTP_PORT, timeout=30)
+        samples = {"referer": [], "signed": []}
+        for i in range(runs + 20):
+            for mode, path in (("referer", plain), ("signed", signed)):
+                start = time.perf_counter()
+                status, _, _ = fetch(connection, path, referer if mode == "referer" else None)
+                if status != 302:
+                    raise RuntimeError(f"entry, {mode}: {status}")
+                if i >= 20:  # after the warm-up
+                    samples[mode].append(time.perf_counter() - start)
+        connection.close()
+    finally:
+        set_auth(config.Web().auth)
+    return {mode: {k: v * 1000 if k != "n" else v for k, v in percentiles(s).items()} for mode, s in samples.items()}
 
 
 async def main() -> dict:
@@ -295,6 +338,9 @@ def table(results: dict) -> str:
         row("front end CPU per warm entry", f"{entry['front_end_cpu_ms_per_entry']:.2f} ms "
             f"(= {1000 / entry['front_end_cpu_ms_per_entry']:.0f} /s on one core)", ""),
     ]
+    if "warm_ms_by_mode" in entry:
+        lines += [row(f"warm entry (redirect), {mode} mode", f"{s['p50']:.2f} ms ({s['p95']:.2f} ms)", "")
+                  for mode, s in entry["warm_ms_by_mode"].items()]
     if "idle" in results:
         from . import idle  # noqa: PLC0415
         lines += idle.table(results["idle"])

@@ -14,8 +14,9 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from urllib.parse import quote
 
-from . import access, config, courses, cull, gc, tokens
+from . import access, config, courses, cull, events, gc, tokens
 from .names import BadName, Instance, check_course, check_student
 from .systemd import Systemd, SystemdError
 
@@ -154,18 +155,63 @@ def setup(args) -> None:
 
 
 def sign(args) -> None:
-    """The entry URL for the LMS, signed with the key it shares with us."""
+    """The entry URL for the LMS, signed with the key it shares with us: one
+    that nbh-web accepts in every mode, or an error saying why there is none."""
     course = courses.load(args.course)
     courses.find_notebook(course, args.notebook)
     check_student(args.student)
     web = config.load().web
     ttl = web.signature_ttl if args.ttl is None else args.ttl
+    if ttl <= 0:
+        raise CommandError(f"--ttl {ttl}: a URL must stay valid a positive number of seconds")
     try:
         key = access.read_key()
+    except FileNotFoundError:
+        raise CommandError(f"no LMS key at {access.LMS_KEY_PATH}: run `nbh setup` as root") from None
     except PermissionError:
         raise CommandError(f"cannot read {access.LMS_KEY_PATH}: run as root or as nbh") from None
+    if not key:
+        raise CommandError(f"{access.LMS_KEY_PATH} is empty: remove it and run `nbh setup` as root")
     query = access.signed_query(key, args.course, args.notebook, args.student, ttl)
-    print(f"{web.public_url}/ipythonExercice/{args.course}/{args.notebook}/{args.student}?{query}")
+    print(f"{web.public_url}/ipythonExercice/{args.course}/{quote(args.notebook)}/{args.student}?{query}")
+
+
+def _require_root(command: str, group: str) -> int:
+    """The id of the group that is to read what the command writes."""
+    if os.geteuid() != 0:
+        raise CommandError(f"{command} must run as root")
+    try:
+        return grp.getgrnam(group).gr_gid
+    except KeyError:
+        raise CommandError(f"missing group {group!r} (systemd-sysusers nbhosting.conf)") from None
+
+
+async def revoke(args) -> None:
+    """A new token for the pair; its running server stops, and the next
+    visit starts it again with the new token."""
+    instance = Instance(args.course, args.student)
+    group_id = _require_root("revoke", CONTAINER_USER)  # nbh-jupyter-run reads the generation
+    new = tokens.bump_generation(instance, group_id)
+    async with await connect() as systemd:
+        running = await systemd.active_state(instance.service) not in ("inactive", "failed")
+        if running:
+            await systemd.stop_instance(instance)
+    events.send("revoke", instance, f"{instance.path}: token revoked (generation {new})"
+                + (", server stopped" if running else ""), NBH_GENERATION=new)
+    print(f"{instance.path}: token revoked (generation {new})" + ("; its server stopped" if running else ""))
+
+
+async def rotate_secret(args) -> None:
+    """A new host secret, so every server's token changes: nbh-web restarts
+    with it and every running server stops, to start with its new token at
+    its next visit."""
+    tokens.replace_secret(group_id=_require_root("rotate-secret", WEB_USER))
+    async with await connect() as systemd:
+        await systemd.restart("nbh-web.service")
+        running = [Instance.from_unit(unit) for unit in await systemd.list_instances()
+                   if await systemd.active_state(unit) not in ("inactive", "failed")]
+        await asyncio.gather(*(systemd.stop_instance(instance) for instance in running))
+    print(f"new {tokens.SECRET_PATH}; nbh-web restarted; {len(running)} running servers stopped")
 
 
 def _table(header: tuple[str, ...], rows: list[tuple]) -> None:
@@ -257,7 +303,10 @@ def parser() -> argparse.ArgumentParser:
     sub.add_argument("notebook", help="as in the URL, with or without .ipynb")
     sub.add_argument("student")
     sub.set_defaults(run=sign)
+    pair("revoke", "a new token for a student's server; the old one fails (root)").set_defaults(run=revoke)
     commands.add_parser("setup", help="host secret, LMS key and unit limits (root)").set_defaults(run=setup)
+    commands.add_parser("rotate-secret", help="a new host secret: every server token changes, "
+                        "running servers stop (root)").set_defaults(run=rotate_secret)
     course_parser(commands)
     return top
 
@@ -269,7 +318,7 @@ def main(argv: list[str] | None = None) -> int:
         if asyncio.iscoroutine(result):
             result = asyncio.run(result)
         return result or 0
-    except (BadName, CommandError, SystemdError, config.ConfigError, courses.UnknownCourse,
+    except (BadName, CommandError, SystemdError, config.ConfigError, courses.UnknownCourse, tokens.TokenError,
             courses.UnknownNotebook, courses.CourseError, OSError, subprocess.CalledProcessError) as error:
         print(f"nbh: {error}", file=sys.stderr)
         return 1

@@ -52,15 +52,25 @@ class Limits:
 _ORIGIN = re.compile(r"https?://[A-Za-z0-9.-]+(:[0-9]{1,5})?")
 
 
+# How an entry is authorized (web.auth): by a URL the LMS signed, or, for an
+# LMS that can only put an anonymous id in a static iframe URL, by the
+# Referer of an allowed origin and an id too long to guess.
+AUTH_MODES = ("signed", "referer")
+# Known, and not available yet: the message says so.
+LATER_AUTH_MODES = {"lti": "LTI launches are not supported yet"}
+
+
 @dataclass(frozen=True)
 class Web:
     """The front end: who may embed notebooks, and how entries are authorized."""
 
     # Origins of the LMS pages that embed notebooks: the frame-ancestors of
-    # every page, and the referers accepted.
+    # every page, and the referers accepted in referer mode.
     lms_origins: tuple = ()
-    require_referer: bool = True
-    require_signature: bool = False
+    # One of AUTH_MODES; a valid signed URL is accepted in every mode.
+    auth: str = "signed"
+    # In referer mode, shorter student ids are refused: the id is the secret.
+    min_student_id: int = 16
     # How long a URL printed by `nbh sign` stays valid, in seconds.
     signature_ttl: int = 7 * 24 * 3600
     # How long an entry waits for the server before answering with the
@@ -73,8 +83,15 @@ class Web:
         for origin in self.lms_origins:
             if not isinstance(origin, str) or not _ORIGIN.fullmatch(origin):
                 raise ConfigError(f"web.lms_origins: {origin!r} is not an origin like https://lms.example.org")
-        if not (self.require_referer or self.require_signature):
-            raise ConfigError("web: require_referer or require_signature must be true")
+        if self.auth in LATER_AUTH_MODES:
+            raise ConfigError(f"web.auth: {self.auth!r}: {LATER_AUTH_MODES[self.auth]}; "
+                              f"use one of {', '.join(map(repr, AUTH_MODES))}")
+        if self.auth not in AUTH_MODES:
+            raise ConfigError(f"web.auth: {self.auth!r} is not one of {', '.join(map(repr, AUTH_MODES))}")
+        if self.auth == "referer" and not self.lms_origins:
+            raise ConfigError("web.auth: 'referer' needs web.lms_origins, the LMS pages' origins")
+        if not 1 <= self.min_student_id <= 40:
+            raise ConfigError("web.min_student_id: must be between 1 and 40 (the longest student id)")
         if self.signature_ttl <= 0:
             raise ConfigError("web.signature_ttl: must be positive")
         if not 0 <= self.start_page_after <= 30:

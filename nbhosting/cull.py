@@ -91,7 +91,7 @@ class Activity:
 
 
 async def activity(instance: Instance, secret: bytes, now: float | None = None) -> Activity:
-    token = tokens.server_token(secret, instance.path)
+    token = tokens.instance_token(secret, instance)
     status = await get_json(instance, "api/status", token)
     # no_track_activity: asking must not count as the student's activity
     kernels = await get_json(instance, "api/kernels?no_track_activity=1", token)
@@ -134,7 +134,7 @@ class Decision:
 async def decide(instance: Instance, settings: config.Config, secret: bytes) -> Decision:
     try:
         found = await activity(instance, secret)
-    except AskError as error:
+    except (AskError, tokens.TokenError) as error:
         return Decision(instance, False, str(error))
     cull, reason = found.verdict(idle_timeout(instance, settings), settings.cull.grace)
     return Decision(instance, cull, reason, found.idle)

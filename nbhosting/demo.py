@@ -3,7 +3,8 @@
 The demo makes a small git repository, creates the course from it as an
 operator would (`nbh course create`), and serves a page on another site
 (http://localhost:8790) that embeds a notebook through the entry URL, as a
-course page of FUN-MOOC does.
+course page of FUN-MOOC does, signed with the key the site shares with the
+LMS (the default mode, web.auth = "signed").
 """
 
 from __future__ import annotations
@@ -11,8 +12,9 @@ from __future__ import annotations
 import html
 import sys
 from pathlib import Path
+from urllib.parse import quote
 
-from . import sandbox
+from . import access, config, sandbox
 
 COURSE, STUDENT = "demo", "student"
 NOTEBOOKS = {
@@ -37,10 +39,21 @@ def make_course() -> None:
     sandbox.make_course(COURSE, {path: notebook(text, "print(2 ** 100)") for path, text in NOTEBOOKS.items()})
 
 
+def entry_url(notebook: str, signed: bool = True) -> str:
+    """As the LMS embeds it: signed with the key it shares with the site
+    (web.auth = "signed", the default), valid for web.signature_ttl."""
+    url = f"{sandbox.SITE_URL}/ipythonExercice/{COURSE}/{quote(notebook)}/{STUDENT}"
+    if not signed:
+        return url
+    key = access.read_key(sandbox.path(str(access.LMS_KEY_PATH)))
+    ttl = config.load(sandbox.path(str(config.DEFAULT_PATH))).web.signature_ttl
+    return f"{url}?{access.signed_query(key, COURSE, notebook, STUDENT, ttl)}"
+
+
 def lms_page() -> str:
     frames = "\n".join(
-        f"<h2>{html.escape(path)}</h2>\n<iframe src=\"{sandbox.SITE_URL}/ipythonExercice/{COURSE}/"
-        f"{html.escape(path.removesuffix('.ipynb'))}/{STUDENT}\" width=100% height=600></iframe>"
+        f"<h2>{html.escape(path)}</h2>\n<iframe src=\"{html.escape(entry_url(path.removesuffix('.ipynb')))}\" "
+        f"width=100% height=600></iframe>"
         for path in NOTEBOOKS
     )
     return (f"<!doctype html><html><head><meta charset=utf-8><title>A course page</title></head>"
@@ -60,8 +73,10 @@ def main() -> int:
 The sandbox is up, with the course {COURSE!r}.
 
   the LMS page:   http://localhost:{sandbox.LMS_PORT}/   (two notebooks of {STUDENT!r}, in iframes)
-  one entry URL:  {sandbox.SITE_URL}/ipythonExercice/{COURSE}/w1/w1-s1-c1-hello/{STUDENT}
-                  (asked for without the LMS page as Referer, it is refused: 403)
+  one entry URL:  {entry_url("w1/w1-s1-c1-hello")}
+                  (signed with /etc/nbhosting/lms-key, as the LMS does; without its signature,
+                  {entry_url("w1/w1-s1-c1-hello", signed=False)}
+                  is refused, 403, whatever its Referer; `nbh sign` prints such URLs)
   from another machine: ssh -L {sandbox.LMS_PORT}:127.0.0.1:{sandbox.LMS_PORT} -L {sandbox.HTTP_PORT}:127.0.0.1:{sandbox.HTTP_PORT} this-host
 
   a shell:        {module} exec -- bash

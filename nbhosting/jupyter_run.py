@@ -59,7 +59,7 @@ def podman_argv(instance: Instance, course: courses.Course, runtime_dir: str, im
 
 def prepare(instance: Instance, runtime_dir: str) -> None:
     """Write the token where the container reads it, readable by it only."""
-    token = tokens.server_token(tokens.read_secret(), instance.path)
+    token = tokens.instance_token(tokens.read_secret(), instance)
     path = Path(runtime_dir) / "token"
     path.unlink(missing_ok=True)
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o400)

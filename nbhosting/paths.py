@@ -11,3 +11,5 @@ COURSES_DIR = DATA_DIR / "courses"
 WORKSPACES_DIR = DATA_DIR / "workspaces"
 # Each course's settings (git URL, branch, image), written by `nbh course`.
 COURSE_SETTINGS_DIR = CONF_DIR / "courses"
+# Each pair's token generation, bumped by `nbh revoke`: tokens/<course>/<student>.
+TOKENS_DIR = DATA_DIR / "tokens"

@@ -30,8 +30,8 @@ import sys
 import time
 from pathlib import Path
 
+from . import paths, tokens
 from . import podman as nbh_podman
-from . import tokens
 from .names import Instance
 
 REPO = Path(__file__).resolve().parent.parent
@@ -165,7 +165,8 @@ class UnixHTTPConnection(http.client.HTTPConnection):
 
 
 def server_token(instance: Instance) -> str:
-    return tokens.server_token(tokens.read_secret(path(str(tokens.SECRET_PATH))), instance.path)
+    secret = tokens.read_secret(path(str(tokens.SECRET_PATH)))
+    return tokens.server_token(secret, instance.path, tokens.generation(instance, path(str(paths.TOKENS_DIR))))
 
 
 def request(instance: Instance, method: str, url: str, body: dict | None = None,

@@ -1,8 +1,11 @@
 """Per-server secrets, derived from one host secret.
 
 The front end and a student's unit agree on the server's token without
-storing anything: it is an HMAC of the instance under the host secret, which
-the unit gets as a systemd credential and the container never sees.
+storing anything but a number: it is an HMAC of the instance and its
+generation under the host secret, which the unit gets as a systemd
+credential and the container never sees. ``nbh revoke`` bumps a pair's
+generation, kept in ``tokens/<course>/<student>`` (absent means 0), so the
+old token fails from the server's next start on.
 """
 
 from __future__ import annotations
@@ -10,8 +13,12 @@ from __future__ import annotations
 import hashlib
 import hmac
 import os
+import re
 import secrets
 from pathlib import Path
+
+from . import paths
+from .names import Instance
 
 SECRET_PATH = Path("/etc/nbhosting/secret")
 SECRET_CREDENTIAL = "nbh-secret"
@@ -28,8 +35,78 @@ def read_secret(path: Path = SECRET_PATH) -> bytes:
     return secret
 
 
-def server_token(secret: bytes, instance_path: str) -> str:
-    return hmac.new(secret, b"jupyter-token:" + instance_path.encode(), hashlib.sha256).hexdigest()
+class TokenError(ValueError):
+    """A generation file that is not a number: the message names it."""
+
+
+_GENERATION = re.compile(r"[0-9]{1,18}")
+
+
+def server_token(secret: bytes, instance_path: str, generation: int = 0) -> str:
+    """Generation 0 is the token of servers made before revocation existed."""
+    message = b"jupyter-token:" + instance_path.encode()
+    if generation:
+        # no name holds a newline, so the message stays one-to-one
+        message += b"\ngeneration:%d" % generation
+    return hmac.new(secret, message, hashlib.sha256).hexdigest()
+
+
+def generation_path(instance: Instance, tokens_dir: Path = paths.TOKENS_DIR) -> Path:
+    return tokens_dir / instance.course / instance.student
+
+
+def generation(instance: Instance, tokens_dir: Path = paths.TOKENS_DIR) -> int:
+    """The pair's generation: 0 until it is first revoked."""
+    path = generation_path(instance, tokens_dir)
+    try:
+        text = path.read_text().strip()
+    except FileNotFoundError:
+        return 0
+    if not _GENERATION.fullmatch(text):
+        raise TokenError(f"{path}: not a token generation (a number): {text[:40]!r}")
+    return int(text)
+
+
+def instance_token(secret: bytes, instance: Instance) -> str:
+    return server_token(secret, instance.path, generation(instance))
+
+
+def bump_generation(instance: Instance, group_id: int, tokens_dir: Path = paths.TOKENS_DIR) -> int:
+    """Revoke the pair's token (root): the next generation, written aside then
+    renamed, so a reader sees the old number or the new one, never half."""
+    path = generation_path(instance, tokens_dir)
+    for folder in (tokens_dir, path.parent):
+        try:
+            folder.mkdir(mode=0o750)
+        except FileExistsError:
+            continue
+        os.chown(folder, 0, group_id)
+        folder.chmod(0o750)  # whatever the umask
+    new = generation(instance, tokens_dir) + 1
+    aside = path.with_name(f".{path.name}.new")
+    aside.unlink(missing_ok=True)
+    fd = os.open(aside, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o640)
+    with os.fdopen(fd, "w") as file:
+        file.write(f"{new}\n")
+        file.flush()
+        os.fsync(file.fileno())
+    os.chown(aside, 0, group_id)
+    os.replace(aside, path)
+    return new
+
+
+def replace_secret(path: Path = SECRET_PATH, group_id: int = 0) -> None:
+    """A new random secret, written aside then renamed: readers see the old
+    one or the new one, whole."""
+    aside = path.with_name(f".{path.name}.new")
+    aside.unlink(missing_ok=True)
+    fd = os.open(aside, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o440)
+    with os.fdopen(fd, "w") as file:
+        file.write(secrets.token_hex(32) + "\n")
+        file.flush()
+        os.fsync(file.fileno())
+    os.chown(aside, 0, group_id)
+    os.replace(aside, path)
 
 
 def create_secret(path: Path = SECRET_PATH, group_id: int = 0) -> bool:

@@ -1,7 +1,8 @@
 """nbh-web: the front end the LMS's iframes talk to.
 
 ``GET /ipythonExercice/<course>/<notebook>/<student>`` (and the same under
-``/notebookLazyCopy/``): check the names, authorize the request, make sure
+``/notebookLazyCopy/``): check the names, authorize the request (a signed
+URL, or in referer mode the LMS page and a long id), make sure
 the student's server runs, copy the notebook if the student has none, and
 redirect to it under ``/nb/<course>/<student>/`` with the server's token in
 the URL, which works in a cross-site iframe without any cookie. When the
@@ -11,6 +12,9 @@ server takes longer than ``start_page_after`` to start, the student sees a
 Socket-activated (nbh-web.socket), run as the unprivileged account nbh; it
 keeps no state that matters, so it can be restarted at any time without
 touching a student's server.
+
+Signed URLs and wait tickets are credentials: the logs name the path of a
+request, never its query.
 """
 
 from __future__ import annotations
@@ -39,6 +43,7 @@ from .names import BadName, Instance
 from .systemd import Systemd, SystemdError
 
 log = logging.getLogger("nbh-web")
+access_log = logging.getLogger("tornado.access")
 TICKET_TTL = 600
 PROGRESS_EVERY = 0.5
 
@@ -80,7 +85,7 @@ class Frontend:
         return f"{state.ActiveState}/{state.SubState}"
 
     def notebook_url(self, instance: Instance, notebook: str) -> str:
-        token = tokens.server_token(self.secret, instance.path)
+        token = tokens.instance_token(self.secret, instance)
         return f"{instance.base_url}notebooks/{quote(notebook)}?token={token}"
 
     # Tickets let the "starting" page follow the start without a cookie.
@@ -116,6 +121,23 @@ class Handler(tornado.web.RequestHandler):
         self.set_header("Referrer-Policy", "same-origin")
         self.set_header("X-Content-Type-Options", "nosniff")
 
+    def log_exception(self, typ, value, tb) -> None:
+        """Tornado's own names the URI, query and all: here only the path."""
+        where = f"{self.request.method} {self.request.path}"
+        if isinstance(value, tornado.web.HTTPError):
+            if value.log_message:
+                message = value.log_message % value.args if value.args else value.log_message
+                log.warning("%d %s: %s", value.status_code, where, message)
+        else:
+            log.error("uncaught exception in %s", where, exc_info=(typ, value, tb))
+
+    def decode_argument(self, value: bytes, name: str | None = None) -> str:
+        """Tornado's own puts the bytes in its message, which is logged."""
+        try:
+            return value.decode("utf-8")
+        except UnicodeDecodeError:
+            raise self.refuse(400, "Bad request", f"invalid UTF-8 in {name or 'the path'}") from None
+
     def write_error(self, status_code: int, **kwargs) -> None:
         self.set_header("Content-Type", "text/html; charset=utf-8")
         self.finish(page(f"{status_code} {self._reason}", html.escape(self._reason), retry=status_code >= 500))
@@ -146,6 +168,10 @@ class Handler(tornado.web.RequestHandler):
     async def open_notebook(self, instance: Instance, course: courses.Course, notebook: str) -> str:
         """After the start: the copy, the event, and where to go."""
         try:
+            url = self.frontend.notebook_url(instance, notebook)
+        except (OSError, tokens.TokenError) as error:  # the operator's to mend
+            raise tornado.web.HTTPError(500, "%s", str(error), reason="Your server's token cannot be read") from None
+        try:
             copied = await asyncio.get_running_loop().run_in_executor(
                 None, workspace.copy_notebook, instance, course.path / notebook, notebook)
         except OSError as error:
@@ -154,7 +180,7 @@ class Handler(tornado.web.RequestHandler):
             raise tornado.web.HTTPError(500, "%s", str(error), reason="Your notebook could not be copied") from None
         events.send("open", instance, f"{instance.path} opens {notebook}" + (" (copied)" if copied else ""),
                     NBH_NOTEBOOK=notebook, NBH_COPIED="yes" if copied else "no")
-        return self.frontend.notebook_url(instance, notebook)
+        return url
 
     def start_failed(self, instance: Instance, notebook: str, error: Exception) -> tornado.web.HTTPError:
         events.send("failure", instance, f"{instance.path} could not start: {error}",
@@ -266,12 +292,31 @@ events.addEventListener("failed", e => {{
 NAME = r"[^/]+"
 
 
+def log_request(handler: tornado.web.RequestHandler) -> None:
+    """The access log: method, path without the query (signatures, tickets), status, time."""
+    status = handler.get_status()
+    level = logging.INFO if status < 400 else logging.WARNING if status < 500 else logging.ERROR
+    access_log.log(level, "%d %s %s %.1fms", status, handler.request.method, handler.request.path,
+                   1000 * handler.request.request_time())
+
+
 def make_app(frontend: Frontend) -> tornado.web.Application:
     entry = rf"/(?:ipythonExercice|notebookLazyCopy)/({NAME})/(.+)/({NAME})/?"
     return tornado.web.Application(
         [(entry, EntryHandler), (r"/_nbh/wait", WaitHandler), (r".*", NotFoundHandler)],
-        frontend=frontend, xsrf_cookies=False, compress_response=False,
+        frontend=frontend, xsrf_cookies=False, compress_response=False, log_function=log_request,
     )
+
+
+def warn_about_mode(web: config.Web, lms_key: bytes | None) -> None:
+    """What an operator must know of the mode, once, at start."""
+    if web.auth == "referer":
+        log.warning("web.auth = 'referer': an entry with an allowed Referer (which any client can "
+                    "forge) and a student id of %d or more characters opens that student's notebook; "
+                    "this trusts the ids' secrecy (use signed URLs where the LMS can)", web.min_student_id)
+    if not lms_key:
+        log.warning("no LMS key in %s: signed URLs are refused%s", access.LMS_KEY_PATH,
+                    ", and so is every entry" if web.auth == "signed" else "")
 
 
 def listening_sockets() -> list[socket.socket]:
@@ -293,6 +338,7 @@ async def serve() -> None:
         lms_key = access.read_key()
     except FileNotFoundError:
         lms_key = None
+    warn_about_mode(settings.web, lms_key)
     frontend = Frontend(settings, secret, lms_key)
     await frontend.systemd()
     server = tornado.httpserver.HTTPServer(make_app(frontend), xheaders=True)

@@ -147,7 +147,8 @@ _counter = iter(range(10**6))
 @pytest.fixture
 def student(request) -> str:
     """A student name no other test (or earlier run's leftovers) uses, of 17
-    to 32 characters: as long as the shortest anonymous id a site accepts."""
+    to 28 characters: as long as the shortest id referer mode accepts
+    (web.min_student_id), with room for a suffix of up to 12."""
     name = re.sub(r"[^A-Za-z0-9]", "", request.node.name.removeprefix("test_"))[:12]
     return f"{name}-s{os.getpid():08d}-{next(_counter):05d}"
 

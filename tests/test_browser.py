@@ -32,7 +32,7 @@ from selenium.webdriver.common.by import By
 from selenium.webdriver.common.keys import Keys
 from selenium.webdriver.support.ui import WebDriverWait
 
-from nbhosting import config
+from nbhosting import access, config
 from nbhosting import sandbox as nbh_sandbox
 from nbhosting.names import Instance
 
@@ -58,9 +58,12 @@ ARTIFACTS = Path(__file__).parent / "artifacts"
 
 
 def entry_url(sandbox, instance: Instance, notebook: str) -> str:
-    """The URL that the LMS puts in its iframe: the front end's entry, as on FUN (no .ipynb)."""
-    return (f"{NOTEBOOK_SITE}/ipythonExercice/{instance.course}/{quote(notebook.removesuffix('.ipynb'))}"
-            f"/{instance.student}")
+    """The URL that the LMS puts in its iframe: the front end's entry, as on FUN (no .ipynb),
+    signed with the key the sandbox shares with the LMS."""
+    notebook = notebook.removesuffix(".ipynb")
+    key = access.read_key(sandbox.path(str(access.LMS_KEY_PATH)))
+    query = access.signed_query(key, instance.course, notebook, instance.student, ttl=600)
+    return f"{NOTEBOOK_SITE}/ipythonExercice/{instance.course}/{quote(notebook)}/{instance.student}?{query}"
 
 
 # -- the LMS ------------------------------------------------------------------

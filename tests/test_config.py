@@ -34,9 +34,15 @@ def test_no_file_is_the_defaults(tmp_path):
 @pytest.mark.parametrize("text, message", [
     ("[web]\nlms_origin = []", "web.lms_origin: unknown key"),
     ("[webs]\n", "webs: unknown section"),
-    ("[web]\nrequire_referer = 'yes'", "web.require_referer: expected true or false, got a string"),
+    ("[web]\nrequire_referer = true", "web.require_referer: unknown key"),
+    ("[web]\nrequire_signature = true", "web.require_signature: unknown key"),
+    ("[web]\nauth = 'lti'", "web.auth: 'lti': LTI launches are not supported yet; use one of 'signed', 'referer'"),
+    ("[web]\nauth = 'none'", "web.auth: 'none' is not one of 'signed', 'referer'"),
+    ("[web]\nauth = true", "web.auth: expected a string, got true or false"),
+    ("[web]\nauth = 'referer'", "web.auth: 'referer' needs web.lms_origins"),
+    ("[web]\nmin_student_id = 0", "web.min_student_id: must be between 1 and 40"),
+    ("[web]\nmin_student_id = 41", "web.min_student_id: must be between 1 and 40"),
     ("[web]\nlms_origins = ['lms.example.org']", "web.lms_origins: 'lms.example.org' is not an origin"),
-    ("[web]\nrequire_referer = false", "web: require_referer or require_signature must be true"),
     ("[web]\nstart_page_after = 99", "web.start_page_after: must be between 0 and 30"),
     ("[limits]\nmemory_max = 'lots'", "limits.memory_max: 'lots' is not a size"),
     ("[limits]\ntasks_max = 1.5", "limits.tasks_max: expected an integer, got a number"),
@@ -55,3 +61,10 @@ def test_bad_configuration_names_the_key(tmp_path, text, message):
 def test_frame_ancestors():
     web = config.Web(lms_origins=("https://lms.fun-mooc.fr", "https://moodle.example.org"))
     assert web.frame_ancestors == "'self' https://lms.fun-mooc.fr https://moodle.example.org"
+
+
+def test_referer_mode(tmp_path):
+    path = tmp_path / "nbhosting.toml"
+    path.write_text("[web]\nauth = 'referer'\nlms_origins = ['https://lms.fun-mooc.fr']\nmin_student_id = 32\n")
+    web = config.load(path).web
+    assert (web.auth, web.min_student_id) == ("referer", 32)

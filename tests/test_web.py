@@ -10,11 +10,12 @@ import stat
 import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
-from urllib.parse import urlsplit
+from urllib.parse import quote, unquote, urlsplit
 
 import pytest
 from tornado.websocket import websocket_connect
 
+from nbhosting import access
 from nbhosting import sandbox as nbh_sandbox
 from nbhosting.names import Instance
 
@@ -60,8 +61,26 @@ def sse(body: bytes) -> list[tuple[str, dict]]:
     return events
 
 
-def entry(course: str, notebook: str, student: str, kind: str = "ipythonExercice", **kwargs) -> str:
-    return follow_start(get(f"/{kind}/{course}/{notebook}/{student}", **kwargs))
+def lms_key() -> bytes:
+    return access.read_key(nbh_sandbox.path(str(access.LMS_KEY_PATH)))
+
+
+def signed(path: str, ttl: int = 600) -> str:
+    """An entry path with the query the LMS adds, signed with the sandbox's LMS
+    key; the signature covers the names as the front end decodes them."""
+    _, _, course, rest = path.split("/", 3)
+    notebook, _, student = rest.rstrip("/").rpartition("/")
+    return f"{path}?{access.signed_query(lms_key(), course, unquote(notebook), student, ttl)}"
+
+
+def entry_path(course: str, notebook: str, student: str, kind: str = "ipythonExercice", sign: bool = True) -> str:
+    path = f"/{kind}/{course}/{notebook}/{student}"
+    return signed(path) if sign else path
+
+
+def entry(course: str, notebook: str, student: str, kind: str = "ipythonExercice", sign: bool = True,
+          **kwargs) -> str:
+    return follow_start(get(entry_path(course, notebook, student, kind, sign), **kwargs))
 
 
 def workspace_file(sandbox, course: str, student: str, notebook: str):
@@ -151,14 +170,46 @@ def test_bad_entries(sandbox, systemd, course, student, path, status):
     assert refused, "no journal entry"
 
 
+def test_a_referer_opens_nothing_in_the_default_signed_mode(sandbox, systemd, course, student):
+    """The forgery of issue 8: any client may send the LMS page as its Referer."""
+    response = get(f"/ipythonExercice/{course}/{NOTEBOOK}/{student}", referer=LMS + "/courses/x")
+    assert response.status == 403, response.body[:300]
+    assert b"token=" not in response.body and response.getheader("Location") is None
+    assert_nothing_started_or_written(sandbox, systemd, course, student)
+    refused = sandbox.journal("NBH_EVENT=refused", f"NBH_STUDENT={student}")
+    assert refused and refused[-1]["NBH_STATUS"] == "403" and "not signed" in refused[-1]["MESSAGE"]
+
+
 @pytest.mark.parametrize("referer", [None, "https://evil.example.org/page", "http://localhost:9999/x",
-                                     "not a url"])
-def test_refused_referers(sandbox, systemd, course, student, referer):
+                                     "not a url", "http://[localhost:8790/"])
+def test_referer_mode_refuses_other_referers(sandbox, systemd, course, student, referer_mode, referer):
     response = get(f"/ipythonExercice/{course}/{NOTEBOOK}/{student}", referer=referer)
     assert response.status == 403
     assert_nothing_started_or_written(sandbox, systemd, course, student)
     refused = sandbox.journal("NBH_EVENT=refused", f"NBH_STUDENT={student}")
     assert refused and refused[-1]["NBH_STATUS"] == "403"
+
+
+def test_referer_mode_opens_long_ids_only(sandbox, systemd, course, student, stop, referer_mode):
+    assert len(student) >= 16
+    stop(Instance(course, student))
+    url = entry(course, NOTEBOOK, student, sign=False)
+    assert url.startswith(f"/nb/{course}/{student}/notebooks/")
+    assert get(url, referer=None).status == 200
+    short = "s" + student[-14:]  # as unique as the student
+    response = get(f"/ipythonExercice/{course}/{NOTEBOOK}/{short}")
+    assert response.status == 403
+    assert_nothing_started_or_written(sandbox, systemd, course, short)
+    refused = sandbox.journal("NBH_EVENT=refused", f"NBH_STUDENT={short}")
+    assert "shorter than web.min_student_id" in refused[-1]["MESSAGE"]
+    # signed wins: a signed URL opens a short id, without any Referer
+    stop(Instance(course, short))
+    assert entry(course, NOTEBOOK, short, referer=None).startswith(f"/nb/{course}/{short}/")
+    # a URL with a bad signature is refused, whatever its Referer
+    tampered = entry_path(course, NOTEBOOK, student).replace("signature=", "signature=0")
+    assert get(tampered).status == 403
+    warnings = sandbox.run("journalctl", "--no-pager", "-u", "nbh-web.service", "--since=-120s").stdout
+    assert "trusts the ids' secrecy" in warnings
 
 
 def test_another_students_server_refuses_this_students_token(sandbox, course, student, stop):
@@ -190,6 +241,8 @@ def configure(sandbox, text: str) -> None:
     """Another configuration for nbh-web, which reads it when it starts."""
     sandbox.path("/etc/nbhosting/nbhosting.toml").write_text(text)
     sandbox.run("systemctl", "stop", "nbh-web.service")
+    # tests switch often: not a crash loop for systemd's start limit
+    sandbox.run("systemctl", "reset-failed", "nbh-web.service")
 
 
 @pytest.fixture
@@ -198,10 +251,15 @@ def sandbox_config(sandbox):
     configure(sandbox, nbh_sandbox.CONFIG)
 
 
+@pytest.fixture
+def referer_mode(sandbox_config):
+    sandbox_config('auth = "referer"\n')
+
+
 def test_starting_page_follows_the_start(sandbox, course, student, stop, sandbox_config):
     stop(Instance(course, student))
     sandbox_config("start_page_after = 0\n")
-    response = get(f"/ipythonExercice/{course}/{NOTEBOOK}/{student}")
+    response = get(entry_path(course, NOTEBOOK, student))
     assert response.status == 200 and b"Starting your notebook" in response.body
     assert "frame-ancestors" in response.getheader("Content-Security-Policy")
     wait = re.search(rb'new EventSource\("([^"]+)"\)', response.body).group(1).decode()
@@ -214,20 +272,116 @@ def test_starting_page_follows_the_start(sandbox, course, student, stop, sandbox
     assert get(forged, referer=None).status == 403
 
 
-def test_signed_urls(sandbox, course, student, stop, sandbox_config):
+def test_signed_urls(sandbox, systemd, course, student, stop):
     stop(Instance(course, student))
-    sandbox_config("require_referer = false\nrequire_signature = true\n")
-    signed = nbh(sandbox, "sign", course, NOTEBOOK, student)
-    assert signed.returncode == 0, signed.stderr
-    url = urlsplit(signed.stdout.strip())
+    printed = nbh(sandbox, "sign", course, "w2/with space", student)
+    assert printed.returncode == 0, printed.stderr
+    url = urlsplit(printed.stdout.strip())
     assert f"{url.scheme}://{url.netloc}" == nbh_sandbox.SITE_URL
+    assert url.path == f"/ipythonExercice/{course}/w2/with%20space/{student}"
     path = f"{url.path}?{url.query}"
-    assert get(path, referer=None).status in (200, 302)
+    assert follow_start(get(path, referer=None)).startswith(f"/nb/{course}/{student}/notebooks/w2/with%20space")
     tampered = path.replace(f"/{student}?", f"/{student}x?")
     assert get(tampered, referer=None).status == 403
-    assert get(url.path, referer=LMS).status == 403  # a referer is not enough now
-    expired = nbh(sandbox, "sign", "--ttl", "-10", course, NOTEBOOK, student).stdout.strip()
-    assert get(expired.split(nbh_sandbox.SITE_URL)[1], referer=None).status == 403
+    assert get(url.path, referer=LMS).status == 403  # a referer is not enough
+    expired = signed(f"/ipythonExercice/{course}/{NOTEBOOK}/{student}x", ttl=-10)
+    assert get(expired, referer=None).status == 403
+    assert_nothing_started_or_written(sandbox, systemd, course, student + "x")
+
+
+def test_nbh_sign_prints_an_accepted_url_or_says_why_not(sandbox, course, student):
+    too_short = nbh(sandbox, "sign", "--ttl", "-10", course, NOTEBOOK, student)
+    assert too_short.returncode == 1 and too_short.stderr.count("\n") == 1
+    assert "--ttl -10" in too_short.stderr and not too_short.stdout
+    unreadable = nbh(sandbox, "sign", course, NOTEBOOK, student, user="nbh-jupyter")  # not in group nbh
+    assert unreadable.returncode == 1 and unreadable.stderr.count("\n") == 1
+    assert "cannot read /etc/nbhosting/lms-key" in unreadable.stderr
+    sandbox.run("mv", "/etc/nbhosting/lms-key", "/etc/nbhosting/lms-key.aside")
+    try:
+        missing = nbh(sandbox, "sign", course, NOTEBOOK, student)
+    finally:
+        sandbox.run("mv", "/etc/nbhosting/lms-key.aside", "/etc/nbhosting/lms-key")
+    assert missing.returncode == 1 and missing.stderr == "nbh: no LMS key at /etc/nbhosting/lms-key: run `nbh setup` as root\n"
+
+
+@pytest.mark.parametrize("query", [
+    "expires=%C2%B2&signature={signature}",                     # '²': str.isdigit() is true
+    "expires={expires}&signature=%C3%A9" + "%C3%A9" * 63,        # non-ASCII: compare_digest raised TypeError
+    "expires={expires}&signature=%FF%FE",                         # not UTF-8
+    "expires=%FF&signature={signature}",
+    "expires=-1&signature={signature}",
+    "expires=99999999999999999999&signature={signature}",
+    "expires=&signature=",
+    "expires={expires}&signature={signature}&signature=x",       # the last one counts
+    "expires={expires}&expires=1&signature={signature}",
+    "expires={expires}",
+    "signature={signature}",
+])
+def test_malformed_signatures_and_expiries_are_refused_not_errors(sandbox, systemd, course, student, query):
+    path = f"/ipythonExercice/{course}/{NOTEBOOK}/{student}"
+    good = dict(part.split("=") for part in urlsplit(signed(path)).query.split("&"))
+    response = get(f"{path}?{query.format(**good)}")
+    assert response.status in (400, 403), (response.status, response.body[:300])
+    assert b"Traceback" not in response.body
+    assert_nothing_started_or_written(sandbox, systemd, course, student)
+
+
+def test_signatures_and_tickets_stay_out_of_the_logs(sandbox, course, student, stop, sandbox_config):
+    stop(Instance(course, student))
+    sandbox_config("start_page_after = 0\n")
+    path = entry_path(course, NOTEBOOK, student)
+    response = get(path)
+    assert response.status == 200
+    wait = re.search(rb'new EventSource\("([^"]+)"\)', response.body).group(1).decode()
+    assert sse(get(wait, referer=None, timeout=120).body)[-1][0] == "ready"
+    bad_ticket = wait + "x"
+    assert get(bad_ticket, referer=None).status == 403
+    secrets = [urlsplit(path).query.split("signature=")[1], wait.split("ticket=")[1]]
+    log = sandbox.run("journalctl", "--no-pager", "-o", "cat", "-u", "nbh-web.service", "--since=-120s").stdout
+    assert f"200 GET /ipythonExercice/{course}/{NOTEBOOK}/{student} " in log  # the access log is there
+    assert "200 GET /_nbh/wait " in log and "403 GET /_nbh/wait: wait: bad ticket" in log
+    for secret in secrets:
+        assert secret[:20] not in log
+    for entry_log in sandbox.journal("SYSLOG_IDENTIFIER=nbhosting", "--since=-120s"):
+        assert not any(secret[:20] in str(value) for secret in secrets for value in entry_log.values())
+
+
+def test_a_revoked_token_fails_and_the_next_entry_works(sandbox, systemd, course, student, stop):
+    instance = Instance(course, student)
+    stop(instance)
+    old = entry(course, NOTEBOOK, student)
+    assert get(old, referer=None).status == 200
+    assert nbh(sandbox, "revoke", course, student, user="nbh").returncode == 1  # root only
+    revoked = nbh(sandbox, "revoke", course, student)
+    assert revoked.returncode == 0, revoked.stderr
+    assert "generation 1" in revoked.stdout and "server stopped" in revoked.stdout
+    assert systemd.state(instance.service).ActiveState == "inactive"
+    assert systemd.state(instance.socket).ActiveState == "active"
+    assert get(old, referer=None).status == 403  # starts the server again, with the new token
+    new = entry(course, NOTEBOOK, student)
+    assert new != old and new.split("token=")[1] == sandbox.token(instance)
+    assert get(new, referer=None).status == 200
+    assert get(old, referer=None).status == 403
+    events = sandbox.journal("NBH_EVENT=revoke", f"NBH_STUDENT={student}")
+    assert [e["NBH_GENERATION"] for e in events] == ["1"]
+    store = sandbox.run("stat", "-c", "%a %U %G", "/var/lib/nbhosting/tokens",
+                        f"/var/lib/nbhosting/tokens/{course}", f"/var/lib/nbhosting/tokens/{course}/{student}")
+    assert store.stdout.split("\n")[:3] == ["750 root nbh-jupyter", "750 root nbh-jupyter", "640 root nbh-jupyter"]
+
+
+def test_rotating_the_host_secret_changes_every_token(sandbox, systemd, course, student, stop):
+    instance = Instance(course, student)
+    stop(instance)
+    old = entry(course, NOTEBOOK, student)
+    assert nbh(sandbox, "rotate-secret", user="nbh").returncode == 1  # root only
+    rotated = nbh(sandbox, "rotate-secret")
+    assert rotated.returncode == 0, rotated.stderr
+    assert systemd.state(instance.service).ActiveState == "inactive"
+    assert sandbox.run("stat", "-c", "%a %U %G", "/etc/nbhosting/secret").stdout.strip() == "440 root nbh"
+    new = entry(course, NOTEBOOK, student)
+    assert new != old and new.split("token=")[1] == sandbox.token(instance)
+    assert get(new, referer=None).status == 200
+    assert get(old, referer=None).status == 403
 
 
 async def execute(sandbox, instance: Instance, kernel_id: str, code: str) -> str:
@@ -300,7 +454,7 @@ def test_a_server_that_cannot_start_gives_a_clear_page(sandbox, student):
     course = "broken-image"
     sandbox.make_course(course, "--image", "localhost/nbhosting/no-such-image:1")
     assert "no-such-image" in nbh(sandbox, "course", "show", course).stdout
-    response = get(f"/ipythonExercice/{course}/{NOTEBOOK}/{student}")
+    response = get(entry_path(course, NOTEBOOK, student))
     if response.status == 200:  # the "starting" page: its stream says it failed
         wait = re.search(rb'new EventSource\("([^"]+)"\)', response.body).group(1).decode()
         kind, data = sse(get(wait, referer=None, timeout=120).body)[-1]

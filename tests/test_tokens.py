@@ -1,0 +1,57 @@
+"""Server tokens: derived from the host secret and the pair's generation."""
+
+import hashlib
+import hmac
+import os
+import stat
+
+import pytest
+
+from nbhosting import tokens
+from nbhosting.names import Instance
+
+SECRET = b"s" * 64
+ALICE = Instance("python-mooc", "alice")
+
+
+def test_generation_zero_is_the_token_of_before():
+    before = hmac.new(SECRET, b"jupyter-token:python-mooc/alice", hashlib.sha256).hexdigest()
+    assert tokens.server_token(SECRET, ALICE.path) == before
+    assert tokens.server_token(SECRET, ALICE.path, 0) == before
+
+
+def test_every_generation_and_pair_has_its_own_token():
+    seen = {tokens.server_token(SECRET, path, generation)
+            for path in ("python-mooc/alice", "python-mooc/bob", "other/alice") for generation in range(4)}
+    assert len(seen) == 12
+
+
+def test_a_missing_file_or_course_folder_is_generation_zero(tmp_path):
+    assert tokens.generation(ALICE, tmp_path / "none") == 0
+    (tmp_path / "python-mooc").mkdir()
+    assert tokens.generation(ALICE, tmp_path) == 0
+
+
+@pytest.mark.parametrize("text", ["", "x", "-1", "1.5", "²", "1" * 19])
+def test_a_malformed_file_is_an_error_naming_it(tmp_path, text):
+    path = tmp_path / "python-mooc" / "alice"
+    path.parent.mkdir()
+    path.write_text(text)
+    with pytest.raises(tokens.TokenError, match=str(path)):
+        tokens.generation(ALICE, tmp_path)
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="chown needs root")
+def test_bump_writes_the_next_generation_readable_by_the_group(tmp_path):
+    store = tmp_path / "tokens"
+    old = tokens.server_token(SECRET, ALICE.path, tokens.generation(ALICE, store))
+    assert tokens.bump_generation(ALICE, 4242, store) == 1
+    assert tokens.bump_generation(ALICE, 4242, store) == 2
+    assert tokens.generation(ALICE, store) == 2
+    assert tokens.generation(Instance("python-mooc", "bob"), store) == 0
+    for path, mode in ((store, 0o750), (store / "python-mooc", 0o750), (store / "python-mooc" / "alice", 0o640)):
+        info = path.stat()
+        assert (stat.S_IMODE(info.st_mode), info.st_uid, info.st_gid) == (mode, 0, 4242), path
+    assert sorted(p.name for p in (store / "python-mooc").iterdir()) == ["alice"]  # nothing left aside
+    new = tokens.server_token(SECRET, ALICE.path, tokens.generation(ALICE, store))
+    assert new != old
