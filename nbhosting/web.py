@@ -34,7 +34,7 @@ import tornado.netutil
 import tornado.web
 from pystemd import daemon
 
-from . import access, config, courses, events, tokens, workspace
+from . import access, config, courses, events, nofollow, tokens, workspace
 from .names import BadName, Instance
 from .systemd import Systemd, SystemdError
 
@@ -147,7 +147,12 @@ class Handler(tornado.web.RequestHandler):
         """After the start: the copy, the event, and where to go."""
         try:
             copied = await asyncio.get_running_loop().run_in_executor(
-                None, workspace.copy_notebook, instance, course.path / notebook, notebook)
+                None, workspace.copy_notebook, instance, course.path, notebook)
+        except (nofollow.NotAFile, FileNotFoundError) as error:
+            # Listed when the entry began, a link or gone now (a course update meanwhile).
+            raise self.refuse(404, "Unknown notebook", f"{instance.path}: not copying {notebook}: {error}",
+                              NBH_COURSE=instance.course, NBH_STUDENT=instance.student,
+                              NBH_NOTEBOOK=notebook) from None
         except OSError as error:
             events.send("failure", instance, f"{instance.path}: cannot copy {notebook}: {error}",
                         NBH_NOTEBOOK=notebook, NBH_REASON=str(error))
