@@ -17,7 +17,7 @@ from pystemd import journal
 
 from .names import BadName, Instance
 
-EVENTS = frozenset({"start", "ready", "stop", "failure", "open", "refused", "cull", "gc"})
+EVENTS = frozenset({"start", "ready", "stop", "failure", "open", "refused", "full", "cull", "gc"})
 IDENTIFIER = "nbhosting"
 
 
