@@ -25,11 +25,18 @@ _PERCENT = re.compile(r"[0-9]+%")
 
 @dataclass(frozen=True)
 class Limits:
-    """Of one student's server: systemd's MemoryMax=, CPUQuota=, TasksMax=."""
+    """Of one student's server (systemd's MemoryMax=, CPUQuota=, TasksMax=), and
+    of the host: how many servers run at once, how fast new students come in."""
 
     memory_max: str = "2G"
     cpu_quota: str = "100%"
     tasks_max: int = 512
+    # Student servers running or starting at once on the host; past it, an
+    # entry that needs a start gets "the host is full" (503).
+    max_running: int = 200
+    # New workspaces (students the host has never seen) a minute, in bursts
+    # of as many; past it, such an entry gets "the host is busy" (503).
+    new_workspaces_per_minute: int = 120
 
     def check(self) -> None:
         if not _BYTES.fullmatch(self.memory_max):
@@ -38,6 +45,9 @@ class Limits:
             raise ConfigError(f"limits.cpu_quota: {self.cpu_quota!r} is not a percentage like 100%")
         if self.tasks_max < 16:
             raise ConfigError(f"limits.tasks_max: {self.tasks_max} is below 16")
+        for name in ("max_running", "new_workspaces_per_minute"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"limits.{name}: must be at least 1")
 
     def dropin(self) -> str:
         return (

@@ -24,7 +24,7 @@ import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import paths
+from . import nofollow, paths
 from .names import COURSE_RE, BadName, check_course, check_notebook
 
 GIT_TIMEOUT = 300
@@ -232,17 +232,20 @@ def update(name: str) -> str:
 
 
 def _is_notebook(tree: Path, relative: str) -> bool:
-    """An existing regular .ipynb file, not hidden, that resolves inside the tree."""
+    """A regular .ipynb file, not hidden, reached from the tree through no link.
+
+    A link is never a notebook, even one to another notebook of the course:
+    the copy (workspace.copy_notebook) opens the file the same way, so what
+    is listed here is what can be copied.
+    """
+    if not relative.endswith(NOTEBOOK_SUFFIX):
+        return False
     try:
-        check_notebook(relative)
-        real = (tree / relative).resolve(strict=True)
-    except (BadName, OSError, RuntimeError):  # RuntimeError: a symlink loop
+        check_notebook(relative)  # no hidden part, no '..'
+        os.close(nofollow.open_file(tree, relative))
+    except (BadName, OSError):
         return False
-    if not real.is_relative_to(tree):
-        return False
-    if any(part.startswith(".") for part in real.relative_to(tree).parts):
-        return False
-    return real.name.endswith(NOTEBOOK_SUFFIX) and real.is_file()
+    return True
 
 
 def notebooks(course: Course) -> list[str]:

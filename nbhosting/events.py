@@ -17,7 +17,8 @@ from pystemd import journal
 
 from .names import BadName, Instance
 
-EVENTS = frozenset({"start", "ready", "stop", "failure", "open", "refused", "cull", "gc", "revoke"})
+EVENTS = frozenset({"start", "ready", "stop", "failure", "open", "refused", "full", "cull", "gc",
+                    "revoke"})
 IDENTIFIER = "nbhosting"
 
 

@@ -26,6 +26,9 @@ UNIT = "org.freedesktop.systemd1.Unit"
 SERVICE = "org.freedesktop.systemd1.Service"
 PROPERTIES = "org.freedesktop.DBus.Properties"
 INSTANCE_PATTERNS = ["nbh-jupyter@*.service"]
+# The states of a server that holds processes (and memory): what the
+# host-wide cap counts.
+RUNNING_STATES = ["active", "activating", "deactivating", "reloading"]
 JOB_TIMEOUT = 120
 # dbus-daemon refuses more pending calls per connection (system bus: 128).
 PENDING_CALLS = 64
@@ -210,6 +213,14 @@ class Systemd:
             MANAGER_PATH, MANAGER, "ListUnitsByPatterns", "asas", [[], INSTANCE_PATTERNS]
         )
         return sorted(unit[0] for unit in units)
+
+    async def running_instances(self) -> set[str]:
+        """The nbh-jupyter@ services running, starting or stopping: one call,
+        systemd filtering, however many students are enrolled."""
+        (units,) = await self._call(
+            MANAGER_PATH, MANAGER, "ListUnitsByPatterns", "asas", [RUNNING_STATES, INSTANCE_PATTERNS]
+        )
+        return {unit[0] for unit in units}
 
     # -- one student's server ---------------------------------------------
 

@@ -8,6 +8,8 @@ redirect to it under ``/nb/<course>/<student>/`` with the server's token in
 the URL, which works in a cross-site iframe without any cookie. When the
 server takes longer than ``start_page_after`` to start, the student sees a
 "starting" page that follows the start (server-sent events) and moves on.
+A server that is not running is started only if the host can take it
+(capacity.Admission): else a "come back in a few minutes" page (503).
 
 Socket-activated (nbh-web.socket), run as the unprivileged account nbh; it
 keeps no state that matters, so it can be restarted at any time without
@@ -29,6 +31,7 @@ import logging
 import os
 import socket
 import sys
+import syslog
 import time
 from urllib.parse import quote
 
@@ -38,7 +41,7 @@ import tornado.netutil
 import tornado.web
 from pystemd import daemon
 
-from . import access, config, courses, events, tokens, workspace
+from . import access, capacity, config, courses, events, nofollow, tokens, workspace
 from .names import BadName, Instance
 from .systemd import Systemd, SystemdError
 
@@ -46,6 +49,12 @@ log = logging.getLogger("nbh-web")
 access_log = logging.getLogger("tornado.access")
 TICKET_TTL = 600
 PROGRESS_EVERY = 0.5
+# Entries are GETs: no request has a use for a body. nginx says the same
+# (client_max_body_size), and lets no header block past 4 x 8 KiB through.
+MAX_BODY_SIZE = 4096
+MAX_HEADER_SIZE = 40 * 1024
+# Seconds, for a student the host cannot take now (Retry-After).
+RETRY_AFTER = 120
 
 
 class Frontend:
@@ -57,6 +66,7 @@ class Frontend:
         self.lms_key = lms_key
         self._systemd: Systemd | None = None
         self._starts: dict[Instance, asyncio.Task] = {}
+        self.admission = capacity.Admission(settings.limits)
 
     async def systemd(self) -> Systemd:
         if self._systemd is None or not self._systemd.bus.connected:
@@ -74,11 +84,15 @@ class Frontend:
 
     async def _start(self, instance: Instance) -> None:
         systemd = await self.systemd()
+        state = await systemd.active_state(instance.service)
         # Running, and reachable through its socket: nothing to do (the warm path).
-        if (await systemd.active_state(instance.service) == "active"
-                and await systemd.active_state(instance.socket) == "active"):
+        if state == "active" and await systemd.active_state(instance.socket) == "active":
             return
-        await systemd.start_instance(instance)
+        if state in ("active", "activating", "reloading"):  # counted already
+            await systemd.start_instance(instance)
+            return
+        async with self.admission.admit(systemd, instance):
+            await systemd.start_instance(instance)
 
     async def state(self, instance: Instance) -> str:
         state = await (await self.systemd()).state(instance.service)
@@ -105,6 +119,18 @@ class Frontend:
 
     def _mac(self, payload: str) -> str:
         return hmac.new(self.secret, b"ticket:" + payload.encode(), hashlib.sha256).hexdigest()
+
+
+class HostBusy(tornado.web.HTTPError):
+    """503 with Retry-After, and a page that says to come back."""
+
+    def __init__(self, error: capacity.HostFull):
+        if error.reason == "max_running":
+            reason, self.explanation = "The host is full", "The host is full: try again in a few minutes."
+        else:
+            reason, self.explanation = ("The host is busy", "Too many new students are arriving at once: "
+                                        "try again in a few minutes.")
+        super().__init__(503, "%s", str(error), reason=reason)
 
 
 class Handler(tornado.web.RequestHandler):
@@ -138,9 +164,20 @@ class Handler(tornado.web.RequestHandler):
         except UnicodeDecodeError:
             raise self.refuse(400, "Bad request", f"invalid UTF-8 in {name or 'the path'}") from None
 
+    def prepare(self) -> None:
+        if self.request.method != "GET":
+            raise self.refuse(405, "Method not allowed", f"{self.request.method} {self.request.path}: "
+                              "only GET")
+
     def write_error(self, status_code: int, **kwargs) -> None:
+        error = kwargs.get("exc_info", (None, None))[1]
+        if status_code == 405:
+            self.set_header("Allow", "GET")
+        if isinstance(error, HostBusy):
+            self.set_header("Retry-After", str(RETRY_AFTER))
         self.set_header("Content-Type", "text/html; charset=utf-8")
-        self.finish(page(f"{status_code} {self._reason}", html.escape(self._reason), retry=status_code >= 500))
+        body = getattr(error, "explanation", self._reason)
+        self.finish(page(f"{status_code} {self._reason}", html.escape(body), retry=status_code >= 500))
 
     def refuse(self, status: int, reason: str, log_message: str, **fields) -> tornado.web.HTTPError:
         """An HTTP error for the student, with its event in the journal."""
@@ -173,7 +210,12 @@ class Handler(tornado.web.RequestHandler):
             raise tornado.web.HTTPError(500, "%s", str(error), reason="Your server's token cannot be read") from None
         try:
             copied = await asyncio.get_running_loop().run_in_executor(
-                None, workspace.copy_notebook, instance, course.path / notebook, notebook)
+                None, workspace.copy_notebook, instance, course.path, notebook)
+        except (nofollow.NotAFile, FileNotFoundError) as error:
+            # Listed when the entry began, a link or gone now (a course update meanwhile).
+            raise self.refuse(404, "Unknown notebook", f"{instance.path}: not copying {notebook}: {error}",
+                              NBH_COURSE=instance.course, NBH_STUDENT=instance.student,
+                              NBH_NOTEBOOK=notebook) from None
         except OSError as error:
             events.send("failure", instance, f"{instance.path}: cannot copy {notebook}: {error}",
                         NBH_NOTEBOOK=notebook, NBH_REASON=str(error))
@@ -181,6 +223,12 @@ class Handler(tornado.web.RequestHandler):
         events.send("open", instance, f"{instance.path} opens {notebook}" + (" (copied)" if copied else ""),
                     NBH_NOTEBOOK=notebook, NBH_COPIED="yes" if copied else "no")
         return url
+
+    def host_busy(self, instance: Instance, notebook: str, error: capacity.HostFull) -> HostBusy:
+        """The host cannot take this student now: the page, and a `full` event."""
+        events.send("full", instance, f"{instance.path} not started: {error}", priority=syslog.LOG_WARNING,
+                    NBH_NOTEBOOK=notebook, NBH_STATUS="503", NBH_REASON=error.reason)
+        return HostBusy(error)
 
     def start_failed(self, instance: Instance, notebook: str, error: Exception) -> tornado.web.HTTPError:
         events.send("failure", instance, f"{instance.path} could not start: {error}",
@@ -208,6 +256,8 @@ class EntryHandler(Handler):
             ticket = self.frontend.ticket(course, path, student)
             self.finish(starting_page(f"/_nbh/wait?ticket={ticket}", self.request.uri))
             return
+        except capacity.HostFull as error:
+            raise self.host_busy(instance, path, error) from None
         except (SystemdError, OSError) as error:
             raise self.start_failed(instance, path, error) from None
         self.redirect(await self.open_notebook(instance, found, path))
@@ -233,6 +283,8 @@ class WaitHandler(Handler):
             await asyncio.wait([start], timeout=PROGRESS_EVERY)
         try:
             start.result()
+        except capacity.HostFull as error:
+            await self.send("failed", {"message": self.host_busy(instance, path, error).explanation})
         except (SystemdError, OSError) as error:
             self.start_failed(instance, path, error)
             await self.send("failed", {"message": "Your notebook server could not start."})
@@ -341,7 +393,8 @@ async def serve() -> None:
     warn_about_mode(settings.web, lms_key)
     frontend = Frontend(settings, secret, lms_key)
     await frontend.systemd()
-    server = tornado.httpserver.HTTPServer(make_app(frontend), xheaders=True)
+    server = tornado.httpserver.HTTPServer(make_app(frontend), xheaders=True, max_body_size=MAX_BODY_SIZE,
+                                           max_header_size=MAX_HEADER_SIZE)
     server.add_sockets(listening_sockets())
     daemon.notify(False, "READY=1")
     log.info("nbh-web ready")

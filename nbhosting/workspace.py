@@ -8,6 +8,9 @@ group nbh-jupyter (StateDirectoryMode=2770 in nbh-jupyter@.service), so a
 copy is writable by the student's container, which runs as nbh-jupyter.
 Every folder is opened without following symbolic links: a student can make
 links in their own workspace, and the front end must not follow one out.
+Nor is the course file: the front end can read the host's secrets, and a
+course update may have turned a notebook into a link to one since it was
+listed (nofollow.open_file).
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ import os
 import secrets
 from pathlib import Path, PurePosixPath
 
-from . import paths
+from . import nofollow, paths
 from .names import Instance
 
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
@@ -49,9 +52,20 @@ def _open_dirs(root: Path, parts: tuple[str, ...]) -> int:
     return fd
 
 
-def copy_notebook(instance: Instance, source: Path, notebook: str) -> bool:
-    """Copy source to the student's notebook path unless there is one; True if copied."""
-    relative = PurePosixPath(notebook)
+def copy_notebook(instance: Instance, course_dir: Path, notebook: str) -> bool:
+    """Copy the course's notebook to the student's unless they have one; True if copied.
+
+    nofollow.NotAFile or FileNotFoundError when the course's notebook is a
+    link, not a regular file, or gone: then nothing is made in the workspace.
+    """
+    source = nofollow.open_file(course_dir, notebook)
+    try:
+        return _copy(instance, source, PurePosixPath(notebook))
+    finally:
+        os.close(source)
+
+
+def _copy(instance: Instance, source: int, relative: PurePosixPath) -> bool:
     directory = _open_dirs(workspace_dir(instance), relative.parent.parts)
     try:
         try:
@@ -63,7 +77,7 @@ def copy_notebook(instance: Instance, source: Path, notebook: str) -> bool:
         fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
                      0o660, dir_fd=directory)
         try:
-            with os.fdopen(fd, "wb") as out, open(source, "rb") as src:
+            with os.fdopen(fd, "wb") as out, os.fdopen(source, "rb", closefd=False) as src:
                 os.fchmod(out.fileno(), 0o660)  # whatever the umask
                 while chunk := src.read(1 << 20):
                     out.write(chunk)

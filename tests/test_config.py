@@ -46,6 +46,8 @@ def test_no_file_is_the_defaults(tmp_path):
     ("[web]\nstart_page_after = 99", "web.start_page_after: must be between 0 and 30"),
     ("[limits]\nmemory_max = 'lots'", "limits.memory_max: 'lots' is not a size"),
     ("[limits]\ntasks_max = 1.5", "limits.tasks_max: expected an integer, got a number"),
+    ("[limits]\nmax_running = 0", "limits.max_running: must be at least 1"),
+    ("[limits]\nnew_workspaces_per_minute = -1", "limits.new_workspaces_per_minute: must be at least 1"),
     ("web = 1", "web: expected a table"),
     ("[web", "nbhosting.toml: Expected ']'"),
 ])

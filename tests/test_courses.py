@@ -18,7 +18,6 @@ from nbhosting.names import BadName
 NOTEBOOKS = [
     "notebooks/01.00-IPython-Beyond-Normal-Python.ipynb",
     "w1/folder.ipynb/inside.ipynb",  # a folder named like a notebook is looked into
-    "w1/inner-link.ipynb",
     "w1/w1-s1-c1-intro.ipynb",
     "w1/w1-s2-c1-accents.ipynb",
 ]
@@ -81,7 +80,9 @@ def upstream(tmp_path) -> Path:
     (repo / "w1/evil.ipynb").symlink_to("/etc/passwd")
     # From w1/ of the clone up to the data folder, where a real notebook waits.
     (repo / "w1/outside.ipynb").symlink_to("../../../outside.ipynb")
+    # A link is never a notebook, not even to one of the course (the copy follows no link).
     (repo / "w1/inner-link.ipynb").symlink_to("w1-s1-c1-intro.ipynb")
+    (repo / "w1-link").symlink_to("w1")
     (repo / "w1/hidden-link.ipynb").symlink_to("../.hidden/x.ipynb")
     (repo / "w1/loop.ipynb").symlink_to("loop.ipynb")
     # Making the tree world-readable must not touch what symlinks point to.
@@ -130,7 +131,6 @@ def test_notebooks(course):
     ("w1/w1-s2-c1-accents.ipynb", "w1/w1-s2-c1-accents.ipynb"),
     ("notebooks/01.00-IPython-Beyond-Normal-Python.ipynb", "notebooks/01.00-IPython-Beyond-Normal-Python.ipynb"),
     ("notebooks/01.00-IPython-Beyond-Normal-Python", "notebooks/01.00-IPython-Beyond-Normal-Python.ipynb"),
-    ("w1/inner-link", "w1/inner-link.ipynb"),
 ])
 def test_find_notebook(course, asked, found):
     assert courses.find_notebook(course, asked) == found
@@ -139,6 +139,7 @@ def test_find_notebook(course, asked, found):
 @pytest.mark.parametrize("asked", [
     "w1/nope", "w1/data.csv", "w1/data", "w1", "w1/folder", "w1/folder.ipynb",
     "w1/evil", "w1/evil.ipynb", "w1/outside", "w1/hidden-link", "w1/loop", "w1/w1-s1-c1-intro.IPYNB",
+    "w1/inner-link", "w1-link/w1-s1-c1-intro", "w1/private-file",
 ])
 def test_unknown_notebooks(course, asked):
     with pytest.raises(UnknownNotebook, match=r"^unknown notebook '.*' in course 'python-mooc'$"):
@@ -336,8 +337,8 @@ def test_cli_list_and_show(capsys, upstream):
     assert (status, err) == (0, "")
     assert out.splitlines() == [
         "NAME         IMAGE                                      BRANCH   NOTEBOOKS",
-        "handbook     quay.io/jupyter/scipy-notebook:2024-05-27  main     5",
-        "python-mooc  default                                    default  5",
+        "handbook     quay.io/jupyter/scipy-notebook:2024-05-27  main     4",
+        "python-mooc  default                                    default  4",
     ]
     status, out, err = nbh(capsys, "course", "show", "python-mooc")
     assert (status, err) == (0, "")
@@ -351,7 +352,7 @@ def test_cli_list_and_show(capsys, upstream):
         f"path:      {paths.COURSES_DIR / 'python-mooc'}",
     ]
     assert lines[6].startswith("commit:    ")
-    assert lines[7:] == ["notebooks: 5"] + [f"  {notebook}" for notebook in NOTEBOOKS]
+    assert lines[7:] == ["notebooks: 4"] + [f"  {notebook}" for notebook in NOTEBOOKS]
 
 
 def test_cli_list_empty(capsys):

@@ -5,7 +5,7 @@ import threading
 
 import pytest
 
-from nbhosting import paths, workspace
+from nbhosting import nofollow, paths, workspace
 from nbhosting.names import Instance
 
 INSTANCE = Instance("c", "s")
@@ -13,44 +13,70 @@ INSTANCE = Instance("c", "s")
 
 @pytest.fixture
 def dirs(tmp_path, monkeypatch):
+    """The student's workspace, and a course with x.ipynb at its top, in w1/ and in w2/."""
     monkeypatch.setattr(paths, "WORKSPACES_DIR", tmp_path / "workspaces")
     home = tmp_path / "workspaces" / "c" / "s"
     home.mkdir(parents=True)
-    source = tmp_path / "course.ipynb"
-    source.write_text("course")
-    return home, source
+    course = tmp_path / "course"
+    for folder in ("", "w1", "w2"):
+        (course / folder).mkdir(parents=True, exist_ok=True)
+        (course / folder / "x.ipynb").write_text("course")
+    return home, course
 
 
 def test_copy_once(dirs):
-    home, source = dirs
-    assert workspace.copy_notebook(INSTANCE, source, "w1/x.ipynb") is True
+    home, course = dirs
+    assert workspace.copy_notebook(INSTANCE, course, "w1/x.ipynb") is True
     assert (home / "w1/x.ipynb").read_text() == "course"
     assert oct((home / "w1/x.ipynb").stat().st_mode & 0o777) == "0o660"
     (home / "w1/x.ipynb").write_text("mine")
-    assert workspace.copy_notebook(INSTANCE, source, "w1/x.ipynb") is False
+    assert workspace.copy_notebook(INSTANCE, course, "w1/x.ipynb") is False
     assert (home / "w1/x.ipynb").read_text() == "mine"
     assert [p.name for p in (home / "w1").iterdir()] == ["x.ipynb"]  # no temporary left
 
 
 def test_never_through_a_link(dirs, tmp_path):
-    home, source = dirs
+    home, course = dirs
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
     (home / "w1").symlink_to(elsewhere)
     with pytest.raises(workspace.WorkspaceError):
-        workspace.copy_notebook(INSTANCE, source, "w1/x.ipynb")
+        workspace.copy_notebook(INSTANCE, course, "w1/x.ipynb")
     assert list(elsewhere.iterdir()) == []
     (home / "w2").mkdir()
     (home / "w2/x.ipynb").symlink_to(elsewhere / "target")
-    assert workspace.copy_notebook(INSTANCE, source, "w2/x.ipynb") is False
+    assert workspace.copy_notebook(INSTANCE, course, "w2/x.ipynb") is False
     assert list(elsewhere.iterdir()) == []
 
 
+@pytest.mark.parametrize("link", ["w1/x.ipynb", "w1"])
+def test_a_course_file_through_a_link_is_not_copied(dirs, tmp_path, link):
+    """A course update made the notebook, or its folder, a link to a secret."""
+    home, course = dirs
+    secret = tmp_path / "secret"
+    (secret / "w1").mkdir(parents=True)
+    (secret / "w1" / "x.ipynb").write_text("the host secret")
+    target = course / link
+    os.rename(target, tmp_path / "old")
+    target.symlink_to(secret / link)
+    with pytest.raises(nofollow.NotAFile):
+        workspace.copy_notebook(INSTANCE, course, "w1/x.ipynb")
+    assert list(home.iterdir()) == []  # not even the folder
+
+
+def test_a_notebook_gone_from_the_course_is_not_copied(dirs):
+    home, course = dirs
+    (course / "w2" / "x.ipynb").unlink()
+    with pytest.raises(FileNotFoundError):
+        workspace.copy_notebook(INSTANCE, course, "w2/x.ipynb")
+    assert list(home.iterdir()) == []
+
+
 def test_concurrent_copies_make_one(dirs):
-    home, source = dirs
+    home, course = dirs
     results = []
     threads = [threading.Thread(target=lambda: results.append(
-        workspace.copy_notebook(INSTANCE, source, "x.ipynb"))) for _ in range(20)]
+        workspace.copy_notebook(INSTANCE, course, "x.ipynb"))) for _ in range(20)]
     for thread in threads:
         thread.start()
     for thread in threads:
