@@ -9,7 +9,7 @@ from nbhosting import capacity, config, paths
 from nbhosting import sandbox as nbh_sandbox
 from nbhosting.names import Instance
 
-from .test_web import NOTEBOOK, assert_nothing_started_or_written, entry, get, sse
+from .test_web import NOTEBOOK, assert_nothing_started_or_written, entry, entry_path, get, sse
 
 
 def test_token_bucket_bursts_then_refills():
@@ -107,7 +107,7 @@ def test_the_cap_on_running_servers(sandbox, systemd, course, student, limits_co
     try:
         for instance in (first, second):
             assert entry(course, NOTEBOOK, instance.student).startswith(instance.base_url)
-        response = get(f"/ipythonExercice/{course}/{NOTEBOOK}/{late.student}")
+        response = get(entry_path(course, NOTEBOOK, late.student))
         assert b"The host is full" in response.body
         assert_refused_and_not_started(sandbox, systemd, late, response, "max_running")
         # A student whose server runs still gets in.
@@ -129,7 +129,7 @@ def test_the_rate_of_new_workspaces(sandbox, systemd, course, student, limits_co
         assert entry(course, NOTEBOOK, known.student).startswith(known.base_url)
         systemd.stop_instance(known)
         # With the "starting" page (start_page_after = 0), its stream says so.
-        response = get(f"/ipythonExercice/{course}/{NOTEBOOK}/{new.student}")
+        response = get(entry_path(course, NOTEBOOK, new.student))
         assert response.status == 200 and b"Starting your notebook" in response.body
         wait = re.search(rb'new EventSource\("([^"]+)"\)', response.body).group(1).decode()
         kind, data = sse(get(wait, referer=None, timeout=120).body)[-1]
@@ -150,7 +150,7 @@ def test_the_rate_of_new_workspaces_page(sandbox, systemd, course, student, limi
     limits_config("new_workspaces_per_minute = 1\n")
     try:
         assert entry(course, NOTEBOOK, first.student).startswith(first.base_url)
-        response = get(f"/ipythonExercice/{course}/{NOTEBOOK}/{second.student}")
+        response = get(entry_path(course, NOTEBOOK, second.student))
         assert b"The host is busy" in response.body
         assert_refused_and_not_started(sandbox, systemd, second, response, "new_workspaces_per_minute")
     finally:

@@ -14,7 +14,7 @@ from nbhosting import sandbox as nbh_sandbox
 from nbhosting.names import Instance
 
 from .conftest import nbh
-from .test_web import HOST, NOTEBOOK, PORT, assert_nothing_started_or_written, configure, get
+from .test_web import HOST, NOTEBOOK, PORT, assert_nothing_started_or_written, configure, entry_path, get
 
 pytestmark = pytest.mark.sandbox
 
@@ -53,7 +53,7 @@ def test_a_notebook_made_a_link_by_a_course_update(sandbox, systemd, linked_cour
     assert tree.is_symlink() and os.readlink(tree) == SECRET
     assert f"{NOTEBOOK}.ipynb" not in nbh(sandbox, "course", "show", linked_course).stdout
 
-    response = get(f"/ipythonExercice/{linked_course}/{NOTEBOOK}/{student}")
+    response = get(entry_path(linked_course, NOTEBOOK, student))
     assert response.status == 404, response.body[:300]
     assert b"Unknown notebook" in response.body
     refused = sandbox.journal("NBH_EVENT=refused", "NBH_STATUS=404", f"NBH_COURSE={linked_course}",
@@ -70,7 +70,7 @@ def test_a_notebook_made_a_link_while_its_server_starts(sandbox, systemd, linked
     instance = Instance(linked_course, student)
     configure(sandbox, nbh_sandbox.CONFIG + "start_page_after = 0\n")
     try:
-        response = get(f"/ipythonExercice/{linked_course}/{other.replace(' ', '%20')}/{student}")
+        response = get(entry_path(linked_course, other.replace(' ', '%20'), student))
         assert response.status == 200 and b"Starting your notebook" in response.body
         wait = re.search(rb'new EventSource\("([^"]+)"\)', response.body).group(1).decode()
         connection = http.client.HTTPConnection(HOST, PORT, timeout=120)
