@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import http.client
+import itertools
 import json
 import os
 import platform
@@ -136,6 +137,19 @@ def entry_path(student: str) -> str:
     return f"/ipythonExercice/{COURSE}/{ENTRY_NOTEBOOK}/{student}?{query}"
 
 
+_client_addresses = (f"127.1.{n // 250}.{1 + n % 250}" for n in itertools.count())
+# Requests of one client address, at most: nginx limits entries per address
+# (limit_req, bursts of 100); the benchmarks measure nbh-web, as many
+# students' browsers reach it, each from an address of its own.
+PER_CLIENT = 50
+
+
+def lms_client(timeout: float = 30) -> http.client.HTTPConnection:
+    """A connection to the site from a loopback address of its own."""
+    return http.client.HTTPConnection("127.0.0.1", sandbox.HTTP_PORT, timeout=timeout,
+                                      source_address=(next(_client_addresses), 0))
+
+
 def fetch(connection: http.client.HTTPConnection, path: str, referer: str | None = None) -> tuple[int, str, bytes]:
     headers = {"Referer": referer} if referer else {}
     connection.request("GET", path, headers=headers)
@@ -145,7 +159,7 @@ def fetch(connection: http.client.HTTPConnection, path: str, referer: str | None
 
 def open_notebook(student: str) -> float:
     """Entry URL to the notebook page (200), following the "starting" page if any."""
-    connection = http.client.HTTPConnection("127.0.0.1", sandbox.HTTP_PORT, timeout=120)
+    connection = lms_client(timeout=120)
     start = time.perf_counter()
     status, location, body = fetch(connection, entry_path(student), sandbox.LMS_ORIGINS[0] + "/")
     if status == 200:  # the "starting" page: its event stream ends with the URL
@@ -204,9 +218,12 @@ def entry_rate(student: str, clients: int, seconds: float) -> float:
     deadline = time.perf_counter() + seconds
 
     def client(_) -> int:
-        connection = http.client.HTTPConnection("127.0.0.1", sandbox.HTTP_PORT, timeout=30)
+        connection = lms_client()
         count = 0
         while time.perf_counter() < deadline:
+            if count and count % PER_CLIENT == 0:
+                connection.close()
+                connection = lms_client()
             status, _, _ = fetch(connection, path, sandbox.LMS_ORIGINS[0] + "/")
             assert status == 302, status
             count += 1
@@ -225,10 +242,13 @@ def front_end_cpu_usec() -> int:
 
 def entry_rate_cpu(student: str, count: int = 500) -> float:
     """The front end's own CPU time per warm entry: what bounds its rate on one core."""
-    connection = http.client.HTTPConnection("127.0.0.1", sandbox.HTTP_PORT, timeout=30)
+    connection = lms_client()
     path = entry_path(student)
     before = front_end_cpu_usec()
-    for _ in range(count):
+    for i in range(count):
+        if i and i % PER_CLIENT == 0:
+            connection.close()
+            connection = lms_client()
         fetch(connection, path, sandbox.LMS_ORIGINS[0] + "/")
     connection.close()
     return (front_end_cpu_usec() - before) / count / 1000
@@ -251,9 +271,12 @@ def entry_by_mode(student: str, runs: int = WARM_RUNS) -> dict:
     referer = sandbox.LMS_ORIGINS[0] + "/"
     set_auth("referer")
     try:
-        connection = http.client.HTTPConnection("127.0.0.1", sandbox.HTTP_PORT, timeout=30)
+        connection = lms_client()
         samples = {"referer": [], "signed": []}
         for i in range(runs + 20):
+            if i and i % (PER_CLIENT // 2) == 0:
+                connection.close()
+                connection = lms_client()
             for mode, path in (("referer", plain), ("signed", signed)):
                 start = time.perf_counter()
                 status, _, _ = fetch(connection, path, referer if mode == "referer" else None)

@@ -43,14 +43,20 @@ async def get_json(instance: Instance, url: str, token: str) -> object:
     never-ending or compressed body, garbage. Each of those is an AskError
     for this server alone.
     """
-    transport = httpx.AsyncHTTPTransport(uds=instance.upstream_socket)
     headers = {"Authorization": f"token {token}", "Accept-Encoding": "identity"}
     try:
-        async with httpx.AsyncClient(transport=transport, timeout=ASK_TIMEOUT) as client:
-            return await asyncio.wait_for(_read(client, f"http://localhost{instance.base_url}{url}", headers),
+        async with client(instance) as http:
+            return await asyncio.wait_for(_read(http, f"http://localhost{instance.base_url}{url}", headers),
                                           ASK_TIMEOUT)
     except (httpx.HTTPError, OSError, TimeoutError) as error:
         raise AskError(f"cannot ask {instance.path}: {error or type(error).__name__}") from None
+
+
+def client(instance: Instance) -> httpx.AsyncClient:
+    # Plain HTTP on a unix socket: verify=False only spares loading a CA
+    # bundle for every server asked (40 ms each), there is no TLS to verify.
+    transport = httpx.AsyncHTTPTransport(uds=instance.upstream_socket, verify=False)
+    return httpx.AsyncClient(transport=transport, timeout=ASK_TIMEOUT)
 
 
 async def _read(client: httpx.AsyncClient, url: str, headers: dict) -> object:
