@@ -142,6 +142,10 @@ def test_events_in_the_journal(sandbox, systemd, course, student):
     start = sandbox.journal("NBH_EVENT=start", f"NBH_STUDENT={student}")[0]
     assert start["NBH_INSTANCE"] == instance.name
     assert start["_SYSTEMD_UNIT"] == instance.service
+    # Jupyter took SIGTERM on its loop (nbh_ready), where a log line being
+    # written cannot make it miss the stop
+    said = [e["MESSAGE"] for e in sandbox.journal(f"CONTAINER_NAME={instance.container}")]
+    assert any("nbh_ready: SIGTERM, stopping" in m for m in said), said[-5:]
 
 
 def test_limits_and_hardening_are_set(sandbox, course):

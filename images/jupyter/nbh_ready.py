@@ -15,7 +15,9 @@ restores the sessions of the tabs left open when the server last stopped
 (nbh_sessions.py), then sends READY=1. Does not notify without NOTIFY_SOCKET.
 """
 
+import asyncio
 import os
+import signal
 import socket
 
 from jupyter_server.base.handlers import JupyterHandler
@@ -68,7 +70,19 @@ def _load_jupyter_server_extension(serverapp):
     IOLoop.current().add_callback(_start, serverapp, path)
 
 
+def _stop(serverapp):
+    serverapp.log.info("nbh_ready: SIGTERM, stopping")
+    serverapp.stop()
+
+
 async def _start(serverapp, path):
+    # SIGTERM handled on the loop, not in a signal handler: Jupyter's own logs
+    # from inside the handler, and when the signal lands while the server is
+    # writing a log line (a tab's websocket closing as systemd stops the
+    # proxy, just before the server), that write fails ("reentrant call"),
+    # the server never stops, and systemd kills it 20 s later without its
+    # sessions written down (nbh_sessions).
+    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, _stop, serverapp)
     try:
         await nbh_sessions.restore(serverapp)
     except Exception:  # the server is worth starting all the same
