@@ -50,16 +50,12 @@ async def collect(systemd: Systemd, dry_run: bool = False) -> list[str]:
             if not dry_run:
                 podman.run(["rm", "--force", "--ignore", "--time", "0", name])
             removed.append(f"container {name}")
-    for path, instance in _pairs(SOCKETS, ".sock"):
-        if not await active(instance.socket):
-            if not dry_run:
-                path.unlink(missing_ok=True)
-            removed.append(f"socket {path}")
-    for path, instance in _pairs(UPSTREAM, ".sock"):
-        if not await active(instance.upstream):
-            if not dry_run:
-                path.unlink(missing_ok=True)
-            removed.append(f"socket {path}")
+    for folder, unit in ((SOCKETS, "socket"), (UPSTREAM, "upstream")):
+        for path, instance in _pairs(folder, ".sock"):
+            if not await active(getattr(instance, unit)):
+                if not dry_run:
+                    path.unlink(missing_ok=True)
+                removed.append(f"socket {path}")
     for path, instance in _pairs(RUNTIME):
         if not await active(instance.service):
             if not dry_run:

@@ -16,7 +16,7 @@ import os
 import stat
 from pathlib import Path
 
-_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 # O_NONBLOCK: opening a fifo does not wait for a writer; fstat then refuses it.
 _FILE_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC
 
@@ -35,13 +35,13 @@ def open_file(root: Path, relative: str) -> int:
     if any(part in ("", ".", "..") for part in parts):
         raise NotAFile(f"{relative!r} is not a path inside {root}")
     try:
-        fd = os.open(root, _DIR_FLAGS)
+        fd = os.open(root, DIR_FLAGS)
     except OSError as error:
         raise _refused(error, root, ".") from None
     try:
         for depth, part in enumerate(parts[:-1]):
             try:
-                child = os.open(part, _DIR_FLAGS, dir_fd=fd)
+                child = os.open(part, DIR_FLAGS, dir_fd=fd)
             except OSError as error:
                 raise _refused(error, root, "/".join(parts[:depth + 1]), fd) from None
             os.close(fd)

@@ -22,7 +22,7 @@ from pathlib import Path, PurePosixPath
 from . import nofollow, paths
 from .names import Instance
 
-_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+_DIR_FLAGS = nofollow.DIR_FLAGS
 
 
 class WorkspaceError(OSError):

@@ -153,5 +153,21 @@ def student(request) -> str:
     return f"{name}-s{os.getpid():08d}-{next(_counter):05d}"
 
 
+def configure(sandbox, text: str) -> None:
+    """Another configuration for nbh-web, which reads it when it starts."""
+    sandbox.path("/etc/nbhosting/nbhosting.toml").write_text(text)
+    sandbox.run("systemctl", "stop", "nbh-web.service")
+    # tests switch often: not a crash loop for systemd's start limit
+    sandbox.run("systemctl", "reset-failed", "nbh-web.service")
+
+
+@pytest.fixture
+def sandbox_config(sandbox):
+    """nbh-web restarted with the sandbox's configuration plus these lines
+    (the [web] table's, or whole tables after it); the sandbox's again after."""
+    yield lambda extra: configure(sandbox, sandbox_module.CONFIG + extra)
+    configure(sandbox, sandbox_module.CONFIG)
+
+
 def nbh(sandbox: Sandbox, *args: str, user: str | None = None) -> subprocess.CompletedProcess:
     return sandbox.run("nbh", *args, user=user, check=False)

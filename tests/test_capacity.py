@@ -6,7 +6,6 @@ import re
 import pytest
 
 from nbhosting import capacity, config, paths
-from nbhosting import sandbox as nbh_sandbox
 from nbhosting.names import Instance
 
 from .test_web import NOTEBOOK, assert_nothing_started_or_written, entry, entry_path, get, sse
@@ -84,11 +83,9 @@ def test_new_workspaces_only_are_rate_limited(workspaces):
 # In the sandbox: the limits as a student meets them, through nginx.
 
 @pytest.fixture
-def limits_config(sandbox):
+def limits_config(sandbox_config):
     """nbh-web restarted with these [limits] (and [web] extra), then as the sandbox has it."""
-    from .test_web import configure
-    yield lambda limits, web="": configure(sandbox, nbh_sandbox.CONFIG + web + "[limits]\n" + limits)
-    configure(sandbox, nbh_sandbox.CONFIG)
+    return lambda limits, web="": sandbox_config(web + "[limits]\n" + limits)
 
 
 def assert_refused_and_not_started(sandbox, systemd, instance: Instance, response, reason: str) -> None:

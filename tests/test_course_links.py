@@ -13,8 +13,8 @@ import pytest
 from nbhosting import sandbox as nbh_sandbox
 from nbhosting.names import Instance
 
-from .conftest import nbh
-from .test_web import HOST, NOTEBOOK, PORT, assert_nothing_started_or_written, configure, entry_path, get
+from .conftest import configure, nbh
+from .test_web import HOST, NOTEBOOK, PORT, assert_nothing_started_or_written, entry_path, get
 
 pytestmark = pytest.mark.sandbox
 

@@ -21,9 +21,8 @@ import time
 import pytest
 
 from nbhosting import access
-from nbhosting import sandbox as nbh_sandbox
 
-from .test_web import HOST, LMS, NOTEBOOK, PORT, configure, lms_key
+from .test_web import HOST, LMS, NOTEBOOK, PORT, lms_key
 
 pytestmark = pytest.mark.sandbox
 
@@ -207,11 +206,8 @@ def files(sandbox) -> dict[str, tuple]:
 
 
 @pytest.fixture
-def auth_mode(sandbox):
-    def set_mode(mode: str) -> None:
-        configure(sandbox, nbh_sandbox.CONFIG + f'auth = "{mode}"\n')
-    yield set_mode
-    configure(sandbox, nbh_sandbox.CONFIG)
+def auth_mode(sandbox_config):
+    return lambda mode: sandbox_config(f'auth = "{mode}"\n')
 
 
 @pytest.mark.parametrize("mode", ["signed", "referer"])

@@ -10,7 +10,7 @@ import stat
 import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
-from urllib.parse import quote, unquote, urlsplit
+from urllib.parse import unquote, urlsplit
 
 import pytest
 from tornado.websocket import websocket_connect
@@ -235,20 +235,6 @@ def test_fifty_at_once_start_one_server(sandbox, course, student, stop):
     assert len(sandbox.journal("NBH_EVENT=start", f"NBH_STUDENT={student}")) == 1
     copies = [e["NBH_COPIED"] for e in sandbox.journal("NBH_EVENT=open", f"NBH_STUDENT={student}")]
     assert copies.count("yes") == 1 and len(copies) == 50
-
-
-def configure(sandbox, text: str) -> None:
-    """Another configuration for nbh-web, which reads it when it starts."""
-    sandbox.path("/etc/nbhosting/nbhosting.toml").write_text(text)
-    sandbox.run("systemctl", "stop", "nbh-web.service")
-    # tests switch often: not a crash loop for systemd's start limit
-    sandbox.run("systemctl", "reset-failed", "nbh-web.service")
-
-
-@pytest.fixture
-def sandbox_config(sandbox):
-    yield lambda extra: configure(sandbox, nbh_sandbox.CONFIG + extra)
-    configure(sandbox, nbh_sandbox.CONFIG)
 
 
 @pytest.fixture
