@@ -1,0 +1,165 @@
+"""What every nbh-web handler shares: the Frontend (settings, keys, systemd,
+starts under way), the base handler (headers, error pages, logs that name a
+path and never a query) and the page skeleton."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import hashlib
+import hmac
+import html
+import json
+import logging
+import time
+from urllib.parse import quote
+
+import tornado.web
+
+from .. import access, capacity, config, events, tokens
+from ..names import Instance
+from ..systemd import Systemd
+
+log = logging.getLogger("nbh-web")
+TICKET_TTL = 600
+# Seconds, for a student the host cannot take now (Retry-After).
+RETRY_AFTER = 120
+
+
+class Frontend:
+    """What the handlers share: settings, keys, systemd, starts under way."""
+
+    def __init__(self, settings: config.Config, secret: bytes, lms_key: bytes | None):
+        self.settings = settings
+        self.secret = secret
+        self.lms_key = lms_key
+        self._systemd: Systemd | None = None
+        self._starts: dict[Instance, asyncio.Task] = {}
+        self.admission = capacity.Admission(settings.limits)
+
+    async def systemd(self) -> Systemd:
+        if self._systemd is None or not self._systemd.bus.connected:
+            self._systemd = await Systemd.connect()
+        return self._systemd
+
+    def start(self, instance: Instance) -> asyncio.Task:
+        """One start per student, however many requests ask for it at once."""
+        task = self._starts.get(instance)
+        if task is None:
+            task = asyncio.ensure_future(self._start(instance))
+            self._starts[instance] = task
+            task.add_done_callback(lambda _: self._starts.pop(instance, None))
+        return task
+
+    async def _start(self, instance: Instance) -> None:
+        systemd = await self.systemd()
+        state = await systemd.active_state(instance.service)
+        # Running, and reachable through its socket: nothing to do (the warm path).
+        if state == "active" and await systemd.active_state(instance.socket) == "active":
+            return
+        if state in ("active", "activating", "reloading"):  # counted already
+            await systemd.start_instance(instance)
+            return
+        async with self.admission.admit(systemd, instance):
+            await systemd.start_instance(instance)
+
+    async def state(self, instance: Instance) -> str:
+        state = await (await self.systemd()).state(instance.service)
+        return f"{state.ActiveState}/{state.SubState}"
+
+    def notebook_url(self, instance: Instance, notebook: str) -> str:
+        token = tokens.instance_token(self.secret, instance)
+        return f"{instance.base_url}notebooks/{quote(notebook)}?token={token}"
+
+    # Tickets let the "starting" page follow the start without a cookie.
+    def ticket(self, course: str, notebook: str, student: str) -> str:
+        payload = base64.urlsafe_b64encode(json.dumps(
+            [course, notebook, student, int(time.time()) + TICKET_TTL]).encode()).decode()
+        return f"{payload}.{self._mac(payload)}"
+
+    def read_ticket(self, ticket: str) -> tuple[str, str, str]:
+        payload, _, mac = ticket.partition(".")
+        if not hmac.compare_digest(self._mac(payload), mac):
+            raise access.Refused("bad ticket")
+        course, notebook, student, expires = json.loads(base64.urlsafe_b64decode(payload))
+        if expires < time.time():
+            raise access.Refused("expired ticket")
+        return course, notebook, student
+
+    def _mac(self, payload: str) -> str:
+        return hmac.new(self.secret, b"ticket:" + payload.encode(), hashlib.sha256).hexdigest()
+
+
+class HostBusy(tornado.web.HTTPError):
+    """503 with Retry-After, and a page that says to come back."""
+
+    def __init__(self, error: capacity.HostFull):
+        if error.reason == "max_running":
+            reason, self.explanation = "The host is full", "The host is full: try again in a few minutes."
+        else:
+            reason, self.explanation = ("The host is busy", "Too many new students are arriving at once: "
+                                        "try again in a few minutes.")
+        super().__init__(503, "%s", str(error), reason=reason)
+
+
+class BaseHandler(tornado.web.RequestHandler):
+    """Small uncached pages; errors logged by path only, refusals as journal events."""
+
+    @property
+    def frontend(self) -> Frontend:
+        return self.application.settings["frontend"]
+
+    def set_default_headers(self) -> None:
+        web = self.frontend.settings.web
+        self.set_header("Content-Security-Policy", f"frame-ancestors {web.frame_ancestors}")
+        self.set_header("Cache-Control", "no-store")
+        self.set_header("Referrer-Policy", "same-origin")
+        self.set_header("X-Content-Type-Options", "nosniff")
+
+    def log_exception(self, typ, value, tb) -> None:
+        """Tornado's own names the URI, query and all: here only the path."""
+        where = f"{self.request.method} {self.request.path}"
+        if isinstance(value, tornado.web.HTTPError):
+            if value.log_message:
+                message = value.log_message % value.args if value.args else value.log_message
+                log.warning("%d %s: %s", value.status_code, where, message)
+        else:
+            log.error("uncaught exception in %s", where, exc_info=(typ, value, tb))
+
+    def decode_argument(self, value: bytes, name: str | None = None) -> str:
+        """Tornado's own puts the bytes in its message, which is logged."""
+        try:
+            return value.decode("utf-8")
+        except UnicodeDecodeError:
+            raise self.refuse(400, "Bad request", f"invalid UTF-8 in {name or 'the path'}") from None
+
+    def write_error(self, status_code: int, **kwargs) -> None:
+        error = kwargs.get("exc_info", (None, None))[1]
+        if status_code == 405:
+            self.set_header("Allow", "GET")
+        if isinstance(error, HostBusy):
+            self.set_header("Retry-After", str(RETRY_AFTER))
+        self.set_header("Content-Type", "text/html; charset=utf-8")
+        body = getattr(error, "explanation", self._reason)
+        self.finish(page(f"{status_code} {self._reason}", html.escape(body), retry=status_code >= 500))
+
+    def refuse(self, status: int, reason: str, log_message: str, **fields) -> tornado.web.HTTPError:
+        """An HTTP error for the student, with its event in the journal."""
+        events.refused(status, log_message, NBH_URL=self.request.path,
+                       NBH_REFERER=self.request.headers.get("Referer"), **fields)
+        return tornado.web.HTTPError(status, "%s", log_message, reason=reason)
+
+class NotFoundHandler(BaseHandler):
+    def prepare(self) -> None:
+        raise self.refuse(404, "Not found", f"no such page {self.request.path!r}")
+
+
+STYLE = """body{font:16px/1.5 system-ui,sans-serif;margin:3em auto;max-width:36em;color:#222}
+progress{width:100%}a{color:#0645ad}"""
+
+
+def page(title: str, body: str, retry: bool = False, script: str = "") -> str:
+    link = '<p><a href="" onclick="location.reload();return false">Try again</a></p>' if retry else ""
+    return (f"<!doctype html><html><head><meta charset=utf-8><title>{html.escape(title)}</title>"
+            f"<style>{STYLE}</style></head><body><h1>{html.escape(title)}</h1><p>{body}</p>{link}"
+            f"{script}</body></html>")
