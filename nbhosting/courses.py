@@ -1,11 +1,12 @@
 """Courses: each one a git repository cloned under the data directory.
 
-A course's settings (git URL, branch, image) are a small TOML file in
-``paths.COURSE_SETTINGS_DIR``, written only once the clone succeeded, so a
-course exists exactly when its settings file does. The work tree is
-``paths.COURSES_DIR / name``, world-readable because the front end and the
-containers read it; students' copies live elsewhere, so an update may reset
-it at will.
+A course's settings (git URL, branch, image, limits, staff, ...) are a
+small TOML file in ``paths.COURSE_SETTINGS_DIR``: a course exists exactly
+when its settings file does. ``register`` writes it; the first ``update``
+(run by nbh-course-update@<course>.service, as the account that owns the
+checkouts) clones. The work tree is ``paths.COURSES_DIR / name``,
+world-readable because the front end and the containers read it; students'
+copies live elsewhere, so an update may reset it at will.
 
 git gets its arguments as a list, never through a shell, and never waits
 for a password.
@@ -20,6 +21,7 @@ import shutil
 import stat
 import subprocess
 import tempfile
+import time
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,6 +37,17 @@ IMAGE_RE = re.compile(r"[a-z0-9][A-Za-z0-9._/:@-]{0,254}")
 BRANCH_RE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._/-]{0,254}")
 URL_MAX = 1024
 NOTEBOOK_SUFFIX = ".ipynb"
+# The image setting that means "the course's own build" (nbh-course-build@).
+OWN_IMAGE = "course"
+# Where a course's repository may say how its image is built.
+CONTAINERFILES = (".nbhosting/Containerfile", ".nbhosting/Dockerfile")
+# What `nbh course set` and the staff pages may change.
+SETTINGS = ("branch", "image", "idle_timeout", "memory_max", "cpu_quota", "staff", "autopull", "autobuild",
+            "archived")
+_KEYS = ("git_url", *SETTINGS)
+STAFF_RE = re.compile(r"[a-z][a-z0-9_.-]{0,31}")
+_SIZE_RE = re.compile(r"([0-9]+)([KMGT]?)")
+MEMORY_MIN, MEMORY_MAX = 64 << 20, 1 << 40
 
 
 class UnknownCourse(LookupError):
@@ -56,6 +69,12 @@ class Course:
     branch: str | None  # None: the remote's default branch
     image: str | None  # None: the default image
     idle_timeout: int | None = None  # seconds; None: the configuration's cull.idle_timeout
+    memory_max: int | None = None  # bytes per server; None: the configuration's limits.memory_max
+    cpu_quota: int | None = None  # percent of one CPU per server; None: limits.cpu_quota
+    staff: tuple[str, ...] = ()  # staff accounts granted this course (admins have them all)
+    autopull: bool = False  # nbh-autopull.timer updates it
+    autobuild: bool = False  # ... and builds its image when its Containerfile changed
+    archived: bool = False  # no more updates nor builds
 
     @property
     def path(self) -> Path:
@@ -67,7 +86,10 @@ def _settings_path(name: str) -> Path:
     return paths.COURSE_SETTINGS_DIR / f"{name}.toml"
 
 
-def _checked(name: str, git_url: object, branch: object, image: object, idle_timeout: object = None) -> Course:
+def _checked(name: str, git_url: object, branch: object = None, image: object = None,
+             idle_timeout: object = None, memory_max: object = None, cpu_quota: object = None,
+             staff: object = (), autopull: object = False, autobuild: object = False,
+             archived: object = False) -> Course:
     """The same checks for what an operator types and what a settings file says."""
     if (not isinstance(git_url, str) or not git_url or len(git_url) > URL_MAX
             or git_url.startswith("-") or " " in git_url or not git_url.isprintable()):
@@ -76,10 +98,56 @@ def _checked(name: str, git_url: object, branch: object, image: object, idle_tim
     if branch is not None and not (isinstance(branch, str) and BRANCH_RE.fullmatch(branch)):
         raise CourseError(f"bad branch {branch!r}: letters, digits, '_', '.', '/' or '-'")
     if image is not None and not (isinstance(image, str) and IMAGE_RE.fullmatch(image)):
-        raise CourseError(f"bad image {image!r}: not an image reference like quay.io/jupyter/base-notebook:latest")
+        raise CourseError(f"bad image {image!r}: not an image reference like quay.io/jupyter/base-notebook:latest, "
+                          f"nor {OWN_IMAGE!r} (the course's own build)")
     if idle_timeout is not None and not (type(idle_timeout) is int and 60 <= idle_timeout <= 7 * 86400):
         raise CourseError(f"bad idle_timeout {idle_timeout!r}: seconds, from 60 to 604800")
-    return Course(name, git_url, branch, image, idle_timeout)
+    if memory_max is not None and not (type(memory_max) is int and MEMORY_MIN <= memory_max <= MEMORY_MAX):
+        raise CourseError(f"bad memory_max {memory_max!r}: bytes, from 64M to 1T")
+    if cpu_quota is not None and not (type(cpu_quota) is int and 1 <= cpu_quota <= 6400):
+        raise CourseError(f"bad cpu_quota {cpu_quota!r}: percent of one CPU, from 1 to 6400")
+    if not (isinstance(staff, (list, tuple)) and all(isinstance(x, str) and STAFF_RE.fullmatch(x) for x in staff)):
+        raise CourseError(f"bad staff {staff!r}: account names, lower-case letters, digits, '_', '.', '-'")
+    for key, value in (("autopull", autopull), ("autobuild", autobuild), ("archived", archived)):
+        if type(value) is not bool:
+            raise CourseError(f"bad {key} {value!r}: yes or no")
+    return Course(name, git_url, branch, image, idle_timeout, memory_max, cpu_quota,
+                  tuple(sorted(set(staff))), autopull, autobuild, archived)
+
+
+def parse_setting(key: str, text: str) -> object:
+    """A setting as a person types it (the CLI, a form) -> its value; checked by change().
+
+    An empty text means the default (None, no staff, no).
+    """
+    text = text.strip()
+    if key not in SETTINGS:
+        raise CourseError(f"unknown setting {key!r}: one of {', '.join(SETTINGS)}")
+    if key in ("autopull", "autobuild", "archived"):
+        if text.lower() in ("yes", "true", "on", "1"):
+            return True
+        if text.lower() in ("", "no", "false", "off", "0"):
+            return False
+        raise CourseError(f"bad {key} {text!r}: yes or no")
+    if key == "staff":
+        return tuple(name for name in re.split(r"[\s,]+", text) if name)
+    if not text or text == "default":
+        return None
+    if key == "idle_timeout":
+        if not text.isascii() or not text.isdigit():
+            raise CourseError(f"bad idle_timeout {text!r}: seconds, from 60 to 604800")
+        return int(text)
+    if key == "memory_max":
+        match = _SIZE_RE.fullmatch(text.upper().removesuffix("B"))
+        if not match or not text.isascii():
+            raise CourseError(f"bad memory_max {text!r}: a size like 512M or 2G")
+        return int(match[1]) << (10 * " KMGT".index(match[2] or " "))
+    if key == "cpu_quota":
+        number = text.removesuffix("%")
+        if not number.isascii() or not number.isdigit():
+            raise CourseError(f"bad cpu_quota {text!r}: a percentage like 100%")
+        return int(number)
+    return text  # branch, image: checked by change()
 
 
 def load(name: str) -> Course:
@@ -91,12 +159,11 @@ def load(name: str) -> Course:
         raise UnknownCourse(f"unknown course {name!r}") from None
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as error:
         raise CourseError(f"{path}: {error}") from None
-    unknown = sorted(set(settings) - {"git_url", "branch", "image", "idle_timeout"})
+    unknown = sorted(set(settings) - set(_KEYS))
     if unknown:
         raise CourseError(f"{path}: unknown key {unknown[0]!r}")
     try:
-        return _checked(name, settings.get("git_url"), settings.get("branch"), settings.get("image"),
-                        settings.get("idle_timeout"))
+        return _checked(name, **settings)
     except CourseError as error:
         raise CourseError(f"{path}: {error}") from None
 
@@ -160,52 +227,79 @@ def _share(tree: Path) -> None:
 
 def _write_settings(course: Course) -> None:
     """By hand, as tomllib only reads; json.dumps quotes a valid TOML basic string."""
-    lines = ["# Written by `nbh course create`.\n", f"git_url = {json.dumps(course.git_url, ensure_ascii=False)}\n"]
-    for key in ("branch", "image", "idle_timeout"):
+    lines = ["# Written by `nbh course` and the staff pages.\n"]
+    for key in _KEYS:
         value = getattr(course, key)
-        if value is not None:
-            lines.append(f"{key} = {json.dumps(value, ensure_ascii=False)}\n")
+        if value is not None and value is not False and value != ():
+            lines.append(f"{key} = {json.dumps(list(value) if key == 'staff' else value, ensure_ascii=False)}\n")
     path = _settings_path(course.name)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, temporary = tempfile.mkstemp(prefix=f".{course.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as file:
-            file.writelines(lines)
-        os.chmod(temporary, 0o644)
-        os.replace(temporary, path)
-    except BaseException:
-        os.unlink(temporary)
-        raise
+    _write_atomically(path, "".join(lines))
 
 
-def create(name: str, git_url: str, branch: str | None = None, image: str | None = None,
-           idle_timeout: int | None = None) -> Course:
-    """Clone next to the destination and rename into place: a failure leaves nothing."""
+def register(name: str, git_url: str, branch: str | None = None, image: str | None = None,
+             idle_timeout: int | None = None) -> Course:
+    """A new course's settings, no checkout yet: its first update clones it."""
     check_course(name)
     course = _checked(name, git_url, branch, image, idle_timeout)
     if _settings_path(name).exists() or os.path.lexists(course.path):
         raise CourseError(f"course {name!r} already exists")
+    _write_settings(course)
+    return course
+
+
+def unregister_if_never_cloned(name: str) -> bool:
+    """After a failed first update: a course that never had a checkout is forgotten."""
+    if os.path.lexists(paths.COURSES_DIR / name):
+        return False
+    _settings_path(name).unlink(missing_ok=True)
+    return True
+
+
+def change(name: str, **values: object) -> Course:
+    """Change some settings, checked as load() checks them; written atomically."""
+    course = load(name)
+    unknown = sorted(set(values) - set(SETTINGS))
+    if unknown:
+        raise CourseError(f"unknown setting {unknown[0]!r}: one of {', '.join(SETTINGS)}")
+    current = {key: getattr(course, key) for key in _KEYS}
+    changed = _checked(name, **{**current, **values})
+    _write_settings(changed)
+    return changed
+
+
+def create(name: str, git_url: str, branch: str | None = None, image: str | None = None,
+           idle_timeout: int | None = None) -> Course:
+    """register() and the first update, in this process: a failure leaves nothing."""
+    course = register(name, git_url, branch, image, idle_timeout)
+    try:
+        update(name)
+    except BaseException:
+        unregister_if_never_cloned(name)
+        raise
+    return course
+
+
+def _clone(course: Course) -> None:
+    """Clone next to the destination and rename into place: a failure leaves nothing."""
     paths.COURSES_DIR.mkdir(parents=True, exist_ok=True)
     # Hidden, so never taken for a course (course names start with a letter or digit).
-    temporary = Path(tempfile.mkdtemp(prefix=f".{name}.", dir=paths.COURSES_DIR))
-    placed = False
+    temporary = Path(tempfile.mkdtemp(prefix=f".{course.name}.", dir=paths.COURSES_DIR))
     try:
-        _git(None, "clone", "--quiet", *(["--branch", branch] if branch else []), "--", git_url, str(temporary))
+        _git(None, "clone", "--quiet", *(["--branch", course.branch] if course.branch else []), "--",
+             course.git_url, str(temporary))
         try:
             _git(temporary, "rev-parse", "--verify", "--quiet", "HEAD")
         except CourseError:
-            raise CourseError(f"git clone failed: {git_url} has no commit to check out") from None
+            raise CourseError(f"git clone failed: {course.git_url} has no commit to check out") from None
         _share(temporary)
         try:
             os.rename(temporary, course.path)
         except OSError:  # created meanwhile by someone else
-            raise CourseError(f"course {name!r} already exists") from None
-        placed = True
-        _write_settings(course)
+            raise CourseError(f"course {course.name!r} already has a work tree") from None
     except BaseException:
-        shutil.rmtree(course.path if placed else temporary, ignore_errors=True)
+        shutil.rmtree(temporary, ignore_errors=True)
         raise
-    return course
 
 
 def _remote_branch(course: Course) -> str:
@@ -217,18 +311,94 @@ def _remote_branch(course: Course) -> str:
 
 
 def update(name: str) -> str:
-    """Fetch and hard-reset to the remote branch; the new short commit.
+    """Clone (the first time), or fetch and hard-reset to the remote branch; the new short commit.
 
+    A fetch or a branch that fails leaves the previous checkout as it was.
     Students' workspaces are elsewhere: nothing of theirs is touched.
     """
     course = load(name)
-    if not (course.path / ".git").is_dir():
+    if not os.path.lexists(course.path):
+        _clone(course)
+    elif not (course.path / ".git").is_dir():
         raise CourseError(f"course {name!r} has no git work tree at {course.path}")
-    _git(course.path, "fetch", "--quiet", "origin")
-    _git(course.path, "reset", "--quiet", "--hard", _remote_branch(course))
-    _git(course.path, "clean", "-fdxq")
-    _share(course.path)
-    return commit(course)
+    else:
+        if course.git_url != _git(course.path, "remote", "get-url", "origin"):
+            _git(course.path, "remote", "set-url", "origin", "--", course.git_url)
+        _git(course.path, "fetch", "--quiet", "--prune", "origin")
+        target = _remote_branch(course)
+        _git(course.path, "rev-parse", "--verify", "--quiet", target + "^{commit}")
+        _git(course.path, "reset", "--quiet", "--hard", target)
+        _git(course.path, "clean", "-fdxq")
+        _share(course.path)
+    short = commit(course)
+    _write_atomically(_update_record(name), json.dumps({"commit": short, "time": time.time()}))
+    return short
+
+
+@dataclass(frozen=True)
+class CourseStatus:
+    commit: str | None  # where the work tree is; None: never cloned
+    updated: float | None  # when the last update succeeded (epoch)
+    image: str | None  # the image a student's next start gets; None: the default, or no build yet
+
+
+def _update_record(name: str) -> Path:
+    # Beside the work trees, where only their account writes; hidden, so never a course.
+    return paths.COURSES_DIR / f".{name}.update"
+
+
+def build_record(name: str) -> dict | None:
+    """What nbh-course-build@ last built for the course: image, commit, containerfile, time."""
+    try:
+        record = json.loads((paths.BUILDS_DIR / f"{name}.json").read_text())
+    except (FileNotFoundError, ValueError):
+        return None
+    return record if isinstance(record, dict) and isinstance(record.get("image"), str) else None
+
+
+def image_of(course: Course, default: str) -> str:
+    """The image a server of this course starts from; CourseError if it has none yet."""
+    if course.image != OWN_IMAGE:
+        return course.image or default
+    record = build_record(course.name)
+    if record is None or not IMAGE_RE.fullmatch(record["image"]):
+        raise CourseError(f"course {course.name!r} uses its own image, which was never built "
+                          f"(nbh course build {course.name})")
+    return record["image"]
+
+
+def status(course: Course) -> CourseStatus:
+    try:
+        record = json.loads(_update_record(course.name).read_text())
+        short, updated = str(record["commit"]), float(record["time"])
+    except (FileNotFoundError, ValueError, KeyError, TypeError):
+        short, updated = None, None
+    record = build_record(course.name) if course.image == OWN_IMAGE else None
+    image = record["image"] if record else None if course.image == OWN_IMAGE else course.image
+    return CourseStatus(short, updated, image)
+
+
+def containerfile(course: Course) -> str | None:
+    """The course's Containerfile, relative to its tree, if it ships one (no link)."""
+    for relative in CONTAINERFILES:
+        try:
+            os.close(nofollow.open_file(course.path.resolve(), relative))
+        except OSError:
+            continue
+        return relative
+    return None
+
+
+def _write_atomically(path: Path, text: str) -> None:
+    fd, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w") as file:
+            file.write(text)
+        os.chmod(temporary, 0o644)
+        os.replace(temporary, path)
+    except BaseException:
+        os.unlink(temporary)
+        raise
 
 
 def _is_notebook(tree: Path, relative: str) -> bool:

@@ -9,6 +9,8 @@ DATA_DIR = Path(os.environ.get("NBH_DATA_DIR", "/var/lib/nbhosting"))
 CONF_DIR = Path(os.environ.get("NBH_CONF_DIR", "/etc/nbhosting"))
 COURSES_DIR = DATA_DIR / "courses"
 WORKSPACES_DIR = DATA_DIR / "workspaces"
+# What each course's image build made (nbh-course-build@): builds/<course>.json.
+BUILDS_DIR = DATA_DIR / "builds"
 # Each course's settings (git URL, branch, image), written by `nbh course`.
 COURSE_SETTINGS_DIR = CONF_DIR / "courses"
 # Each pair's token generation, bumped by `nbh revoke`: tokens/<course>/<student>.

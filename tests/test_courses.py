@@ -296,9 +296,76 @@ def test_branch(upstream):
 
 
 def test_update_without_a_work_tree(course):
+    """A work tree that is gone is cloned again; a folder that is not one is left alone."""
     subprocess.run(["rm", "-rf", str(course.path)], check=True)
+    assert courses.update("python-mooc") == courses.commit(course)
+    assert (course.path / "w1/w1-s1-c1-intro.ipynb").is_file()
+    subprocess.run(["rm", "-rf", str(course.path / ".git")], check=True)
     with pytest.raises(CourseError, match="^course 'python-mooc' has no git work tree at "):
         courses.update("python-mooc")
+    assert (course.path / "w1/w1-s1-c1-intro.ipynb").is_file()
+
+
+def test_register_then_first_update_clones(upstream):
+    course = courses.register("later", str(upstream), branch="main")
+    assert courses.load("later") == course and not course.path.exists()
+    assert courses.status(course) == courses.CourseStatus(None, None, None)
+    short = courses.update("later")
+    status = courses.status(course)
+    assert status.commit == short and status.updated and status.image is None
+
+
+def test_failed_first_update_keeps_nothing_and_a_failed_update_keeps_the_checkout(upstream, tmp_path):
+    courses.register("broken", str(tmp_path / "nowhere"))
+    with pytest.raises(CourseError, match="git clone failed"):
+        courses.update("broken")
+    assert courses.unregister_if_never_cloned("broken")
+    with pytest.raises(UnknownCourse):
+        courses.load("broken")
+    course = courses.create("fine", str(upstream))
+    before = courses.commit(course)
+    for change in ({"branch": "no-such-branch"}, ):
+        courses.change("fine", **change)
+        with pytest.raises(CourseError):
+            courses.update("fine")
+        assert courses.commit(course) == before and (course.path / "w1/w1-s1-c1-intro.ipynb").is_file()
+    courses.change("fine", branch=None)
+    (upstream / "w1/w1-s1-c1-intro.ipynb").unlink()
+    commit_all(upstream)
+    moved = tmp_path / "moved"
+    upstream.rename(moved)
+    with pytest.raises(CourseError, match="fetch failed"):
+        courses.update("fine")
+    assert (course.path / "w1/w1-s1-c1-intro.ipynb").is_file()
+    assert not courses.unregister_if_never_cloned("fine")
+
+
+@pytest.mark.parametrize("key, text, value", [
+    ("idle_timeout", "600", 600), ("idle_timeout", "", None), ("memory_max", "512M", 512 << 20),
+    ("memory_max", "2G", 2 << 30), ("memory_max", "default", None), ("cpu_quota", "150%", 150),
+    ("cpu_quota", "50", 50), ("staff", "alice, bob", ("alice", "bob")), ("staff", "", ()),
+    ("autopull", "yes", True), ("autobuild", "no", False), ("archived", "on", True),
+    ("image", "course", "course"), ("branch", "w2", "w2"),
+])
+def test_parse_and_change_settings(course, key, text, value):
+    assert courses.parse_setting(key, text) == value
+    changed = courses.change("python-mooc", **{key: value})
+    assert getattr(changed, key) == value
+    assert courses.load("python-mooc") == changed
+
+
+@pytest.mark.parametrize("key, text, message", [
+    ("idle_timeout", "10", "bad idle_timeout"), ("idle_timeout", "ten", "bad idle_timeout"),
+    ("memory_max", "lots", "bad memory_max"), ("memory_max", "1K", "bad memory_max"),
+    ("cpu_quota", "0%", "bad cpu_quota"), ("cpu_quota", "x", "bad cpu_quota"),
+    ("staff", "Alice", "bad staff"), ("staff", "../x", "bad staff"), ("autopull", "maybe", "bad autopull"),
+    ("image", "-evil", "bad image"), ("branch", "-x", "bad branch"), ("git_url", "x", "unknown setting"),
+])
+def test_bad_settings_change_nothing(course, key, text, message):
+    before = courses._settings_path("python-mooc").read_text()
+    with pytest.raises(CourseError, match=message):
+        courses.change("python-mooc", **{key: courses.parse_setting(key, text)})
+    assert courses._settings_path("python-mooc").read_text() == before
 
 
 def test_all_courses_sorted(upstream):
