@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 from urllib.parse import quote
 
-from . import access, config, courses, cull, events, gc, tokens
+from . import access, autopull, config, course_images, courses, courseunits, cull, events, gc, tokens
 from .names import BadName, Instance, check_course, check_student
 from .systemd import Systemd, SystemdError
 
@@ -37,7 +37,7 @@ def connect() -> Systemd:
 async def start(args) -> None:
     instance = Instance(args.course, args.student)
     async with await connect() as systemd:
-        await systemd.start_instance(instance)
+        await systemd.start_instance(instance, await courses.limits_for_start(systemd, config.load(), instance))
     print(f"{instance.path}: started, {instance.base_url}")
 
 
@@ -145,11 +145,15 @@ def setup(args) -> None:
         if tokens.create_secret(path, group_id=web_group):
             print(f"created {path}")
     DROPIN_DIR.mkdir(parents=True, exist_ok=True)
-    (DROPIN_DIR / "50-limits.conf").write_text(settings.limits.dropin())
-    for unit, text in settings.cull.dropins().items():
-        folder = UNIT_DIR / f"{unit}.d"
-        folder.mkdir(parents=True, exist_ok=True)
-        (folder / "50-cull.conf").write_text(text)
+    # Sorted before the 50-MemoryMax.conf and 50-CPUQuota.conf that a course's
+    # own limits leave (SetUnitProperties, runtime), which must win.
+    (DROPIN_DIR / "40-limits.conf").write_text(settings.limits.dropin())
+    (DROPIN_DIR / "50-limits.conf").unlink(missing_ok=True)  # its name before 0.2
+    for section, dropins in (("cull", settings.cull.dropins()), ("courses", settings.courses.dropins())):
+        for unit, text in dropins.items():
+            folder = UNIT_DIR / f"{unit}.d"
+            folder.mkdir(parents=True, exist_ok=True)
+            (folder / f"50-{section}.conf").write_text(text)
     if Path("/run/systemd/system").is_dir():
         subprocess.run(["systemctl", "daemon-reload"], check=True)
 
@@ -220,51 +224,161 @@ def _table(header: tuple[str, ...], rows: list[tuple]) -> None:
         print("  ".join(str(cell).ljust(width) for cell, width in zip(row, widths)).rstrip())
 
 
-def course_create(args) -> None:
-    course = courses.create(args.name, args.git_url, branch=args.branch, image=args.image,
-                            idle_timeout=args.idle_timeout)
-    print(f"{course.name}: cloned {course.git_url} (commit {courses.commit(course)})")
+async def _follow_unit(action: str, name: str) -> None:
+    """Start the course's unit, print its output as it comes, fail as it fails."""
+    courses.load(name)  # an unknown course is one line here, not a failed unit
+    async with await connect() as systemd:
+        run = await courseunits.start(systemd, action, name)
+        print(f"{run.unit} (journalctl _SYSTEMD_INVOCATION_ID={run.invocation})", flush=True)
+        async for line in courseunits.follow(run, systemd):
+            print(f"  {line}", flush=True)
+        outcome = await courseunits.outcome(systemd, run)
+    if not outcome.ok:
+        raise CommandError(f"{name}: {action} failed: {outcome.message}")
 
 
-def course_update(args) -> None:
-    print(f"{args.name}: at {courses.update(args.name)}")
+async def course_create(args) -> None:
+    if args.here:
+        course = courses.create(args.name, args.git_url, branch=args.branch, image=args.image,
+                                idle_timeout=args.idle_timeout)
+        print(f"{course.name}: cloned {course.git_url} (commit {courses.commit(course)})")
+        return
+    courses.register(args.name, args.git_url, branch=args.branch, image=args.image,
+                     idle_timeout=args.idle_timeout)
+    try:
+        await _follow_unit("update", args.name)
+    except BaseException:
+        if courses.unregister_if_never_cloned(args.name):
+            print(f"{args.name}: not created", file=sys.stderr)
+        raise
+    events.journal_only("course-create", f"course {args.name} created from {args.git_url}",
+                        NBH_COURSE=args.name)
+
+
+def _in_unit(action: str, name: str, work) -> str:
+    """What the course's unit runs: the work, and its event either way."""
+    try:
+        result = work(name)
+    except (courses.CourseError, courses.UnknownCourse, OSError) as error:
+        events.journal_only("failure", f"course {name}: {action} failed: {error}", NBH_COURSE=name,
+                            NBH_ACTION=action, NBH_REASON=str(error))
+        raise
+    events.journal_only(f"course-{action}", f"course {name}: {action} done: {result}", NBH_COURSE=name,
+                        NBH_RESULT=result)
+    return result
+
+
+async def course_update(args) -> None:
+    if args.here:
+        print(f"{args.name}: at {_in_unit('update', args.name, courses.update)}")
+    else:
+        await _follow_unit("update", args.name)
+
+
+async def course_build(args) -> None:
+    if args.here:
+        print(f"{args.name}: built {_in_unit('build', args.name, course_images.build)}")
+    else:
+        await _follow_unit("build", args.name)
+
+
+def course_set(args) -> None:
+    values = {}
+    for assignment in args.settings:
+        key, equals, text = assignment.partition("=")
+        if not equals:
+            raise CommandError(f"{assignment!r}: expected KEY=VALUE, KEY one of {', '.join(courses.SETTINGS)}")
+        values[key] = courses.parse_setting(key, text)
+    course = courses.change(args.name, **values)
+    events.journal_only("course-set", f"course {args.name}: " + ", ".join(args.settings), NBH_COURSE=args.name)
+    course_show(argparse.Namespace(name=course.name, notebooks=False))
+
+
+async def course_autopull(args) -> None:
+    async with await connect() as systemd:
+        said = await autopull.pull_all(systemd)
+    for _ok, line in said:
+        print(line)
+    failed = [line for ok, line in said if not ok]
+    if failed:
+        raise CommandError(f"{len(failed)} of {len(said)} failed")
 
 
 def course_list(args) -> None:
-    rows = [(course.name, course.image or "default", course.branch or "default",
-             len(courses.notebooks(course))) for course in courses.all_courses()]
-    _table(("NAME", "IMAGE", "BRANCH", "NOTEBOOKS"), rows)
+    rows = []
+    for course in courses.all_courses():
+        status = courses.status(course)
+        rows.append((course.name, course.image or "default", course.branch or "default",
+                     len(courses.notebooks(course)), status.commit or "-",
+                     "archived" if course.archived else "autopull" if course.autopull else ""))
+    _table(("NAME", "IMAGE", "BRANCH", "NOTEBOOKS", "COMMIT", ""), rows)
+
+
+def _size(value: int | None) -> str:
+    if value is None:
+        return "default"
+    for unit in "TGMK":
+        shift = 10 * (" KMGT".index(unit))
+        if value >= 1 << shift and value % (1 << shift) == 0:
+            return f"{value >> shift}{unit}"
+    return str(value)
 
 
 def course_show(args) -> None:
     course = courses.load(args.name)
+    status = courses.status(course)
     found = courses.notebooks(course)
-    print(f"name:      {course.name}")
-    print(f"git-url:   {course.git_url}")
-    print(f"branch:    {course.branch or 'default'}")
-    print(f"image:     {course.image or 'default'}")
-    print(f"idle:      {f'{course.idle_timeout} s' if course.idle_timeout else 'default'}")
-    print(f"path:      {course.path}")
-    print(f"commit:    {courses.commit(course)}")
-    print(f"notebooks: {len(found)}")
-    for notebook in found:
-        print(f"  {notebook}")
+    updated = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(status.updated)) if status.updated else "never"
+    print(f"name:        {course.name}")
+    print(f"git-url:     {course.git_url}")
+    print(f"branch:      {course.branch or 'default'}")
+    print(f"image:       {course.image or 'default'}"
+          + (f" ({status.image or 'not built yet'})" if course.image == courses.OWN_IMAGE else ""))
+    print(f"idle:        {f'{course.idle_timeout} s' if course.idle_timeout else 'default'}")
+    print(f"memory_max:  {_size(course.memory_max)}")
+    print(f"cpu_quota:   {f'{course.cpu_quota}%' if course.cpu_quota else 'default'}")
+    print(f"staff:       {', '.join(course.staff) or '-'}")
+    print(f"autopull:    {'yes' if course.autopull else 'no'}")
+    print(f"autobuild:   {'yes' if course.autobuild else 'no'}")
+    print(f"archived:    {'yes' if course.archived else 'no'}")
+    print(f"path:        {course.path}")
+    print(f"commit:      {status.commit or 'never cloned'}")
+    print(f"updated:     {updated}")
+    print(f"notebooks:   {len(found)}")
+    if getattr(args, "notebooks", True):
+        for notebook in found:
+            print(f"  {notebook}")
 
 
 def course_parser(commands) -> None:
     group = commands.add_parser("course", help="courses: git repositories of notebooks")
     course_commands = group.add_subparsers(dest="course_command", required=True, metavar="COMMAND")
-    sub = course_commands.add_parser("create", help="clone a course's repository")
+    here = {"action": "store_true", "help": "do it in this process, as the course's unit does, instead of "
+            "starting the unit (for the unit itself, and tests)"}
+    sub = course_commands.add_parser("create", help="register a course and clone it (nbh-course-update@)")
     sub.add_argument("name")
     sub.add_argument("git_url", metavar="git-url")
     sub.add_argument("--branch", help="follow this branch (default: the remote's default branch)")
-    sub.add_argument("--image", help="the course's Jupyter image (default: the default image)")
+    sub.add_argument("--image", help="the course's Jupyter image (default: the default image; "
+                     f"{courses.OWN_IMAGE!r}: its own build)")
     sub.add_argument("--idle-timeout", type=int, metavar="SECONDS",
                      help="stop a student's idle server after this long (default: cull.idle_timeout)")
+    sub.add_argument("--here", **here)
     sub.set_defaults(run=course_create)
-    sub = course_commands.add_parser("update", help="fetch and reset to the remote branch")
+    sub = course_commands.add_parser("update", help="fetch and reset to the remote branch (nbh-course-update@)")
     sub.add_argument("name")
+    sub.add_argument("--here", **here)
     sub.set_defaults(run=course_update)
+    sub = course_commands.add_parser("build", help="build the course's own image (nbh-course-build@)")
+    sub.add_argument("name")
+    sub.add_argument("--here", **here)
+    sub.set_defaults(run=course_build)
+    sub = course_commands.add_parser("set", help="change settings: " + ", ".join(courses.SETTINGS))
+    sub.add_argument("name")
+    sub.add_argument("settings", nargs="+", metavar="KEY=VALUE")
+    sub.set_defaults(run=course_set)
+    course_commands.add_parser("autopull", help="update the courses with autopull on (nbh-autopull.timer)"
+                               ).set_defaults(run=course_autopull)
     course_commands.add_parser("list", help="courses, their image, branch and notebooks").set_defaults(run=course_list)
     sub = course_commands.add_parser("show", help="a course's settings and notebooks")
     sub.add_argument("name")

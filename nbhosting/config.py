@@ -147,13 +147,30 @@ class Cull:
 
 
 @dataclass(frozen=True)
+class Courses:
+    """Courses that follow their repository (nbh-autopull.timer)."""
+
+    # How often nbh-autopull.timer updates the courses with autopull on, in seconds.
+    autopull_period: int = 300
+
+    def check(self) -> None:
+        if self.autopull_period < 10:
+            raise ConfigError("courses.autopull_period: at least 10 seconds")
+
+    def dropins(self) -> dict[str, str]:
+        head = "# Written by `nbh setup` from nbhosting.toml [courses]; edit that file instead.\n"
+        return {"nbh-autopull.timer": f"{head}[Timer]\nOnUnitActiveSec={self.autopull_period}s\n"}
+
+
+@dataclass(frozen=True)
 class Config:
     limits: Limits = Limits()
     web: Web = Web()
     cull: Cull = Cull()
+    courses: Courses = Courses()
 
 
-_SECTIONS = {"limits": Limits, "web": Web, "cull": Cull}
+_SECTIONS = {"limits": Limits, "web": Web, "cull": Cull, "courses": Courses}
 _TOML_TYPES = {str: "a string", int: "an integer", float: "a number", bool: "true or false",
                tuple: "a list", list: "a list", dict: "a table"}
 

@@ -74,7 +74,7 @@ class Course:
     staff: tuple[str, ...] = ()  # staff accounts granted this course (admins have them all)
     autopull: bool = False  # nbh-autopull.timer updates it
     autobuild: bool = False  # ... and builds its image when its Containerfile changed
-    archived: bool = False  # no more updates nor builds
+    archived: bool = False  # over: autopull leaves it alone
 
     @property
     def path(self) -> Path:
@@ -194,7 +194,9 @@ def _git(tree: Path | None, *args: str) -> str:
         raise CourseError(f"git {args[0]} timed out after {GIT_TIMEOUT} s") from None
     if result.returncode != 0:
         lines = result.stderr.strip().splitlines()
-        raise CourseError(f"git {args[0]} failed: {lines[-1] if lines else f'exit status {result.returncode}'}")
+        # git's own verdict is its first "fatal:" line; advice follows it.
+        verdict = next((line for line in lines if line.startswith(("fatal:", "error:"))), lines[-1] if lines else "")
+        raise CourseError(f"git {args[0]} failed: {verdict or f'exit status {result.returncode}'}")
     return result.stdout.strip()
 
 
@@ -326,7 +328,10 @@ def update(name: str) -> str:
             _git(course.path, "remote", "set-url", "origin", "--", course.git_url)
         _git(course.path, "fetch", "--quiet", "--prune", "origin")
         target = _remote_branch(course)
-        _git(course.path, "rev-parse", "--verify", "--quiet", target + "^{commit}")
+        try:
+            _git(course.path, "rev-parse", "--verify", "--quiet", target + "^{commit}")
+        except CourseError:
+            raise CourseError(f"no branch {target.removeprefix('origin/')!r} in {course.git_url}") from None
         _git(course.path, "reset", "--quiet", "--hard", target)
         _git(course.path, "clean", "-fdxq")
         _share(course.path)
@@ -376,6 +381,25 @@ def status(course: Course) -> CourseStatus:
     record = build_record(course.name) if course.image == OWN_IMAGE else None
     image = record["image"] if record else None if course.image == OWN_IMAGE else course.image
     return CourseStatus(short, updated, image)
+
+
+def server_limits(course: Course, default_memory: str, default_cpu: str) -> tuple[int, int] | None:
+    """(MemoryMax bytes, CPUQuota percent) of the course's servers, if it sets either."""
+    if course.memory_max is None and course.cpu_quota is None:
+        return None
+    memory = course.memory_max if course.memory_max is not None else parse_setting("memory_max", default_memory)
+    cpu = course.cpu_quota if course.cpu_quota is not None else parse_setting("cpu_quota", default_cpu)
+    return memory, cpu
+
+
+async def limits_for_start(systemd, settings, instance) -> tuple[int, int] | None:
+    """The course's own limits for a server about to start; the configuration's
+    again for one that had a course's limits that the course no longer sets."""
+    memory, cpu = settings.limits.memory_max, settings.limits.cpu_quota
+    found = server_limits(load(instance.course), memory, cpu)
+    if found is None and await systemd.has_runtime_properties(instance.service):
+        return parse_setting("memory_max", memory), parse_setting("cpu_quota", cpu)
+    return found
 
 
 def containerfile(course: Course) -> str | None:

@@ -18,7 +18,7 @@ from pystemd import journal
 from .names import BadName, Instance
 
 EVENTS = frozenset({"start", "ready", "stop", "failure", "open", "refused", "full", "cull", "gc",
-                    "revoke"})
+                    "revoke", "course-create", "course-set", "course-update", "course-build"})
 IDENTIFIER = "nbhosting"
 
 

@@ -3,7 +3,8 @@
 Units clean up after themselves (ExecStopPost=, RuntimeDirectory=,
 RemoveOnStop=); this catches what a crash of the host, of podman or of
 systemd itself may still leave: containers, listening sockets and runtime
-folders of servers that are not running.
+folders of servers that are not running; and the courses' images that no
+setting and no container uses any more.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-from . import events, podman
+from . import course_images, events, podman
 from .names import BadName, Instance
 from .systemd import Systemd
 
@@ -61,6 +62,7 @@ async def collect(systemd: Systemd, dry_run: bool = False) -> list[str]:
             if not dry_run:
                 shutil.rmtree(path, ignore_errors=True)
             removed.append(f"runtime folder {path}")
+    removed += course_images.collect(dry_run)
     if removed and not dry_run:
         events.journal_only("gc", f"nbh gc removed {len(removed)}: " + "; ".join(removed),
                             NBH_REMOVED=str(len(removed)))

@@ -103,11 +103,12 @@ def main(argv: list[str] | None = None) -> int:
     try:
         course = courses.load(instance.course)
         settings = config.load()
+        # A course's own build: the one recorded when this start begins.
+        image = courses.image_of(course, os.environ.get("NBH_IMAGE") or DEFAULT_IMAGE)
         prepare(instance, runtime_dir)
     except (courses.UnknownCourse, courses.CourseError, config.ConfigError, OSError, ValueError) as error:
         print(f"nbh-jupyter-run: {error}", file=sys.stderr)
         return 1
-    image = course.image or os.environ.get("NBH_IMAGE") or DEFAULT_IMAGE
     events.send("start", instance, f"starting {instance.path} with {image}", NBH_IMAGE=image)
     argv = podman_argv(instance, course, runtime_dir, image, " ".join(settings.web.lms_origins))
     os.execv(argv[0], argv)

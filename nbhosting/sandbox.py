@@ -217,6 +217,9 @@ def make_course(name: str, notebooks: dict[str, dict], *options: str) -> None:
     run(["git", "init", "--quiet", "--initial-branch=main", repo])
     run([*git, "add", "--all"])
     run([*git, "commit", "--quiet", "--message", f"The course {name}"])
+    # git reads a local repository only as its owner (safe.directory):
+    # the checkouts' account, which clones it in nbh-course-update@.
+    run(["chown", "-R", "nbh-courses:nbh-courses", repo])
     run(["nbh", "course", "create", name, repo, *options])
 
 
@@ -446,7 +449,8 @@ def install() -> None:
         seen = "ProtectHome=read-only\n"
     elif REPO.is_relative_to("/tmp"):
         seen = "PrivateTmp=no\n"
-    for unit in ("nbh-web.service", "nbh-cull.service", "nbh-gc.service") if seen else ():
+    for unit in ("nbh-web.service", "nbh-cull.service", "nbh-gc.service", "nbh-autopull.service",
+                 "nbh-course-update@.service") if seen else ():
         dropin = Path(f"/etc/systemd/system/{unit}.d")
         dropin.mkdir(parents=True)
         (dropin / "sandbox.conf").write_text(f"[Service]\n# the checkout the sandbox runs\n{seen}")

@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 from dataclasses import dataclass
 
-from dbus_fast import BusType, Message, MessageType
+from dbus_fast import BusType, Message, MessageType, Variant
 from dbus_fast.aio import MessageBus
 
 from .names import Instance
@@ -222,13 +222,32 @@ class Systemd:
         )
         return {unit[0] for unit in units}
 
+    async def set_limits(self, unit: str, memory_max: int, cpu_quota: int) -> None:
+        """MemoryMax= and CPUQuota= (percent) of one unit, at run time: kept
+        until reboot, so later starts (socket activation included) get them."""
+        properties = [["MemoryMax", Variant("t", memory_max)],
+                      ["CPUQuotaPerSecUSec", Variant("t", cpu_quota * 10_000)]]
+        await self._call(MANAGER_PATH, MANAGER, "SetUnitProperties", "sba(sv)", [unit, True, properties])
+
+    async def has_runtime_properties(self, unit: str) -> bool:
+        """Whether set_limits() (or `systemctl set-property --runtime`) left a drop-in."""
+        path = await self.unit_path(unit)
+        (value,) = await self._call(path, PROPERTIES, "Get", "ss", [UNIT, "DropInPaths"])
+        return any("/system.control/" in dropin for dropin in value.value)
+
     # -- one student's server ---------------------------------------------
 
-    async def start_instance(self, instance: Instance) -> None:
-        """Listening socket, then proxy, which waits for Jupyter to be ready."""
+    async def start_instance(self, instance: Instance, limits: tuple[int, int] | None = None) -> None:
+        """Listening socket, then proxy, which waits for Jupyter to be ready.
+
+        `limits`, (MemoryMax bytes, CPUQuota percent), are the course's own,
+        set on the server before it starts.
+        """
         for unit in instance.units:
             if await self.active_state(unit) == "failed":
                 await self.reset_failed(unit)
+        if limits is not None:
+            await self.set_limits(instance.service, *limits)
         await self.start(instance.socket)
         await self.start(instance.proxy)
 

@@ -44,9 +44,10 @@ def assert_no_secret_in_workspaces(sandbox, course: str) -> None:
 def test_a_notebook_made_a_link_by_a_course_update(sandbox, systemd, linked_course, student):
     repo = f"/var/lib/nbhosting/sandbox-repos/{linked_course}"
     git = ["git", "-C", repo, "-c", "user.name=Teacher", "-c", "user.email=teacher@example.org"]
-    sandbox.run("ln", "-sfn", SECRET, f"{repo}/{NOTEBOOK}.ipynb")
-    sandbox.run(*git, "add", "--all")
-    sandbox.run(*git, "commit", "--quiet", "--message", "a notebook becomes a link to the secret")
+    # As the repository's owner (sandbox.make_course), for git's safe.directory.
+    sandbox.run("ln", "-sfn", SECRET, f"{repo}/{NOTEBOOK}.ipynb", user="nbh-courses")
+    sandbox.run(*git, "add", "--all", user="nbh-courses")
+    sandbox.run(*git, "commit", "--quiet", "--message", "a notebook becomes a link to the secret", user="nbh-courses")
     update = nbh(sandbox, "course", "update", linked_course)
     assert update.returncode == 0, update.stderr
     tree = sandbox.path(f"/var/lib/nbhosting/courses/{linked_course}/{NOTEBOOK}.ipynb")

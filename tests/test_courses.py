@@ -385,53 +385,70 @@ def nbh(capsys, *argv: str) -> tuple[int, str, str]:
 
 
 def test_cli_create_update(capsys, upstream):
-    status, out, err = nbh(capsys, "course", "create", "python-mooc", str(upstream))
+    status, out, err = nbh(capsys, "course", "create", "--here", "python-mooc", str(upstream))
     short = courses.commit(courses.load("python-mooc"))
     assert (status, out, err) == (0, f"python-mooc: cloned {upstream} (commit {short})\n", "")
 
     write(upstream, "w2/new.ipynb")
     head = commit_all(upstream)
-    status, out, err = nbh(capsys, "course", "update", "python-mooc")
+    status, out, err = nbh(capsys, "course", "update", "--here", "python-mooc")
     assert status == 0 and err == ""
     assert out.startswith("python-mooc: at ") and head.startswith(out.split()[-1])
 
 
 def test_cli_list_and_show(capsys, upstream):
-    nbh(capsys, "course", "create", "python-mooc", str(upstream))
-    nbh(capsys, "course", "create", "handbook", str(upstream), "--branch", "main",
+    nbh(capsys, "course", "create", "--here", "python-mooc", str(upstream))
+    nbh(capsys, "course", "create", "--here", "handbook", str(upstream), "--branch", "main",
         "--image", "quay.io/jupyter/scipy-notebook:2024-05-27")
+    courses.change("handbook", autopull=True)
     status, out, err = nbh(capsys, "course", "list")
     assert (status, err) == (0, "")
+    short = courses.commit(courses.load("python-mooc"))
     assert out.splitlines() == [
-        "NAME         IMAGE                                      BRANCH   NOTEBOOKS",
-        "handbook     quay.io/jupyter/scipy-notebook:2024-05-27  main     4",
-        "python-mooc  default                                    default  4",
+        "NAME         IMAGE                                      BRANCH   NOTEBOOKS  COMMIT",
+        f"handbook     quay.io/jupyter/scipy-notebook:2024-05-27  main     4          {short}  autopull",
+        f"python-mooc  default                                    default  4          {short}",
     ]
+    status, out, err = nbh(capsys, "course", "set", "python-mooc", "memory_max=512M", "cpu_quota=50%",
+                           "staff=bob,alice", "autopull=yes")
+    assert (status, err) == (0, "")
     status, out, err = nbh(capsys, "course", "show", "python-mooc")
     assert (status, err) == (0, "")
     lines = out.splitlines()
-    assert lines[:6] == [
-        "name:      python-mooc",
-        f"git-url:   {upstream}",
-        "branch:    default",
-        "image:     default",
-        "idle:      default",
-        f"path:      {paths.COURSES_DIR / 'python-mooc'}",
+    assert lines[:12] == [
+        "name:        python-mooc",
+        f"git-url:     {upstream}",
+        "branch:      default",
+        "image:       default",
+        "idle:        default",
+        "memory_max:  512M",
+        "cpu_quota:   50%",
+        "staff:       alice, bob",
+        "autopull:    yes",
+        "autobuild:   no",
+        "archived:    no",
+        f"path:        {paths.COURSES_DIR / 'python-mooc'}",
     ]
-    assert lines[6].startswith("commit:    ")
-    assert lines[7:] == ["notebooks: 4"] + [f"  {notebook}" for notebook in NOTEBOOKS]
+    assert lines[12] == f"commit:      {short}" and lines[13].startswith("updated:     20")
+    assert lines[14:] == ["notebooks:   4"] + [f"  {notebook}" for notebook in NOTEBOOKS]
+    assert nbh(capsys, "course", "set", "python-mooc", "memory_max=lots") == (
+        1, "", "nbh: bad memory_max 'lots': a size like 512M or 2G\n")
+    assert nbh(capsys, "course", "set", "python-mooc", "autopull") == (
+        1, "", "nbh: 'autopull': expected KEY=VALUE, KEY one of " + ", ".join(courses.SETTINGS) + "\n")
 
 
 def test_cli_list_empty(capsys):
-    assert nbh(capsys, "course", "list") == (0, "NAME  IMAGE  BRANCH  NOTEBOOKS\n", "")
+    assert nbh(capsys, "course", "list") == (0, "NAME  IMAGE  BRANCH  NOTEBOOKS  COMMIT\n", "")
 
 
 @pytest.mark.parametrize("argv, error", [
     (["course", "show", "nope"], "nbh: unknown course 'nope'\n"),
     (["course", "update", "nope"], "nbh: unknown course 'nope'\n"),
+    (["course", "build", "nope"], "nbh: unknown course 'nope'\n"),
+    (["course", "set", "nope", "autopull=yes"], "nbh: unknown course 'nope'\n"),
     (["course", "show", "../x"], "nbh: bad course name '../x': 1 to 32 letters, digits, '_' or '-', "
                                  "starting with a letter or digit\n"),
-    (["course", "create", "python-mooc", "/nonexistent/repo"],
+    (["course", "create", "--here", "python-mooc", "/nonexistent/repo"],
      "nbh: git clone failed: fatal: repository '/nonexistent/repo' does not exist\n"),
     (["course", "create", "python-mooc", "--", "-uevil"],
      "nbh: bad git URL '-uevil': empty, too long, leading '-', or a space or control character\n"),
@@ -441,6 +458,6 @@ def test_cli_errors(capsys, argv, error):
 
 
 def test_cli_create_twice(capsys, upstream):
-    nbh(capsys, "course", "create", "python-mooc", str(upstream))
+    nbh(capsys, "course", "create", "--here", "python-mooc", str(upstream))
     assert nbh(capsys, "course", "create", "python-mooc", str(upstream)) == (
         1, "", "nbh: course 'python-mooc' already exists\n")

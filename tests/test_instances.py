@@ -182,7 +182,8 @@ def test_limits_follow_the_configuration(sandbox, course):
 def test_units_verify(sandbox, course):
     instance = Instance(course, "verify")
     result = sandbox.run("systemd-analyze", "verify", "--man=no", *instance.units, "nbh-podman.service",
-                         "nbh-sockets.slice", check=False)
+                         "nbh-sockets.slice", "nbh-course-update@a.service", "nbh-course-build@a.service",
+                         "nbh-autopull.service", "nbh-autopull.timer", check=False)
     assert result.returncode == 0, result.stderr
     assert result.stderr == ""
 
@@ -248,7 +249,8 @@ def test_policy_lets_the_front_end_manage_student_units_only(sandbox, course, st
         ["systemctl", "start", "nbh-web.service"],
         ["systemctl", "kill", instance.service],
         ["systemctl", "enable", instance.socket],
-        ["systemctl", "set-property", instance.service, "MemoryMax=1T"],
+        ["systemctl", "set-property", instance.socket, "MemoryMax=1T"],
+        ["systemctl", "set-property", instance.proxy, "MemoryMax=1T"],
         ["systemd-run", "--unit", f"nbh-jupyter@{instance.name}", "true"],
         ["systemd-run", "true"],
     ]
@@ -417,6 +419,7 @@ def test_local_accounts_see_no_student_and_start_no_server(sandbox, systemd, cou
 
 @pytest.mark.parametrize("unit, most", [
     ("nbh-web.service", 1.5), ("nbh-cull.service", 3), ("nbh-gc.service", 4), ("nbh-proxy@a-b.service", 2),
+    ("nbh-course-update@a.service", 2), ("nbh-autopull.service", 1),
 ])
 def test_units_are_hardened(sandbox, unit, most):
     """The exposure level systemd-analyze gives the installed units."""

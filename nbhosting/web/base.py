@@ -16,7 +16,7 @@ from urllib.parse import quote
 
 import tornado.web
 
-from .. import access, capacity, config, events, tokens
+from .. import access, capacity, config, courses, events, tokens
 from ..names import Instance
 from ..systemd import Systemd
 
@@ -60,8 +60,9 @@ class Frontend:
         if state in ("active", "activating", "reloading"):  # counted already
             await systemd.start_instance(instance)
             return
+        limits = await courses.limits_for_start(systemd, self.settings, instance)
         async with self.admission.admit(systemd, instance):
-            await systemd.start_instance(instance)
+            await systemd.start_instance(instance, limits)
 
     async def state(self, instance: Instance) -> str:
         state = await (await self.systemd()).state(instance.service)

@@ -1,0 +1,245 @@
+"""The staff's actions as units: nbh-course-update@, nbh-course-build@ and
+nbh-autopull, started as installed in the sandbox, and their effects."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import pytest
+
+from nbhosting import podman
+from nbhosting import sandbox as nbh_sandbox
+from nbhosting.names import Instance
+
+from .conftest import nbh
+
+pytestmark = pytest.mark.sandbox
+
+_counter = iter(range(10**6))
+CONTAINERFILE = ("ARG NBH_BASE_IMAGE\nFROM $NBH_BASE_IMAGE\n"
+                 "COPY extra.py /opt/jupyter/lib/python3.11/site-packages/nbh_extra.py\n")
+NOTEBOOK = json.dumps({"cells": [], "metadata": {}, "nbformat": 4, "nbformat_minor": 5})
+
+
+def make_repo(sandbox, name: str, files: dict[str, str]) -> str:
+    """A course repository owned by the checkouts' account, as git wants a local one."""
+    repo = f"/var/lib/nbhosting/sandbox-repos/{name}"
+    sandbox.run("rm", "-rf", repo)
+    sandbox.run("install", "-d", "-o", "nbh-courses", "-g", "nbh-courses", repo)
+    sandbox.run("git", "init", "--quiet", "--initial-branch=main", repo, user="nbh-courses")
+    commit(sandbox, repo, files, "first")
+    return repo
+
+
+def commit(sandbox, repo: str, files: dict[str, str], message: str = "change") -> str:
+    for relative, text in files.items():
+        path = sandbox.path(f"{repo}/{relative}")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+    sandbox.run("chown", "-R", "nbh-courses:nbh-courses", repo)
+    git = ["git", "-C", repo, "-c", "user.name=Teacher", "-c", "user.email=teacher@example.org"]
+    sandbox.run(*git, "add", "--all", user="nbh-courses")
+    sandbox.run(*git, "commit", "--quiet", "--message", message, user="nbh-courses")
+    return sandbox.run(*git, "rev-parse", "--short", "HEAD", user="nbh-courses").stdout.strip()
+
+
+@pytest.fixture
+def course_name() -> str:
+    return f"units{next(_counter)}-{os.getpid()}"
+
+
+def show(sandbox, course: str) -> dict[str, str]:
+    result = nbh(sandbox, "course", "show", course)
+    assert result.returncode == 0, result.stderr
+    return {key.strip(): value.strip() for key, _, value in
+            (line.partition(":") for line in result.stdout.splitlines() if not line.startswith("  "))}
+
+
+def test_create_update_and_build_through_their_units(sandbox, systemd, course_name, student):
+    repo = make_repo(sandbox, course_name, {"a.ipynb": NOTEBOOK, "extra.py": "ANSWER = 42\n",
+                                            ".nbhosting/Containerfile": CONTAINERFILE})
+    created = nbh(sandbox, "course", "create", course_name, repo)
+    assert created.returncode == 0, created.stderr
+    # The run's output, live from its journal: git's result and PID 1's end.
+    assert f"nbh-course-update@{course_name}.service" in created.stdout
+    assert f"{course_name}: at " in created.stdout and "Finished nbh-course-update@" in created.stdout
+    tree = sandbox.path(f"/var/lib/nbhosting/courses/{course_name}/a.ipynb")
+    owner = int(sandbox.run("id", "-u", "nbh-courses").stdout)
+    assert tree.is_file() and tree.stat().st_uid == owner
+
+    built = nbh(sandbox, "course", "build", course_name)
+    assert built.returncode == 0, built.stderr
+    first = show(sandbox, course_name)["commit"]
+    image = f"localhost/nbhosting/course-{course_name}:{first}"
+    assert f"Successfully tagged {image}" in built.stdout
+    record = json.loads(sandbox.path(f"/var/lib/nbhosting/builds/{course_name}.json").read_text())
+    assert record["image"] == image and record["commit"] == first
+
+    assert nbh(sandbox, "course", "set", course_name, "image=course").returncode == 0
+    assert show(sandbox, course_name)["image"] == f"course ({image})"
+    instance = Instance(course_name, student)
+    systemd.start_instance(instance)
+    try:
+        used = sandbox.run(*podman.argv(["inspect", "--format", "{{.ImageName}}", instance.container]))
+        assert used.stdout.strip() == image
+        answer = sandbox.run(*podman.argv(["exec", instance.container, "python3", "-c",
+                                           "import nbh_extra; print(nbh_extra.ANSWER)"]))
+        assert answer.stdout.strip() == "42"
+        # A new build reaches the next start; the running server keeps its image.
+        second = commit(sandbox, repo, {"extra.py": "ANSWER = 43\n"})
+        assert nbh(sandbox, "course", "update", course_name).returncode == 0
+        assert nbh(sandbox, "course", "build", course_name).returncode == 0
+        again = sandbox.run(*podman.argv(["inspect", "--format", "{{.ImageName}}", instance.container]))
+        assert again.stdout.strip() == image
+    finally:
+        systemd.stop_instance(instance)
+    systemd.start_instance(instance)
+    try:
+        answer = sandbox.run(*podman.argv(["exec", instance.container, "python3", "-c",
+                                           "import nbh_extra; print(nbh_extra.ANSWER)"]))
+        assert answer.stdout.strip() == "43"
+    finally:
+        systemd.stop_instance(instance)
+    # `nbh gc` removes the first build, which no setting and no container uses.
+    gc = nbh(sandbox, "gc")
+    assert gc.returncode == 0, gc.stderr
+    images = sandbox.run(*podman.argv(["images", "--format", "{{.Repository}}:{{.Tag}}"])).stdout.split()
+    assert image not in images and f"localhost/nbhosting/course-{course_name}:{second}" in images
+
+
+def test_failures_keep_what_was_in_use(sandbox, course_name):
+    repo = make_repo(sandbox, course_name, {"a.ipynb": NOTEBOOK, "extra.py": "ANSWER = 42\n",
+                                            ".nbhosting/Containerfile": CONTAINERFILE})
+    assert nbh(sandbox, "course", "create", course_name, repo).returncode == 0
+    assert nbh(sandbox, "course", "build", course_name).returncode == 0
+    before = show(sandbox, course_name)
+    record = sandbox.path(f"/var/lib/nbhosting/builds/{course_name}.json").read_text()
+
+    assert nbh(sandbox, "course", "set", course_name, "branch=no-such-branch").returncode == 0
+    failed = nbh(sandbox, "course", "update", course_name)
+    assert failed.returncode == 1
+    assert failed.stderr.strip().startswith(f"nbh: {course_name}: update failed: exit status 1")
+    assert "no-such-branch" in failed.stderr and len(failed.stderr.splitlines()) == 1
+    assert nbh(sandbox, "course", "set", course_name, "branch=").returncode == 0
+
+    commit(sandbox, repo, {".nbhosting/Containerfile": CONTAINERFILE + "RUN exit 3\n"})
+    assert nbh(sandbox, "course", "update", course_name).returncode == 0
+    failed = nbh(sandbox, "course", "build", course_name)
+    assert failed.returncode == 1 and "podman build failed" in failed.stderr, failed.stderr
+    assert sandbox.path(f"/var/lib/nbhosting/builds/{course_name}.json").read_text() == record
+    assert show(sandbox, course_name)["image"] == before["image"]
+
+    failures = sandbox.journal("NBH_EVENT=failure", f"NBH_COURSE={course_name}")
+    assert [event["NBH_ACTION"] for event in failures] == ["update", "build"]
+    # A bad URL at creation leaves no course behind.
+    created = nbh(sandbox, "course", "create", f"{course_name}x", "/var/lib/nbhosting/nowhere")
+    assert created.returncode == 1 and "does not exist" in created.stderr
+    assert nbh(sandbox, "course", "show", f"{course_name}x").returncode == 1
+
+
+def test_the_front_end_may_start_course_units_and_nothing_near(sandbox, course_name):
+    repo = make_repo(sandbox, course_name, {"a.ipynb": NOTEBOOK})
+    assert nbh(sandbox, "course", "create", course_name, repo).returncode == 0
+    unit = f"nbh-course-update@{course_name}.service"
+
+    def as_front_end(*argv: str):
+        return sandbox.run("systemctl", "--no-ask-password", *argv, user="nbh", check=False)
+
+    assert as_front_end("start", unit).returncode == 0
+    assert nbh(sandbox, "course", "set", course_name, "branch=gone").returncode == 0
+    failed = as_front_end("start", unit)
+    assert failed.returncode != 0 and "failed" in failed.stderr and "Access denied" not in failed.stderr
+    for verb in ("reset-failed", "stop"):
+        done = as_front_end(verb, unit)
+        assert done.returncode == 0, (verb, done.stderr)
+    refused = [["systemctl", "restart", f"nbh-course-update@{course_name}.service"],
+               ["systemctl", "set-property", f"nbh-course-build@{course_name}.service", "MemoryMax=1T"],
+               ["systemctl", "start", "nbh-autopull.service"],
+               ["systemctl", "set-property", "nbh-web.service", "MemoryMax=1T"]]
+    hostile = ["nbh-course-update@..-x.service", "nbh-course-update@a\\x2fb.service",
+               "nbh-course-clean@x.service", f"nbh-course-update@{'a' * 33}.service",
+               "nbh-course-update@-x.service", "nbh-course-update@x.socket"]
+    refused += [["busctl", "call", "org.freedesktop.systemd1", "/org/freedesktop/systemd1",
+                 "org.freedesktop.systemd1.Manager", "StartUnit", "ss", name, "replace"] for name in hostile]
+    for argv in refused:
+        result = sandbox.run(argv[0], "--no-ask-password" if argv[0] != "busctl" else "--quiet", *argv[1:],
+                             user="nbh", check=False)
+        assert result.returncode != 0, argv
+        assert "Access denied" in result.stderr or "authentication required" in result.stderr.lower(), \
+            (argv, result.stderr)
+
+
+def test_a_finished_run_shows_its_whole_log(sandbox, course_name):
+    """What the staff pages show of a run that ended: last_run(), then follow() to its end."""
+    repo = make_repo(sandbox, course_name, {"a.ipynb": NOTEBOOK})
+    assert nbh(sandbox, "course", "create", course_name, repo).returncode == 0
+    code = f"""if True:
+        import asyncio
+        from nbhosting import courseunits
+        from nbhosting.systemd import Systemd
+        async def main():
+            run = courseunits.last_run("update", {course_name!r})
+            print("run", run.invocation)
+            async for line in courseunits.follow(run):
+                print("line", line)
+            async with await Systemd.connect() as systemd:
+                outcome = await courseunits.outcome(systemd, run)
+            print("outcome", outcome.ok, outcome.message)
+        asyncio.run(main())
+    """
+    shown = sandbox.run(str(nbh_sandbox.REPO / ".venv/bin/python"), "-c", code, timeout=60).stdout.splitlines()
+    invocation = shown[0].split()[1]
+    assert shown[1] == f"line Starting nbh-course-update@{course_name}.service - Update the course " \
+        f"{course_name} from its git repository (nbhosting)..."
+    assert any(line.startswith(f"line {course_name}: at ") for line in shown)
+    assert shown[-2].startswith(f"line Finished nbh-course-update@{course_name}.service")
+    assert shown[-1].startswith(f"outcome True {course_name}: at ")
+    entries = sandbox.journal(f"_SYSTEMD_INVOCATION_ID={invocation}")
+    assert any(entry["MESSAGE"].startswith(f"{course_name}: at ") for entry in entries)
+
+
+def test_autopull_updates_and_builds_and_skips_archived(sandbox, course_name):
+    followed, archived = course_name, f"{course_name}a"
+    files = {"a.ipynb": NOTEBOOK, "extra.py": "ANSWER = 1\n", ".nbhosting/Containerfile": CONTAINERFILE}
+    repos = {name: make_repo(sandbox, name, files) for name in (followed, archived)}
+    for name in (followed, archived):
+        assert nbh(sandbox, "course", "create", name, repos[name]).returncode == 0
+    assert nbh(sandbox, "course", "set", followed, "autopull=yes", "autobuild=yes").returncode == 0
+    assert nbh(sandbox, "course", "set", archived, "autopull=yes", "archived=yes").returncode == 0
+    before = show(sandbox, archived)["commit"]
+    new = {name: commit(sandbox, repos[name], {"b.ipynb": NOTEBOOK}) for name in (followed, archived)}
+    # As installed: the timer's service, as the front end's account.
+    sandbox.run("systemctl", "start", "nbh-autopull.service", timeout=300)
+    assert show(sandbox, followed)["commit"] == new[followed]
+    assert show(sandbox, archived)["commit"] == before
+    # It had never been built: built now, from the new commit.
+    record = json.loads(sandbox.path(f"/var/lib/nbhosting/builds/{followed}.json").read_text())
+    assert record["commit"] == new[followed]
+    # Nothing changed in the Containerfile since: no build the next time.
+    newer = commit(sandbox, repos[followed], {"c.ipynb": NOTEBOOK})
+    sandbox.run("systemctl", "start", "nbh-autopull.service", timeout=300)
+    assert show(sandbox, followed)["commit"] == newer
+    assert json.loads(sandbox.path(f"/var/lib/nbhosting/builds/{followed}.json").read_text()) == record
+    assert sandbox.run("systemctl", "show", "--value", "-p", "Result", "nbh-autopull.service").stdout.strip() \
+        == "success"
+
+
+def test_a_courses_limits_reach_its_servers(sandbox, course, student):
+    instance = Instance(course, student)
+
+    def limits() -> tuple[str, str]:
+        shown = sandbox.run("systemctl", "show", "--value", "-p", "MemoryMax", "-p", "CPUQuotaPerSecUSec",
+                            instance.service).stdout.split()
+        return shown[0], shown[1]
+
+    assert nbh(sandbox, "course", "set", course, "memory_max=700M", "cpu_quota=50%").returncode == 0
+    try:
+        assert nbh(sandbox, "start", course, student, user="nbh").returncode == 0
+        assert limits() == (str(700 << 20), "500ms")
+        assert nbh(sandbox, "stop", course, student, user="nbh").returncode == 0
+    finally:
+        nbh(sandbox, "course", "set", course, "memory_max=", "cpu_quota=")
+    assert nbh(sandbox, "start", course, student, user="nbh").returncode == 0
+    assert limits() == (str(2 << 30), "1s")
+    assert nbh(sandbox, "stop", course, student, user="nbh").returncode == 0
