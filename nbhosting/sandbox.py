@@ -38,6 +38,8 @@ from .names import Instance
 REPO = Path(__file__).resolve().parent.parent
 STATE = Path(os.environ.get("NBH_SANDBOX_STATE", "/var/lib/nbh-sandbox"))
 PIDFILE = STATE / "systemd.pid"
+# What the running sandbox was installed from: "checkout", or an RPM's path.
+INSTALLED = STATE / "installed"
 BOOT_LOG = STATE / "boot.log"
 NAME = "nbh-sandbox"
 IMAGE_TAR = Path(os.environ.get("NBH_IMAGE_TAR", "/var/cache/nbhosting/jupyter-test.tar"))
@@ -267,8 +269,14 @@ def namespace_init(group: Path) -> int | None:
 def up(timeout: float = BOOT_TIMEOUT, from_rpm: Path | None = None) -> int:
     """Boot the sandbox unless it is up; returns systemd's PID on the host.
     With `from_rpm`, the project is that RPM, not this checkout."""
+    if from_rpm is not None and not from_rpm.is_file():
+        raise SandboxError(f"no RPM at {from_rpm} (make rpm builds one)")
+    wanted = str(from_rpm.resolve()) if from_rpm else "checkout"
     value = pid()
     if value is not None:
+        installed = INSTALLED.read_text() if INSTALLED.exists() else "checkout"
+        if installed != wanted:
+            raise SandboxError(f"the sandbox is up, installed from {installed}: `down` it first")
         return value
     down()  # whatever a crashed run left
     STATE.mkdir(parents=True, exist_ok=True)
@@ -276,6 +284,7 @@ def up(timeout: float = BOOT_TIMEOUT, from_rpm: Path | None = None) -> int:
     for left in ("workspaces", "courses", "etc", "sandbox-repos", "sandbox-lms"):
         # what an older sandbox kept here, now made fresh at every boot
         shutil.rmtree(STATE / "data" / left, ignore_errors=True)
+    INSTALLED.write_text(wanted)
     group = cgroup()
     group.mkdir()
 
@@ -340,6 +349,7 @@ def status() -> dict:
     info = {"up": value is not None, "pid": value, "state": STATE.as_posix()}
     if value is not None:
         info["system"] = run(["systemctl", "is-system-running"], check=False).stdout.strip()
+        info["installed"] = INSTALLED.read_text() if INSTALLED.exists() else "checkout"
     return info
 
 

@@ -274,6 +274,12 @@ def test_the_nginx_site_names_installed_paths(root):
 
 # -- booted in the sandbox ----------------------------------------------------
 
+def test_up_from_a_missing_rpm_says_so_in_one_line(capsys):
+    assert sandbox_module.main(["up", "--from-rpm", "/nonexistent/nbhosting.rpm"]) == 1
+    assert capsys.readouterr().err == ("nbh-sandbox: no RPM at /nonexistent/nbhosting.rpm "
+                                       "(make rpm builds one)\n")
+
+
 @pytest.fixture(scope="module")
 def rpm_sandbox(rpm):
     """The sandbox booted from the RPM; the checkout's again after, if it was up."""
@@ -302,6 +308,9 @@ def test_the_sandbox_booted_from_the_rpm_serves_a_notebook(rpm_sandbox):
     where = sandbox.run("python3", "-c", "import nbhosting; print(nbhosting.__file__)").stdout.strip()
     assert where.startswith("/usr/lib/python3/dist-packages/"), where
     assert not sandbox.path("/etc/systemd/system/nbh-web.service.d").exists()  # no checkout drop-in
+    assert sandbox_module.status()["installed"] == str(rpminstall.built_rpm())
+    with pytest.raises(sandbox_module.SandboxError, match="installed from .*: `down` it first"):
+        sandbox_module.up()  # not silently the RPM's when the checkout's is asked for
     sandbox.make_course(COURSE)
     student = "fromrpm-s0000000000001"
     url = entry(COURSE, NOTEBOOK, student)
