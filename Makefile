@@ -10,7 +10,7 @@ SANDBOX := $(VENV)/bin/python -m nbhosting.sandbox
 
 APT_PACKAGES := podman uidmap crun fuse-overlayfs slirp4netns debootstrap nginx \
 	polkitd pkexec dbus systemd libsystemd-dev pkg-config python3-venv python3-dev \
-	curl make util-linux git openssl chromium chromium-driver rpm rpmlint cpio
+	curl make util-linux git openssl chromium chromium-driver rpm rpmlint
 
 .PHONY: deps venv image test unit-test bench demo demo-down install rpm check-config clean
 
