@@ -7,9 +7,10 @@ The sandbox (``python -m nbhosting.sandbox up --from-rpm``) installs it with
 `install` in its own namespace.
 
 This host stands for what a Fedora host gets from the package's Requires:
-systemd, podman, nginx; and the Python libraries, which Debian has too old or
-not at all, are copied from the project's venv (the versions the tests use)
-to where Debian's python3 finds them. rpm runs with --nodeps: its database
+systemd, podman, nginx; the group nginx, which Fedora's nginx package makes,
+is added; and the Python libraries, which Debian has too old or not at all,
+are copied from the project's venv (the versions the tests use) to where
+Debian's python3 finds them. rpm runs with --nodeps: its database
 there knows no other package.
 """
 

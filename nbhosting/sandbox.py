@@ -8,11 +8,11 @@ overlays whose upper layers live in the namespace's /run, and /tmp is a
 tmpfs: the project installs itself there as its package would (``make
 install``, sysusers, tmpfiles, ``nbh setup``), or from the package itself
 (``up --from-rpm``: the RPM that ``make rpm`` built, scriptlets and all), at
-every boot, so every ``up`` is a fresh install, and nothing reaches the host but the sandbox's state
-folder, which keeps only the containers' image storage from one run to the
-next (importing the image takes a while). ``down`` powers systemd
-off, kills what is left through the cgroup (cgroup.kill) and removes the
-cgroup: no process, mount or unit stays behind. The tests, the demo and the
+every boot, so every ``up`` is a fresh install, and nothing reaches the host
+but the sandbox's state folder, which keeps only the containers' image
+storage from one run to the next (importing the image takes a while).
+``down`` powers systemd off, kills what is left through the cgroup
+(cgroup.kill) and removes the cgroup: no process, mount or unit stays behind. The tests, the demo and the
 benchmarks all use this module.
 """
 
@@ -449,7 +449,7 @@ def install(from_rpm: Path | None) -> None:
         install_checkout()
     configure_nginx()
     Path("/etc/nbhosting/nbhosting.toml").write_text(CONFIG)
-    # (again, after the RPM's %post) as an operator does after editing the configuration
+    # as an operator runs it after editing the configuration (the RPM's %post ran it once)
     sh("/usr/bin/nbh", "setup")
 
 
