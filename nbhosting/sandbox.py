@@ -6,12 +6,13 @@ systemd boots as PID 1 of new PID, mount and cgroup namespaces, in a cgroup
 of its own on the host's cgroup2 hierarchy. Inside, /usr, /etc and /var are
 overlays whose upper layers live in the namespace's /run, and /tmp is a
 tmpfs: the project installs itself there as its package would (``make
-install``, sysusers, tmpfiles, ``nbh setup``) at every boot, so every ``up``
-is a fresh install, and nothing reaches the host but the sandbox's state
-folder, which keeps only the containers' image storage from one run to the
-next (importing the image takes a while). ``down`` powers systemd
-off, kills what is left through the cgroup (cgroup.kill) and removes the
-cgroup: no process, mount or unit stays behind. The tests, the demo and the
+install``, sysusers, tmpfiles, ``nbh setup``), or from the package itself
+(``up --from-rpm``: the RPM that ``make rpm`` built, scriptlets and all), at
+every boot, so every ``up`` is a fresh install, and nothing reaches the host
+but the sandbox's state folder, which keeps only the containers' image
+storage from one run to the next (importing the image takes a while).
+``down`` powers systemd off, kills what is left through the cgroup
+(cgroup.kill) and removes the cgroup: no process, mount or unit stays behind. The tests, the demo and the
 benchmarks all use this module.
 """
 
@@ -30,13 +31,15 @@ import sys
 import time
 from pathlib import Path
 
-from . import paths, tokens
+from . import paths, rpminstall, tokens
 from . import podman as nbh_podman
 from .names import Instance
 
 REPO = Path(__file__).resolve().parent.parent
 STATE = Path(os.environ.get("NBH_SANDBOX_STATE", "/var/lib/nbh-sandbox"))
 PIDFILE = STATE / "systemd.pid"
+# What the running sandbox was installed from: "checkout", or an RPM's path.
+INSTALLED = STATE / "installed"
 BOOT_LOG = STATE / "boot.log"
 NAME = "nbh-sandbox"
 IMAGE_TAR = Path(os.environ.get("NBH_IMAGE_TAR", "/var/cache/nbhosting/jupyter-test.tar"))
@@ -266,10 +269,17 @@ def namespace_init(group: Path) -> int | None:
     return None
 
 
-def up(timeout: float = BOOT_TIMEOUT) -> int:
-    """Boot the sandbox unless it is up; returns systemd's PID on the host."""
+def up(timeout: float = BOOT_TIMEOUT, from_rpm: Path | None = None) -> int:
+    """Boot the sandbox unless it is up; returns systemd's PID on the host.
+    With `from_rpm`, the project is that RPM, not this checkout."""
+    if from_rpm is not None and not from_rpm.is_file():
+        raise SandboxError(f"no RPM at {from_rpm} (make rpm builds one)")
+    wanted = str(from_rpm.resolve()) if from_rpm else "checkout"
     value = pid()
     if value is not None:
+        installed = INSTALLED.read_text() if INSTALLED.exists() else "checkout"
+        if installed != wanted:
+            raise SandboxError(f"the sandbox is up, installed from {installed}: `down` it first")
         return value
     down()  # whatever a crashed run left
     STATE.mkdir(parents=True, exist_ok=True)
@@ -277,6 +287,7 @@ def up(timeout: float = BOOT_TIMEOUT) -> int:
     for left in ("workspaces", "courses", "etc", "sandbox-repos", "sandbox-lms"):
         # what an older sandbox kept here, now made fresh at every boot
         shutil.rmtree(STATE / "data" / left, ignore_errors=True)
+    INSTALLED.write_text(wanted)
     group = cgroup()
     group.mkdir()
 
@@ -289,7 +300,8 @@ def up(timeout: float = BOOT_TIMEOUT) -> int:
         subprocess.run(
             ["setsid", "--fork", "unshare", "--pid", "--fork", "--mount", "--mount-proc", "--cgroup",
              "--propagation", "private",
-             sys.executable, "-m", "nbhosting.sandbox", "_boot"],
+             sys.executable, "-m", "nbhosting.sandbox", "_boot",
+             *(["--from-rpm", str(from_rpm.resolve())] if from_rpm else [])],
             cwd=REPO, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
             preexec_fn=enter_cgroup, check=True,
         )
@@ -340,6 +352,7 @@ def status() -> dict:
     info = {"up": value is not None, "pid": value, "state": STATE.as_posix()}
     if value is not None:
         info["system"] = run(["systemctl", "is-system-running"], check=False).stdout.strip()
+        info["installed"] = INSTALLED.read_text() if INSTALLED.exists() else "checkout"
     return info
 
 
@@ -349,7 +362,7 @@ def sh(*argv: str) -> None:
     subprocess.run(argv, check=True)
 
 
-def boot() -> None:
+def boot(from_rpm: Path | None) -> None:
     """PID 1 of the new namespaces: lay out the file system, install, exec systemd."""
     run_dir = Path("/run")
     sh("mount", "-t", "tmpfs", "-o", "mode=0755,nosuid,nodev", "tmpfs", "/run")
@@ -377,7 +390,7 @@ def boot() -> None:
     sh("mount", "-t", "cgroup2", "cgroup2", "/sys/fs/cgroup")
     # rootless podman needs shared mount propagation
     sh("mount", "--make-rshared", "/")
-    install()
+    install(from_rpm)
     keep_image_storage(layers / "storage")
     os.execve("/lib/systemd/systemd", ["/lib/systemd/systemd", f"--unit={NAME}.target"],
               {"container": NAME, "PATH": "/usr/sbin:/usr/bin:/sbin:/bin"})
@@ -417,8 +430,9 @@ def open_checkout() -> None:
         folder.chmod(os.stat(folder).st_mode | 0o011)
 
 
-def install() -> None:
-    """Install the project as its package would, and the sandbox's own settings."""
+def install(from_rpm: Path | None) -> None:
+    """Install the project, from the checkout as its package would or from
+    the package itself, and the sandbox's own settings."""
     system = Path("/etc/systemd/system")
     shutil.rmtree(system)  # the host's enabled units and aliases: not ours
     system.mkdir()
@@ -431,17 +445,24 @@ def install() -> None:
     journald = Path("/etc/systemd/journald.conf.d")
     journald.mkdir(parents=True, exist_ok=True)
     (journald / "sandbox.conf").write_text("[Journal]\nStorage=volatile\n")
+    rpminstall.add_nginx_group(Path("/"))
+    if from_rpm:
+        print(rpminstall.install(from_rpm), end="", flush=True)
+    else:
+        install_checkout()
+    configure_nginx()
+    Path("/etc/nbhosting/nbhosting.toml").write_text(CONFIG)
+    # as an operator runs it after editing the configuration (the RPM's %post ran it once)
+    sh("/usr/bin/nbh", "setup")
+
+
+def install_checkout() -> None:
+    """What the RPM and its scriptlets install, from this checkout."""
     sh("make", "--no-print-directory", "-C", str(REPO), "install", "DESTDIR=/", "PREFIX=/usr")
     for script in ("nbh", "nbh-jupyter-run", "nbh-event", "nbh-web"):
         Path("/usr/bin", script).symlink_to(REPO / ".venv/bin" / script)
-    # The units give nginx's group, as Fedora's nginx package names it, the
-    # students' sockets; Debian's nginx runs as www-data.
-    sh("groupadd", "--system", "nginx")
-    sh("usermod", "--append", "--groups", "nginx", "www-data")
     sh("systemd-sysusers", "/usr/lib/sysusers.d/nbhosting.conf")
     sh("systemd-tmpfiles", "--create", "/usr/lib/tmpfiles.d/nbhosting.conf")
-    configure_nginx()
-    Path("/etc/nbhosting/nbhosting.toml").write_text(CONFIG)
     # The units that run the project's Python must see this checkout, which
     # the RPM would have put under /usr.
     seen = ""
@@ -454,7 +475,6 @@ def install() -> None:
         dropin = Path(f"/etc/systemd/system/{unit}.d")
         dropin.mkdir(parents=True)
         (dropin / "sandbox.conf").write_text(f"[Service]\n# the checkout the sandbox runs\n{seen}")
-    sh(str(REPO / ".venv/bin/nbh"), "setup")
 
 
 def configure_nginx() -> None:
@@ -489,22 +509,25 @@ server {{
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m nbhosting.sandbox", description=__doc__.split("\n")[0])
     commands = parser.add_subparsers(dest="command", required=True)
-    commands.add_parser("up", help="boot the sandbox (no-op when it is up)")
+    up_parser = commands.add_parser("up", help="boot the sandbox (no-op when it is up)")
+    up_parser.add_argument("--from-rpm", nargs="?", const="", metavar="RPM", type=str,
+                           help="install this RPM (default: the one `make rpm` built), not the checkout")
     commands.add_parser("status", help="is it up, and systemd's state")
     exec_parser = commands.add_parser("exec", help="run a command in the sandbox")
     exec_parser.add_argument("--user", help="run as this account")
     exec_parser.add_argument("cmd", nargs=argparse.REMAINDER)
     commands.add_parser("down", help="power it off and clean up (idempotent)")
-    commands.add_parser("_boot", help=argparse.SUPPRESS)
+    commands.add_parser("_boot", help=argparse.SUPPRESS).add_argument("--from-rpm", type=Path)
     args = parser.parse_args(argv)
     if os.geteuid() != 0:
         print("nbh-sandbox: must run as root", file=sys.stderr)
         return 2
     try:
         if args.command == "_boot":
-            boot()
+            boot(args.from_rpm)
         elif args.command == "up":
-            print(f"nbh-sandbox: up, systemd is PID {up()} on the host")
+            from_rpm = None if args.from_rpm is None else Path(args.from_rpm or rpminstall.built_rpm())
+            print(f"nbh-sandbox: up, systemd is PID {up(from_rpm=from_rpm)} on the host")
         elif args.command == "status":
             print(json.dumps(status(), indent=2))
         elif args.command == "down":
@@ -513,7 +536,7 @@ def main(argv: list[str] | None = None) -> int:
         elif args.command == "exec":
             cmd = args.cmd[1:] if args.cmd[:1] == ["--"] else args.cmd
             return subprocess.run(exec_argv(cmd or ["bash"], args.user)).returncode
-    except (SandboxError, subprocess.TimeoutExpired, OSError) as error:
+    except (SandboxError, rpminstall.InstallError, subprocess.TimeoutExpired, OSError) as error:
         print(f"nbh-sandbox: {error}", file=sys.stderr)
         return 1
     return 0
