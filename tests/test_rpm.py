@@ -200,7 +200,7 @@ def test_the_scriptlets_run_cleanly_in_a_scratch_root(root):
         assert (stat.S_IMODE(info.st_mode), root.users[info.st_uid], root.groups[info.st_gid]) == \
             (0o440, "root", "nbh"), secret
         assert info.st_size >= 32
-    assert root.made("/etc/systemd/system/nbh-jupyter@.service.d/50-limits.conf")
+    assert root.made("/etc/systemd/system/nbh-jupyter@.service.d/40-limits.conf")
     # tmpfiles.d: every line made as it says
     for kind, path, mode, user, group in tmpfiles_lines():
         assert kind == "d", (kind, path)
