@@ -229,9 +229,9 @@ def test_a_courses_limits_reach_its_servers(sandbox, course, student):
     instance = Instance(course, student)
 
     def limits() -> tuple[str, str]:
-        shown = sandbox.run("systemctl", "show", "--value", "-p", "MemoryMax", "-p", "CPUQuotaPerSecUSec",
-                            instance.service).stdout.split()
-        return shown[0], shown[1]
+        shown = dict(line.split("=", 1) for line in sandbox.run(
+            "systemctl", "show", "-p", "MemoryMax", "-p", "CPUQuotaPerSecUSec", instance.service).stdout.split())
+        return shown["MemoryMax"], shown["CPUQuotaPerSecUSec"]
 
     assert nbh(sandbox, "course", "set", course, "memory_max=700M", "cpu_quota=50%").returncode == 0
     try:
