@@ -171,3 +171,17 @@ def sandbox_config(sandbox):
 
 def nbh(sandbox: Sandbox, *args: str, user: str | None = None) -> subprocess.CompletedProcess:
     return sandbox.run("nbh", *args, user=user, check=False)
+
+
+def assert_refused_to_front_end(sandbox: Sandbox, commands: list[list[str]], units: list[str]) -> None:
+    """polkit says no to nbh: each systemctl command, and StartUnit of each
+    unit name straight over the bus (no systemctl mangling)."""
+    commands = commands + [["busctl", "call", "org.freedesktop.systemd1", "/org/freedesktop/systemd1",
+                            "org.freedesktop.systemd1.Manager", "StartUnit", "ss", name, "replace"]
+                           for name in units]
+    for argv in commands:
+        result = sandbox.run(argv[0], "--no-ask-password" if argv[0] != "busctl" else "--quiet", *argv[1:],
+                             user="nbh", check=False)
+        assert result.returncode != 0, argv
+        assert "Access denied" in result.stderr or "authentication required" in result.stderr.lower(), \
+            (argv, result.stderr)

@@ -12,7 +12,7 @@ from nbhosting import podman
 from nbhosting import sandbox as nbh_sandbox
 from nbhosting.names import Instance
 
-from .conftest import nbh
+from .conftest import assert_refused_to_front_end, nbh
 
 pytestmark = pytest.mark.sandbox
 
@@ -160,14 +160,7 @@ def test_the_front_end_may_start_course_units_and_nothing_near(sandbox, course_n
     hostile = ["nbh-course-update@..-x.service", "nbh-course-update@a\\x2fb.service",
                "nbh-course-clean@x.service", f"nbh-course-update@{'a' * 33}.service",
                "nbh-course-update@-x.service", "nbh-course-update@x.socket"]
-    refused += [["busctl", "call", "org.freedesktop.systemd1", "/org/freedesktop/systemd1",
-                 "org.freedesktop.systemd1.Manager", "StartUnit", "ss", name, "replace"] for name in hostile]
-    for argv in refused:
-        result = sandbox.run(argv[0], "--no-ask-password" if argv[0] != "busctl" else "--quiet", *argv[1:],
-                             user="nbh", check=False)
-        assert result.returncode != 0, argv
-        assert "Access denied" in result.stderr or "authentication required" in result.stderr.lower(), \
-            (argv, result.stderr)
+    assert_refused_to_front_end(sandbox, refused, hostile)
 
 
 def test_a_finished_run_shows_its_whole_log(sandbox, course_name):
