@@ -171,3 +171,17 @@ def sandbox_config(sandbox):
 
 def nbh(sandbox: Sandbox, *args: str, user: str | None = None) -> subprocess.CompletedProcess:
     return sandbox.run("nbh", *args, user=user, check=False)
+
+
+@pytest.fixture(scope="session")
+def lti_platform(sandbox):
+    """A fake LTI platform on loopback, registered in the sandbox as "fake" (one
+    per session: a platform's name stays its issuer's)."""
+    from .lti_platform import CLIENT_ID, DEPLOYMENT_ID, FakePlatform
+
+    platform = FakePlatform().start()
+    sandbox.run("nbh", "lti", "add", "fake", "--issuer", platform.url, "--client-id", CLIENT_ID,
+                "--deployment-id", DEPLOYMENT_ID, "--auth-url", platform.url + "/auth",
+                "--jwks-url", platform.url + "/jwks")
+    yield platform
+    platform.stop()
