@@ -19,6 +19,8 @@ from urllib.parse import parse_qs, urlsplit
 import jwt
 from cryptography.hazmat.primitives.asymmetric import rsa
 
+from nbhosting import lti
+
 CLAIM = "https://purl.imsglobal.org/spec/lti/claim/"
 CLIENT_ID = "nbhosting-tool"
 DEPLOYMENT_ID = "deployment-1"
@@ -81,6 +83,12 @@ class FakePlatform:
                 claims[name] = value
         signing_kid, signing_key = self.keys[-1]
         return jwt.encode(claims, key or signing_key, algorithm="RS256", headers={"kid": kid or signing_kid})
+
+    def student(self, sub: str, name: str = "fake") -> str:
+        """The student name nbhosting gives this user, the platform registered under that name."""
+        registered = lti.Platform(name, self.url, (CLIENT_ID,), (DEPLOYMENT_ID,), self.url + "/auth",
+                                  self.url + "/jwks")
+        return lti.student_name(registered, sub)
 
     def login_query(self, sub: str, link: str) -> dict:
         """What the platform sends the tool's login initiation URL."""

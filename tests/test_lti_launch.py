@@ -64,11 +64,6 @@ def launch(platform: FakePlatform, sub: str, course: str, notebook: str = NOTEBO
     return post_launch(id_token, query["state"]), query, id_token
 
 
-def student_of(platform: FakePlatform, sub: str) -> str:
-    registered = lti.Platform("fake", platform.url, (CLIENT_ID,), ("deployment-1",), "https://x", "https://x")
-    return lti.student_name(registered, sub)
-
-
 def refused_events(since: float) -> list[dict]:
     """The refused events since then, oldest first."""
     result = nbh_sandbox.run(["journalctl", "--no-pager", "-o", "json", "NBH_EVENT=refused", f"--since=@{int(since)}"])
@@ -87,7 +82,7 @@ def stop(systemd):
 def test_a_launch_opens_the_students_notebook_copied_and_running(sandbox, systemd, course, lti_platform, student,
                                                                   stop):
     sub = f"user-{student}"
-    instance = Instance(course, student_of(lti_platform, sub))
+    instance = Instance(course, lti_platform.student(sub))
     stop(instance)
     assert not workspace_file(sandbox, course, instance.student, "").exists()
     since = time.time()
@@ -110,7 +105,7 @@ def test_a_launch_opens_the_students_notebook_copied_and_running(sandbox, system
 
 def test_the_target_link_uri_names_the_notebook_too(sandbox, course, lti_platform, student, stop):
     sub = f"target-{student}"
-    instance = Instance(course, student_of(lti_platform, sub))
+    instance = Instance(course, lti_platform.student(sub))
     stop(instance)
     query = authorization(lti_platform, sub)
     token = lti_platform.id_token(query["nonce"], sub, changes={
@@ -162,7 +157,7 @@ def test_bad_launches_are_refused_and_start_nothing(sandbox, course, lti_platfor
     units, since = instance_units(sandbox), time.time()
     response, _, _ = launch(lti_platform, sub, course, changes=changes, **token())
     assert_refused(response, since, reason, units, sandbox)
-    assert not workspace_file(sandbox, course, student_of(lti_platform, sub), "").exists()
+    assert not workspace_file(sandbox, course, lti_platform.student(sub), "").exists()
 
 
 def test_a_tampered_state_is_refused(sandbox, course, lti_platform, student):
@@ -192,7 +187,7 @@ def test_a_login_from_an_unknown_issuer_is_refused(sandbox, course, lti_platform
 
 def test_a_replayed_nonce_is_refused_even_after_a_restart(sandbox, systemd, course, lti_platform, student, stop):
     sub = f"replay-{student}"
-    instance = Instance(course, student_of(lti_platform, sub))
+    instance = Instance(course, lti_platform.student(sub))
     stop(instance)
     response, query, token = launch(lti_platform, sub, course)
     follow_start(response)
@@ -205,7 +200,7 @@ def test_a_replayed_nonce_is_refused_even_after_a_restart(sandbox, systemd, cour
 
 def test_a_rotated_key_that_the_jwks_lists_is_accepted(sandbox, course, lti_platform, student, stop):
     sub = f"rotate-{student}"
-    stop(Instance(course, student_of(lti_platform, sub)))
+    stop(Instance(course, lti_platform.student(sub)))
     follow_start(launch(lti_platform, sub, course)[0])  # the keys are in nbh-web's cache
     fetches = lti_platform.jwks_fetches
     lti_platform.rotate()
@@ -220,7 +215,7 @@ def test_a_rotated_key_that_the_jwks_lists_is_accepted(sandbox, course, lti_plat
 
 def test_launch_body_limits_and_methods(sandbox, course, lti_platform, student, stop):
     sub = f"big-{student}"
-    stop(Instance(course, student_of(lti_platform, sub)))
+    stop(Instance(course, lti_platform.student(sub)))
     # An id_token of 10 KiB, as a platform with many claims sends: accepted.
     response, _, token = launch(lti_platform, sub, course, changes={"padding": "x" * 7000})
     assert len(token) > 9000 and response.status in (200, 302), response.body[:300]
@@ -236,7 +231,7 @@ def test_launch_body_limits_and_methods(sandbox, course, lti_platform, student, 
 
 def test_entries_refuse_lti_students(sandbox, systemd, course, lti_platform, student):
     """Even signed by the LMS: only a launch reaches an LTI student's workspace."""
-    name = student_of(lti_platform, f"someone-{student}")
+    name = lti_platform.student(f"someone-{student}")
     response = get(signed(f"/ipythonExercice/{course}/{NOTEBOOK}/{name}"), referer=None)
     assert response.status == 403
     assert systemd.active_state(Instance(course, name).service) == "inactive"
