@@ -397,7 +397,7 @@ def lti_add(args) -> None:
                             args.auth_url, args.jwks_url)
     lti.add(platform)
     print(f"{platform.name}: registered; its students are lti.{platform.name}.*; "
-          f"nbh-web takes it at the next launch")
+          f"nbh-web reads it at the next launch")
 
 
 def lti_list(args) -> None:
@@ -427,7 +427,7 @@ def lti_fetch_keys(args) -> int:
 def lti_parser(commands) -> None:
     group = commands.add_parser("lti", help="LTI 1.3 platforms (LMSs) that may launch students")
     lti_commands = group.add_subparsers(dest="lti_command", required=True, metavar="COMMAND")
-    sub = lti_commands.add_parser("add", help="register a platform (root)")
+    sub = lti_commands.add_parser("add", help="register a platform, or change it: the same name and issuer (root)")
     sub.add_argument("name", help="1 to 10 lower-case letters or digits: its students are lti.NAME.*")
     sub.add_argument("--issuer", required=True, help="the platform's iss, e.g. https://lms.example.org")
     sub.add_argument("--client-id", required=True, action="append", help="the client id it gave the tool (repeat)")

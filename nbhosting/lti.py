@@ -161,15 +161,14 @@ def by_issuer(issuer: str, folder: Path = PLATFORMS_DIR) -> Platform | None:
 
 
 def add(platform: Platform, folder: Path = PLATFORMS_DIR) -> None:
-    """Register; a name keeps its issuer for good, and an issuer its name, so
-    that no student's name ever changes platform."""
+    """Register, or change a registration (the same name and issuer); a name
+    keeps its issuer for good, and an issuer its name, so that no student's
+    name ever changes platform."""
     platform.check()
     for known in all_platforms(folder, removed=True):
         if known.name == platform.name and known.issuer != platform.issuer:
             raise RegistrationError(f"platform name {platform.name!r} is {known.issuer!r}'s (its students' "
                                     f"names are lti.{platform.name}.*): choose another name")
-        if known.name == platform.name and not known.removed:
-            raise RegistrationError(f"platform {platform.name!r} is registered: remove it first to change it")
         if known.issuer == platform.issuer and known.name != platform.name:
             raise RegistrationError(f"issuer {platform.issuer!r} was registered as {known.name!r}: "
                                     f"use that name, so that its students keep theirs")
