@@ -173,8 +173,17 @@ def nbh(sandbox: Sandbox, *args: str, user: str | None = None) -> subprocess.Com
     return sandbox.run("nbh", *args, user=user, check=False)
 
 
+@pytest.fixture
+def lti_platform(registered_platform, sandbox_config):
+    """The fake LTI platform, and nbh-web with the sandbox's configuration, whose
+    public_url is in the launches' redirect_uri (another test may have left
+    nbh-web with another)."""
+    sandbox_config("")
+    return registered_platform
+
+
 @pytest.fixture(scope="session")
-def lti_platform(sandbox):
+def registered_platform(sandbox):
     """A fake LTI platform on loopback, registered in the sandbox as "fake" (one
     per session: a platform's name stays its issuer's)."""
     from .lti_platform import CLIENT_ID, DEPLOYMENT_ID, FakePlatform

@@ -133,7 +133,7 @@ def other_key() -> dict:
 BAD_TOKENS = {
     "signed by another key": ({}, other_key, "bad signature"),
     "wrong aud": ({"aud": "another-tool"}, dict, "not for client id"),
-    "expired": ({"exp": int(time.time()) - 3600, "iat": int(time.time()) - 3700}, dict, "expired"),
+    "expired": ({"exp": 1_700_000_000, "iat": 1_699_999_700}, dict, "expired"),  # in November 2023
     "wrong deployment id": ({"lti_deployment_id": "deployment-2"}, dict, "unknown deployment id"),
     "missing sub": ({"sub": None}, dict, "no sub"),
     "unknown issuer": ({"iss": "https://unknown.example.org"}, dict, "not from the platform of its login"),
