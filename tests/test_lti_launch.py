@@ -268,3 +268,14 @@ def test_nbh_lti_commands(sandbox, lti_platform):
 def test_the_keys_unit_verifies(sandbox):
     result = sandbox.run("systemd-analyze", "verify", "--man=no", "nbh-lti-keys.service", check=False)
     assert result.returncode == 0 and result.stderr == "", result.stderr
+
+
+def test_the_front_end_may_start_the_keys_unit_and_no_more(sandbox):
+    allowed = sandbox.run("systemctl", "--no-ask-password", "start", "nbh-lti-keys.service", user="nbh", check=False)
+    assert allowed.returncode == 0, allowed.stderr
+    for argv in (["stop", "nbh-lti-keys.service"], ["restart", "nbh-lti-keys.service"],
+                 ["enable", "nbh-lti-keys.service"], ["start", "nbh-lti-keysx.service"],
+                 ["start", "nbh-lti-keys@x.service"], ["set-property", "nbh-lti-keys.service", "MemoryMax=1T"]):
+        result = sandbox.run("systemctl", "--no-ask-password", *argv, user="nbh", check=False)
+        assert result.returncode != 0 and ("Access denied" in result.stderr
+                                           or "authentication required" in result.stderr.lower()), (argv, result)
