@@ -432,10 +432,11 @@ def table(results: dict) -> str:
                   for mode, s in entry["warm_ms_by_mode"].items()]
     if "warm_ms_lti" in entry:
         lti = entry["warm_ms_lti"]
-        lines += [row(f"warm {what} (redirect), beside each other", f"{s['p50']:.2f} ms ({s['p95']:.2f} ms)", "")
-                  for what, s in (("signed entry", lti["signed"]), ("LTI launch: login + launch", lti["lti"]),
-                                  ("LTI launch: login alone", lti["lti_login"]),
-                                  ("LTI launch: launch POST alone", lti["lti_launch"]))]
+        lines += [row(what, f"{s['p50']:.2f} ms ({s['p95']:.2f} ms)", "")
+                  for what, s in (("warm signed entry (redirect), interleaved with LTI", lti["signed"]),
+                                  ("warm LTI launch: login, then launch POST (redirect)", lti["lti"]),
+                                  ("warm LTI launch: the login alone", lti["lti_login"]),
+                                  ("warm LTI launch: the launch POST alone", lti["lti_launch"]))]
     if "idle" in results:
         from . import idle  # noqa: PLC0415
         lines += idle.table(results["idle"])
