@@ -13,7 +13,9 @@ machine is small (2 cores) and shared, so compare ratios, not absolutes.
 - memory: PSS of every process of the server's units, against Jupyter alone;
 - 20 servers started at once;
 - the LMS entry through nginx and nbh-web, with signed URLs (the default
-  mode), and the warm entry of each authorization mode side by side.
+  mode), and the warm entry of each authorization mode side by side;
+- a warm LTI 1.3 launch (login, then the id_token's POST) beside a warm
+  signed entry, from a fake platform on loopback (tests/lti_platform.py).
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from urllib.parse import parse_qs, urlencode, urlsplit
 
 from nbhosting import access, config, podman, sandbox
 from nbhosting.names import Instance
@@ -202,7 +205,9 @@ async def entries(systemd: Systemd) -> dict:
     rate = await loop.run_in_executor(None, entry_rate, instance.student, 4, 5.0)
     cpu = await loop.run_in_executor(None, entry_rate_cpu, instance.student)
     modes = await loop.run_in_executor(None, entry_by_mode, instance.student)
+    lti_launch = await loop.run_in_executor(None, lti_beside_signed, instance.student)
     await systemd.stop_instance(instance)
+    await systemd.stop_instance(Instance(COURSE, lti_launch.pop("student")))
     return {
         "cold_s": percentiles(cold),
         "warm_ms": {k: v * 1000 if k != "n" else v for k, v in percentiles(warm).items()},
@@ -210,6 +215,7 @@ async def entries(systemd: Systemd) -> dict:
         "warm_entries_per_s": rate,
         "front_end_cpu_ms_per_entry": cpu,
         "warm_ms_by_mode": modes,
+        "warm_ms_lti": lti_launch,
     }
 
 
@@ -290,6 +296,66 @@ def entry_by_mode(student: str, runs: int = WARM_RUNS) -> dict:
     return {mode: {k: v * 1000 if k != "n" else v for k, v in percentiles(s).items()} for mode, s in samples.items()}
 
 
+def lti_launch(connection: http.client.HTTPConnection, platform, sub: str) -> tuple[float, float, str]:
+    """One LTI launch: nbh-web's time for the login and for the launch's POST,
+    without the platform's own (its authorization, its signature); and where it leads."""
+    start = time.perf_counter()
+    status, location, _ = fetch(connection, "/lti/login?" + urlencode(platform.login_query(sub, "bench")))
+    login = time.perf_counter() - start
+    if status != 302:
+        raise RuntimeError(f"LTI login: {status}")
+    query = parse_qs(urlsplit(location).query)
+    id_token = platform.id_token(query["nonce"][0], sub, {"course": COURSE, "notebook": ENTRY_NOTEBOOK})
+    start = time.perf_counter()
+    connection.request("POST", "/lti/launch", urlencode({"id_token": id_token, "state": query["state"][0]}),
+                       {"Content-Type": "application/x-www-form-urlencoded"})
+    response = connection.getresponse()
+    response.read()
+    if response.status not in (200, 302):
+        raise RuntimeError(f"LTI launch: {response.status}")
+    return login, time.perf_counter() - start, response.getheader("Location") or ""
+
+
+def lti_beside_signed(signed_student: str, runs: int = WARM_RUNS) -> dict:
+    """Warm LTI launches (login, then launch, to the redirect) and warm signed
+    entries, interleaved in one run of nbh-web, from a fake platform on loopback."""
+    from tests.lti_platform import CLIENT_ID, DEPLOYMENT_ID, FakePlatform  # noqa: PLC0415
+
+    platform = FakePlatform().start()
+    name = f"b{RUN % 10**9}"  # a name per issuer, and the platform's port is new
+    sandbox.run(["nbh", "lti", "add", name, "--issuer", platform.url, "--client-id", CLIENT_ID,
+                 "--deployment-id", DEPLOYMENT_ID, "--auth-url", platform.url + "/auth",
+                 "--jwks-url", platform.url + "/jwks"])
+    sub = f"bench-{RUN}"
+    try:
+        connection = lms_client(timeout=120)
+        _, _, location = lti_launch(connection, platform, sub)  # cold: the keys, the start
+        if not location:  # the "starting" page: the server is started on its own
+            time.sleep(5)
+        samples = {"signed": [], "lti": [], "lti_login": [], "lti_launch": []}
+        for i in range(runs + 20):
+            if i and i % (PER_CLIENT // 3) == 0:
+                connection.close()
+                connection = lms_client()
+            start = time.perf_counter()
+            status, _, _ = fetch(connection, entry_path(signed_student))
+            signed = time.perf_counter() - start
+            login, launch, location = lti_launch(connection, platform, sub)
+            if status != 302 or not location:
+                raise RuntimeError(f"warm entries: signed {status}, LTI to {location!r}")
+            if i >= 20:  # after the warm-up
+                for key, value in (("signed", signed), ("lti", login + launch), ("lti_login", login),
+                                   ("lti_launch", launch)):
+                    samples[key].append(value)
+        connection.close()
+    finally:
+        sandbox.run(["nbh", "lti", "remove", name])
+        platform.stop()
+    results = {key: {k: v * 1000 if k != "n" else v for k, v in percentiles(s).items()}
+               for key, s in samples.items()}
+    return {**results, "student": platform.student(sub, name)}
+
+
 async def main() -> dict:
     sandbox.up()
     make_course()
@@ -364,15 +430,41 @@ def table(results: dict) -> str:
     if "warm_ms_by_mode" in entry:
         lines += [row(f"warm entry (redirect), {mode} mode", f"{s['p50']:.2f} ms ({s['p95']:.2f} ms)", "")
                   for mode, s in entry["warm_ms_by_mode"].items()]
+    if "warm_ms_lti" in entry:
+        lti = entry["warm_ms_lti"]
+        lines += [row(what, f"{s['p50']:.2f} ms ({s['p95']:.2f} ms)", "")
+                  for what, s in (("warm signed entry (redirect), interleaved with LTI", lti["signed"]),
+                                  ("warm LTI launch: login, then launch POST (redirect)", lti["lti"]),
+                                  ("warm LTI launch: the login alone", lti["lti_login"]),
+                                  ("warm LTI launch: the launch POST alone", lti["lti_launch"]))]
     if "idle" in results:
         from . import idle  # noqa: PLC0415
         lines += idle.table(results["idle"])
     return "\n".join(lines)
 
 
+async def lti_only() -> dict:
+    """`python -m bench --lti`: the LTI launch beside the signed entry alone, not written."""
+    sandbox.up()
+    make_course()
+    systemd = await Systemd.connect(f"unix:path={sandbox.path('/run/dbus/system_bus_socket')}")
+    try:
+        instance = Instance(COURSE, f"entry-{RUN:07d}-warm")
+        await systemd.start_instance(instance)
+        results = await asyncio.get_running_loop().run_in_executor(None, lti_beside_signed, instance.student)
+        await systemd.stop_instance(instance)
+        await systemd.stop_instance(Instance(COURSE, results.pop("student")))
+    finally:
+        await systemd.close()
+    return results
+
+
 if __name__ == "__main__":
     if os.geteuid() != 0:
         sys.exit("bench: run as root (make bench)")
+    if sys.argv[1:] == ["--lti"]:
+        print(json.dumps(asyncio.run(lti_only()), indent=2))
+        sys.exit(0)
     if sys.argv[1:] == ["--table"]:  # the table of the last run again
         print(table(json.loads(RESULTS.read_text())))
         sys.exit(0)

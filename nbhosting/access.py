@@ -20,6 +20,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from . import config, paths
+from .lti import STUDENT_PREFIX, is_lti_student
 
 LMS_KEY_PATH = paths.CONF_DIR / "lms-key"
 
@@ -88,6 +89,8 @@ def authorize(web: config.Web, key: bytes | None, course: str, notebook: str, st
     A URL that carries a signature is judged by it alone, in every mode: a
     bad one is refused even where a referer would have done.
     """
+    if is_lti_student(student):  # theirs alone, so that no entry reaches an LTI student's workspace
+        raise Refused(f"student names {STUDENT_PREFIX}* are those of LTI launches")
     if expires is not None or given is not None:
         check_signature(key, course, notebook, student, expires, given)
     elif web.auth == "referer":

@@ -16,7 +16,9 @@ import time
 from pathlib import Path
 from urllib.parse import quote
 
-from . import access, autopull, config, course_images, courses, courseunits, cull, events, gc, tokens
+import httpx
+
+from . import access, autopull, config, course_images, courses, courseunits, cull, events, gc, lti, tokens
 from .names import BadName, Instance, check_course, check_student
 from .systemd import Systemd, SystemdError
 
@@ -144,6 +146,8 @@ def setup(args) -> None:
     for path in (tokens.SECRET_PATH, access.LMS_KEY_PATH):
         if tokens.create_secret(path, group_id=web_group):
             print(f"created {path}")
+    if not lti.TOOL_KEY_PATH.exists() and tokens.create_secret(lti.TOOL_KEY_PATH, web_group, lti.new_tool_key()):
+        print(f"created {lti.TOOL_KEY_PATH}")
     DROPIN_DIR.mkdir(parents=True, exist_ok=True)
     # Sorted before the 50-MemoryMax.conf and 50-CPUQuota.conf that a course's
     # own limits leave (SetUnitProperties, runtime), which must win.
@@ -164,6 +168,8 @@ def sign(args) -> None:
     course = courses.load(args.course)
     courses.find_notebook(course, args.notebook)
     check_student(args.student)
+    if lti.is_lti_student(args.student):
+        raise CommandError(f"student names {lti.STUDENT_PREFIX}* are those of LTI launches: nbh-web refuses them here")
     web = config.load().web
     ttl = web.signature_ttl if args.ttl is None else args.ttl
     if ttl <= 0:
@@ -385,6 +391,58 @@ def course_parser(commands) -> None:
     sub.set_defaults(run=course_show)
 
 
+def lti_add(args) -> None:
+    _require_root("lti add", WEB_USER)
+    platform = lti.Platform(args.name, args.issuer, tuple(args.client_id), tuple(args.deployment_id),
+                            args.auth_url, args.jwks_url)
+    lti.add(platform)
+    print(f"{platform.name}: registered; its students are lti.{platform.name}.*; "
+          f"nbh-web reads it at the next launch")
+
+
+def lti_list(args) -> None:
+    rows = [(p.name, p.issuer, " ".join(p.client_ids), " ".join(p.deployment_ids),
+             "removed" if p.removed else "") for p in lti.all_platforms(removed=True)]
+    _table(("NAME", "ISSUER", "CLIENT IDS", "DEPLOYMENT IDS", ""), rows)
+
+
+def lti_remove(args) -> None:
+    _require_root("lti remove", WEB_USER)
+    lti.remove(args.name)
+    print(f"{args.name}: removed; launches from it are refused (its name stays its issuer's)")
+
+
+def lti_fetch_keys(args) -> int:
+    """Every platform's JWKS into nbh-web's cache (nbh-lti-keys.service, as nbh)."""
+    failed = 0
+    for platform in lti.all_platforms():
+        try:
+            print(f"{platform.name}: {lti.fetch_keys(platform)} keys from {platform.jwks_url}")
+        except (lti.RegistrationError, httpx.HTTPError, OSError) as error:
+            print(f"nbh: {platform.name}: {error}", file=sys.stderr)
+            failed += 1
+    return 1 if failed else 0
+
+
+def lti_parser(commands) -> None:
+    group = commands.add_parser("lti", help="LTI 1.3 platforms (LMSs) that may launch students")
+    lti_commands = group.add_subparsers(dest="lti_command", required=True, metavar="COMMAND")
+    sub = lti_commands.add_parser("add", help="register a platform, or change it: the same name and issuer (root)")
+    sub.add_argument("name", help="1 to 10 lower-case letters or digits: its students are lti.NAME.*")
+    sub.add_argument("--issuer", required=True, help="the platform's iss, e.g. https://lms.example.org")
+    sub.add_argument("--client-id", required=True, action="append", help="the client id it gave the tool (repeat)")
+    sub.add_argument("--deployment-id", required=True, action="append", help="a deployment id (repeat)")
+    sub.add_argument("--auth-url", required=True, help="its OIDC authorization endpoint")
+    sub.add_argument("--jwks-url", required=True, help="its public keyset URL")
+    sub.set_defaults(run=lti_add)
+    lti_commands.add_parser("list", help="the platforms, removed ones too").set_defaults(run=lti_list)
+    sub = lti_commands.add_parser("remove", help="refuse its launches from now on (root)")
+    sub.add_argument("name")
+    sub.set_defaults(run=lti_remove)
+    lti_commands.add_parser("fetch-keys", help="fetch the platforms' keys (nbh-lti-keys.service)"
+                            ).set_defaults(run=lti_fetch_keys)
+
+
 def parser() -> argparse.ArgumentParser:
     top = argparse.ArgumentParser(prog="nbh", description="nbhosting: Jupyter for MOOC students")
     commands = top.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -422,6 +480,7 @@ def parser() -> argparse.ArgumentParser:
     commands.add_parser("rotate-secret", help="a new host secret: every server token changes, "
                         "running servers stop (root)").set_defaults(run=rotate_secret)
     course_parser(commands)
+    lti_parser(commands)
     return top
 
 
@@ -433,7 +492,8 @@ def main(argv: list[str] | None = None) -> int:
             result = asyncio.run(result)
         return result or 0
     except (BadName, CommandError, SystemdError, config.ConfigError, courses.UnknownCourse, tokens.TokenError,
-            courses.UnknownNotebook, courses.CourseError, OSError, subprocess.CalledProcessError) as error:
+            courses.UnknownNotebook, courses.CourseError, lti.RegistrationError, OSError,
+            subprocess.CalledProcessError) as error:
         print(f"nbh: {error}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:

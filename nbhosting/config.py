@@ -66,8 +66,9 @@ _ORIGIN = re.compile(r"https?://[A-Za-z0-9.-]+(:[0-9]{1,5})?")
 # LMS that can only put an anonymous id in a static iframe URL, by the
 # Referer of an allowed origin and an id too long to guess.
 AUTH_MODES = ("signed", "referer")
-# Known, and not available yet: the message says so.
-LATER_AUTH_MODES = {"lti": "LTI launches are not supported yet"}
+# Known, and not modes: the message says what instead.
+LATER_AUTH_MODES = {"lti": "LTI launches are not a mode: they work beside either mode, "
+                           "from the platforms registered with `nbh lti add`"}
 
 
 @dataclass(frozen=True)

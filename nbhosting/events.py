@@ -18,7 +18,8 @@ from pystemd import journal
 from .names import BadName, Instance
 
 EVENTS = frozenset({"start", "ready", "stop", "failure", "open", "refused", "full", "cull", "gc",
-                    "revoke", "course-create", "course-set", "course-update", "course-build"})
+                    "revoke", "course-create", "course-set", "course-update", "course-build",
+                    "launch"})
 IDENTIFIER = "nbhosting"
 
 

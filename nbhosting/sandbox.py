@@ -471,7 +471,7 @@ def install_checkout() -> None:
     elif REPO.is_relative_to("/tmp"):
         seen = "PrivateTmp=no\n"
     for unit in ("nbh-web.service", "nbh-cull.service", "nbh-gc.service", "nbh-autopull.service",
-                 "nbh-course-update@.service") if seen else ():
+                 "nbh-course-update@.service", "nbh-lti-keys.service") if seen else ():
         dropin = Path(f"/etc/systemd/system/{unit}.d")
         dropin.mkdir(parents=True)
         (dropin / "sandbox.conf").write_text(f"[Service]\n# the checkout the sandbox runs\n{seen}")

@@ -106,14 +106,14 @@ def _replace(path: Path, text: str, mode: int, group_id: int) -> None:
     os.replace(aside, path)
 
 
-def create_secret(path: Path = SECRET_PATH, group_id: int = 0) -> bool:
-    """Write a new random secret unless there is one; True when written."""
+def create_secret(path: Path = SECRET_PATH, group_id: int = 0, content: str | None = None) -> bool:
+    """Write a new random secret (or this one, a key) unless there is one; True when written."""
     path.parent.mkdir(parents=True, exist_ok=True)
     try:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o440)
     except FileExistsError:
         return False
     with os.fdopen(fd, "w") as file:
-        file.write(secrets.token_hex(32) + "\n")
+        file.write(secrets.token_hex(32) + "\n" if content is None else content)
     os.chown(path, 0, group_id)
     return True

@@ -185,3 +185,26 @@ def assert_refused_to_front_end(sandbox: Sandbox, commands: list[list[str]], uni
         assert result.returncode != 0, argv
         assert "Access denied" in result.stderr or "authentication required" in result.stderr.lower(), \
             (argv, result.stderr)
+
+
+@pytest.fixture
+def lti_platform(registered_platform, sandbox_config):
+    """The fake LTI platform, and nbh-web with the sandbox's configuration, whose
+    public_url is in the launches' redirect_uri (another test may have left
+    nbh-web with another)."""
+    sandbox_config("")
+    return registered_platform
+
+
+@pytest.fixture(scope="session")
+def registered_platform(sandbox):
+    """A fake LTI platform on loopback, registered in the sandbox as "fake" (one
+    per session: a platform's name stays its issuer's)."""
+    from .lti_platform import CLIENT_ID, DEPLOYMENT_ID, FakePlatform
+
+    platform = FakePlatform().start()
+    sandbox.run("nbh", "lti", "add", "fake", "--issuer", platform.url, "--client-id", CLIENT_ID,
+                "--deployment-id", DEPLOYMENT_ID, "--auth-url", platform.url + "/auth",
+                "--jwks-url", platform.url + "/jwks")
+    yield platform
+    platform.stop()

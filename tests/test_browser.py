@@ -75,9 +75,9 @@ PROBE_PATH, PROBE_COOKIE = "/third-party-cookie", "nbh-third-party-probe"
 LMS_PAGE = """<!doctype html>
 <html><head><meta charset="utf-8"><title>LMS</title><link rel="icon" href="data:,"></head>
 <body><h1>Week 1, sequence 1</h1>
-<iframe id="notebook" src="{src}" width=1200 height=800 allow="clipboard-read; clipboard-write"></iframe>
+<iframe id="notebook" name="notebook" src="{src}" width=1200 height=800 allow="clipboard-read; clipboard-write"></iframe>
 <iframe id="probe" src="{probe}" onload="this.dataset.loaded = 'yes'" hidden></iframe>
-</body></html>
+{extra}</body></html>
 """
 
 
@@ -104,8 +104,9 @@ class LMSHandler(http.server.BaseHTTPRequestHandler):
 
 
 @contextlib.contextmanager
-def lms_page(sandbox, iframe_src: str):
+def lms_page(sandbox, iframe_src: str, extra: str = ""):
     """Serve the LMS's page, on an origin that the sandbox lets frame notebooks; yield its URL.
+    `extra`: more of the page, after the iframes.
 
     The origin is one of the configuration's web.lms_origins (the notebooks'
     Content-Security-Policy frame-ancestors) on localhost, whose port is free.
@@ -126,7 +127,7 @@ def lms_page(sandbox, iframe_src: str):
         pytest.fail(f"the sandbox's {path} lets no free http://localhost:<port> frame notebooks "
                     f"(web.lms_origins = {list(origins)}): the LMS page has nowhere to be")
     probe = f"http://{NOTEBOOK_HOST}:{parts.port}{PROBE_PATH}"
-    handler.page = LMS_PAGE.format(src=html.escape(iframe_src, quote=True), probe=probe).encode()
+    handler.page = LMS_PAGE.format(src=html.escape(iframe_src, quote=True), probe=probe, extra=extra).encode()
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:
@@ -370,3 +371,38 @@ def test_an_open_tab_carries_on_after_its_server_was_culled(sandbox, systemd, se
         assert [(s["id"], s["kernel"]["id"]) for s in sandbox.api(server, "api/sessions")] == \
             [(session["id"], session["kernel"]["id"])]
         assert browser.js("return document.querySelectorAll('.jp-Dialog').length") == 0
+
+
+# -- an LTI launch -------------------------------------------------------------------
+
+def lti_launch_form(platform, sub: str, link: str) -> str:
+    """What an LMS page does for an LTI 1.3 tool: POST the login initiation
+    into its iframe, at once; the rest (the platform's authorization, its form
+    POST of the id_token) happens in the iframe."""
+    fields = "".join(f'<input type="hidden" name="{name}" value="{html.escape(value, quote=True)}">'
+                     for name, value in platform.login_query(sub, link).items())
+    return (f'<form id="launch" method="post" target="notebook" action="{NOTEBOOK_SITE}/lti/login">{fields}</form>'
+            '<script>document.getElementById("launch").submit()</script>\n')
+
+
+def test_an_lti_launch_in_a_third_party_iframe_opens_the_notebook_without_cookies(
+        sandbox, systemd, course, student, lti_platform, browser):
+    sub = f"browser-{student}"
+    instance = Instance(course, lti_platform.student(sub))
+    browser.diagnostics.append(("the student's server's log", lambda: server_log(sandbox, instance)))
+    lti_platform.links["browser-link"] = {"course": course, "notebook": NOTEBOOK.removesuffix(".ipynb")}
+    try:
+        with lms_page(sandbox, "about:blank", lti_launch_form(lti_platform, sub, "browser-link")) as lms_url:
+            browser.driver.get(lms_url)
+            assert_third_party_cookies_blocked(browser)
+            enter_iframe(browser)
+            browser.wait(f"the notebook with its cell {SOURCE!r}", lambda: SOURCE in first_cell_source(browser))
+            assert browser.js("return location.pathname") == f"{instance.base_url}notebooks/{NOTEBOOK}"
+            wait_for_kernel_idle(browser, sandbox, instance)
+            run_first_cell(browser)
+            browser.wait("the cell's output 42", lambda: first_cell_output(browser) == "42")
+            if cookies := [c["name"] for c in browser.cookies() if c["domain"] == NOTEBOOK_HOST]:
+                browser.fail(f"the browser kept cookies of {NOTEBOOK_HOST}: {cookies}")
+        assert lti_platform.auth_requests[-1]["login_hint"] == sub  # through the platform, in the iframe
+    finally:
+        systemd.stop_instance(instance)

@@ -36,7 +36,7 @@ def test_no_file_is_the_defaults(tmp_path):
     ("[webs]\n", "webs: unknown section"),
     ("[web]\nrequire_referer = true", "web.require_referer: unknown key"),
     ("[web]\nrequire_signature = true", "web.require_signature: unknown key"),
-    ("[web]\nauth = 'lti'", "web.auth: 'lti': LTI launches are not supported yet; use one of 'signed', 'referer'"),
+    ("[web]\nauth = 'lti'", "web.auth: 'lti': LTI launches are not a mode: they work beside either mode, from the platforms registered with `nbh lti add`; use one of 'signed', 'referer'"),
     ("[web]\nauth = 'none'", "web.auth: 'none' is not one of 'signed', 'referer'"),
     ("[web]\nauth = true", "web.auth: expected a string, got true or false"),
     ("[web]\nauth = 'referer'", "web.auth: 'referer' needs web.lms_origins"),

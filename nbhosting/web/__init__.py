@@ -27,11 +27,13 @@ from pystemd import daemon
 
 from .. import access, config, tokens
 from .base import Frontend, NotFoundHandler
+from . import lti
 from .entry import EntryHandler, WaitHandler
 
 log = logging.getLogger("nbh-web")
 access_log = logging.getLogger("tornado.access")
-# Entries are GETs: no request has a use for a body. nginx says the same
+# Entries are GETs: no request has a use for a body but an LTI launch's,
+# which raises its own limit (web/lti.py). nginx says the same
 # (client_max_body_size), and lets no header block past 4 x 8 KiB through.
 MAX_BODY_SIZE = 4096
 MAX_HEADER_SIZE = 40 * 1024
@@ -49,9 +51,13 @@ def log_request(handler: tornado.web.RequestHandler) -> None:
 
 def make_app(frontend: Frontend) -> tornado.web.Application:
     entry = rf"/(?:ipythonExercice|notebookLazyCopy)/({NAME})/(.+)/({NAME})/?"
+    # LTI 1.3 launches (web/lti.py), beside the entry URLs
+    lti_routes = [(r"/lti/login", lti.LoginHandler), (r"/lti/launch", lti.LaunchHandler),
+                  (r"/lti/jwks", lti.JwksHandler)]
     return tornado.web.Application(
-        [(entry, EntryHandler), (r"/_nbh/wait", WaitHandler), (r".*", NotFoundHandler)],
-        frontend=frontend, xsrf_cookies=False, compress_response=False, log_function=log_request,
+        [(entry, EntryHandler), (r"/_nbh/wait", WaitHandler), *lti_routes, (r".*", NotFoundHandler)],
+        frontend=frontend, lti=lti.LtiTool(frontend),
+        xsrf_cookies=False, compress_response=False, log_function=log_request,
     )
 
 

@@ -106,6 +106,8 @@ class HostBusy(tornado.web.HTTPError):
 class BaseHandler(tornado.web.RequestHandler):
     """Small uncached pages; errors logged by path only, refusals as journal events."""
 
+    allowed_methods: tuple[str, ...] = ("GET",)
+
     @property
     def frontend(self) -> Frontend:
         return self.application.settings["frontend"]
@@ -137,7 +139,7 @@ class BaseHandler(tornado.web.RequestHandler):
     def write_error(self, status_code: int, **kwargs) -> None:
         error = kwargs.get("exc_info", (None, None))[1]
         if status_code == 405:
-            self.set_header("Allow", "GET")
+            self.set_header("Allow", ", ".join(self.allowed_methods))
         if isinstance(error, HostBusy):
             self.set_header("Retry-After", str(RETRY_AFTER))
         self.set_header("Content-Type", "text/html; charset=utf-8")

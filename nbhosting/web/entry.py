@@ -32,12 +32,13 @@ PROGRESS_EVERY = 0.5
 
 
 class StudentHandler(BaseHandler):
-    """Pages for a student in an iframe: GET only, framable by the LMS."""
+    """Pages for a student in an iframe: GET only (unless a subclass says
+    otherwise), framable by the LMS."""
 
     def prepare(self) -> None:
-        if self.request.method != "GET":
+        if self.request.method not in self.allowed_methods:
             raise self.refuse(405, "Method not allowed", f"{self.request.method} {self.request.path}: "
-                              "only GET")
+                              f"only {', '.join(self.allowed_methods)}")
 
     def entry(self, course: str, notebook: str, student: str) -> tuple[Instance, courses.Course, str]:
         """The pair and the notebook's path in the course, or an HTTP error."""
@@ -78,6 +79,24 @@ class StudentHandler(BaseHandler):
                     NBH_NOTEBOOK=notebook, NBH_COPIED="yes" if copied else "no")
         return url
 
+    async def start_and_open(self, instance: Instance, course: courses.Course, notebook: str,
+                             retry_url: str | None) -> None:
+        """Start the server, then redirect to the notebook; or, if the start
+        takes longer than start_page_after, the "starting" page, which
+        follows it with a ticket and offers retry_url should it fail."""
+        start = self.frontend.start(instance)
+        try:
+            await asyncio.wait_for(asyncio.shield(start), self.frontend.settings.web.start_page_after)
+        except TimeoutError:
+            ticket = self.frontend.ticket(instance.course, notebook, instance.student)
+            self.finish(starting_page(f"/_nbh/wait?ticket={ticket}", retry_url))
+            return
+        except capacity.HostFull as error:
+            raise self.host_busy(instance, notebook, error) from None
+        except (SystemdError, OSError) as error:
+            raise self.start_failed(instance, notebook, error) from None
+        self.redirect(await self.open_notebook(instance, course, notebook))
+
     def host_busy(self, instance: Instance, notebook: str, error: capacity.HostFull) -> HostBusy:
         """The host cannot take this student now: the page, and a `full` event."""
         events.send("full", instance, f"{instance.path} not started: {error}", priority=syslog.LOG_WARNING,
@@ -103,18 +122,7 @@ class EntryHandler(StudentHandler):
         except access.Refused as error:
             raise self.refuse(403, "Not allowed", str(error), NBH_COURSE=course, NBH_STUDENT=student,
                               NBH_NOTEBOOK=notebook) from None
-        start = self.frontend.start(instance)
-        try:
-            await asyncio.wait_for(asyncio.shield(start), web.start_page_after)
-        except TimeoutError:
-            ticket = self.frontend.ticket(course, path, student)
-            self.finish(starting_page(f"/_nbh/wait?ticket={ticket}", self.request.uri))
-            return
-        except capacity.HostFull as error:
-            raise self.host_busy(instance, path, error) from None
-        except (SystemdError, OSError) as error:
-            raise self.start_failed(instance, path, error) from None
-        self.redirect(await self.open_notebook(instance, found, path))
+        await self.start_and_open(instance, found, path, self.request.uri)
 
 
 class WaitHandler(StudentHandler):
@@ -159,7 +167,11 @@ class WaitHandler(StudentHandler):
             pass  # the page went away; the start goes on for the next visit
 
 
-def starting_page(wait_url: str, entry_url: str) -> str:
+def starting_page(wait_url: str, entry_url: str | None) -> str:
+    """entry_url: where "Try again" leads after a failure; None for an entry
+    that cannot be repeated from here (an LTI launch, which is a POST)."""
+    again = (f"' <a href={html.escape(json.dumps(entry_url))}>Try again</a>'" if entry_url
+             else "' Open it again from your course page.'")
     script = f"""<progress id=bar></progress><p id=state></p>
 <script>
 const events = new EventSource({json.dumps(wait_url)});
@@ -172,7 +184,7 @@ events.addEventListener("failed", e => {{
   events.close();
   document.getElementById("bar").remove();
   document.getElementById("state").innerHTML = JSON.parse(e.data).message +
-    ' <a href={html.escape(json.dumps(entry_url))}>Try again</a>';
+    {again};
 }});
 </script>"""
     return page("Starting your notebook…", "Your own Jupyter server is starting; this takes a few seconds.",
