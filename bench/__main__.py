@@ -14,6 +14,8 @@ machine is small (2 cores) and shared, so compare ratios, not absolutes.
 - 20 servers started at once;
 - the LMS entry through nginx and nbh-web, with signed URLs (the default
   mode), and the warm entry of each authorization mode side by side;
+- how long a push to a course's repository takes to be checked out with
+  nbh-autopull.timer at its shortest period (bench/courses.py);
 - a warm LTI 1.3 launch (login, then the id_token's POST) beside a warm
   signed entry, from a fake platform on loopback (tests/lti_platform.py).
 """
@@ -377,6 +379,8 @@ async def main() -> dict:
         entry = await entries(systemd)
         from . import idle  # noqa: PLC0415 -- it imports this module's helpers
         idle_results = await idle.run(systemd)
+        from . import courses  # noqa: PLC0415 -- it imports this module's helpers
+        course_results = await asyncio.get_running_loop().run_in_executor(None, courses.run)
     finally:
         await systemd.close()
     driver = sandbox.run(podman.argv(["info", "--format", "{{.Store.GraphDriverName}}"])).stdout.strip()
@@ -392,6 +396,7 @@ async def main() -> dict:
         "twenty_at_once": crowd,
         "entry": entry,
         "idle": idle_results,
+        "courses": course_results,
     }
 
 
@@ -440,6 +445,9 @@ def table(results: dict) -> str:
     if "idle" in results:
         from . import idle  # noqa: PLC0415
         lines += idle.table(results["idle"])
+    if "courses" in results:
+        from . import courses  # noqa: PLC0415
+        lines += courses.table(results["courses"])
     return "\n".join(lines)
 
 
@@ -464,6 +472,11 @@ if __name__ == "__main__":
         sys.exit("bench: run as root (make bench)")
     if sys.argv[1:] == ["--lti"]:
         print(json.dumps(asyncio.run(lti_only()), indent=2))
+        sys.exit(0)
+    if sys.argv[1:] == ["--courses"]:
+        from . import courses  # noqa: PLC0415
+        sandbox.up()
+        print("\n".join(courses.table(courses.run())))
         sys.exit(0)
     if sys.argv[1:] == ["--table"]:  # the table of the last run again
         print(table(json.loads(RESULTS.read_text())))
