@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import csv
 import grp
+import json
 import os
 import pwd
 import subprocess
@@ -18,7 +20,7 @@ from urllib.parse import quote
 
 import httpx
 
-from . import access, autopull, config, course_images, courses, courseunits, cull, events, gc, lti, tokens
+from . import access, autopull, config, course_images, courses, courseunits, cull, events, gc, lti, sampler, store, tokens
 from .names import BadName, Instance, check_course, check_student
 from .systemd import Systemd, SystemdError
 
@@ -153,7 +155,8 @@ def setup(args) -> None:
     # own limits leave (SetUnitProperties, runtime), which must win.
     (DROPIN_DIR / "40-limits.conf").write_text(settings.limits.dropin())
     (DROPIN_DIR / "50-limits.conf").unlink(missing_ok=True)  # its name before 0.2
-    for section, dropins in (("cull", settings.cull.dropins()), ("courses", settings.courses.dropins())):
+    for section, dropins in (("cull", settings.cull.dropins()), ("courses", settings.courses.dropins()),
+                             ("events", settings.events.dropins())):
         for unit, text in dropins.items():
             folder = UNIT_DIR / f"{unit}.d"
             folder.mkdir(parents=True, exist_ok=True)
@@ -443,6 +446,80 @@ def lti_parser(commands) -> None:
                             ).set_defaults(run=lti_fetch_keys)
 
 
+async def sample(args) -> None:
+    settings = config.load()
+    async with await connect() as systemd:
+        samples, closed = await sampler.sample(systemd, settings)
+    rows = [(name or "(host)", fields["NBH_SERVERS"], fields["NBH_KERNELS"], fields["NBH_BUSY_KERNELS"],
+             _memory(fields["NBH_MEMORY_BYTES"])) for name, fields in samples.items()]
+    _table(("COURSE", "SERVERS", "KERNELS", "BUSY", "MEMORY"), rows)
+    for close in closed:
+        print(f"closed {close.instance.path} {close.notebook} after {close.duration:.0f} s ({close.reason})")
+
+
+EVENT_COLUMNS = ("time", "event", "course", "student", "notebook")
+
+
+def events_command(args) -> None:
+    try:
+        query = store.Query(args.course, args.student, args.notebook, args.event,
+                            store.parse_time(args.since) if args.since else None,
+                            store.parse_time(args.until) if args.until else None, args.limit)
+    except ValueError as error:
+        raise CommandError(str(error)) from None
+    db = store.open_reader(Path(args.store))
+    try:
+        found = (event.as_dict() for event in store.events(db, query))
+        if args.format == "json":
+            _json_array(found)
+        elif args.format == "csv":
+            _csv(found)
+        else:
+            for row in found:
+                details = " ".join(f"{k}={v}" for k, v in row.items() if k not in EVENT_COLUMNS)
+                print(row["time"][:23], row["event"].ljust(7), row["course"] or "-", row["student"] or "-",
+                      row["notebook"] or "-", details)
+    except store.sqlite3.Error as error:
+        raise CommandError(f"cannot read the event store: {error}") from None
+    finally:
+        db.close()
+
+
+def _json_array(rows) -> None:
+    """Written as it is read: a month of events need not fit in memory."""
+    out = sys.stdout
+    out.write("[")
+    for number, row in enumerate(rows):
+        out.write(("," if number else "") + "\n" + json.dumps(row))
+    out.write("\n]\n")
+
+
+def _csv(rows) -> None:
+    """One row an event; the fields other than the columns as one JSON column."""
+    writer = csv.writer(sys.stdout)
+    writer.writerow([*EVENT_COLUMNS, "fields"])
+    for row in rows:
+        writer.writerow([row[k] or "" for k in EVENT_COLUMNS]
+                        + [json.dumps({k: v for k, v in row.items() if k not in EVENT_COLUMNS})])
+
+
+def events_parser(commands) -> None:
+    sub = commands.add_parser("events", help="events kept in the store (nbh-events.service)")
+    sub.add_argument("--course")
+    sub.add_argument("--student")
+    sub.add_argument("--notebook")
+    sub.add_argument("--event", choices=sorted(events.EVENTS))
+    sub.add_argument("--since", metavar="T", help="7d, 12h, 30m, today, 2026-11-01[T10:00]")
+    sub.add_argument("--until", metavar="T", help="as --since")
+    sub.add_argument("--limit", type=int, metavar="N", help="the first N only")
+    sub.add_argument("--format", choices=("table", "json", "csv"), default="table")
+    sub.add_argument("--store", default=str(store.DEFAULT_PATH), metavar="PATH",
+                     help=f"the database to read (default {store.DEFAULT_PATH}), a copy for example")
+    sub.set_defaults(run=events_command)
+    commands.add_parser("sample", help="sample the courses and the host (nbh-sample.timer runs it)"
+                        ).set_defaults(run=sample)
+
+
 def parser() -> argparse.ArgumentParser:
     top = argparse.ArgumentParser(prog="nbh", description="nbhosting: Jupyter for MOOC students")
     commands = top.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -481,6 +558,7 @@ def parser() -> argparse.ArgumentParser:
                         "running servers stop (root)").set_defaults(run=rotate_secret)
     course_parser(commands)
     lti_parser(commands)
+    events_parser(commands)
     return top
 
 
@@ -492,6 +570,7 @@ def main(argv: list[str] | None = None) -> int:
             result = asyncio.run(result)
         return result or 0
     except (BadName, CommandError, SystemdError, config.ConfigError, courses.UnknownCourse, tokens.TokenError,
+            store.StoreError,
             courses.UnknownNotebook, courses.CourseError, lti.RegistrationError, OSError,
             subprocess.CalledProcessError) as error:
         print(f"nbh: {error}", file=sys.stderr)

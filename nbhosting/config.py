@@ -164,14 +164,36 @@ class Courses:
 
 
 @dataclass(frozen=True)
+class Events:
+    """The event store (nbh-events.service) and the sampler (nbh-sample.timer)."""
+
+    # Events older than this many days are removed from the store; 0 keeps
+    # everything (the default). The journal keeps its own, shorter, history.
+    keep_days: int = 0
+    # How often nbh-sample.timer samples the host and the courses, in seconds.
+    sample_period: int = 60
+
+    def check(self) -> None:
+        if self.keep_days < 0:
+            raise ConfigError("events.keep_days: must be 0 (keep everything) or a positive number of days")
+        if self.sample_period < 10:
+            raise ConfigError("events.sample_period: must be at least 10 seconds")
+
+    def dropins(self) -> dict[str, str]:
+        head = "# Written by `nbh setup` from nbhosting.toml [events]; edit that file instead.\n"
+        return {"nbh-sample.timer": f"{head}[Timer]\nOnUnitActiveSec={self.sample_period}s\n"}
+
+
+@dataclass(frozen=True)
 class Config:
     limits: Limits = Limits()
     web: Web = Web()
     cull: Cull = Cull()
     courses: Courses = Courses()
+    events: Events = Events()
 
 
-_SECTIONS = {"limits": Limits, "web": Web, "cull": Cull, "courses": Courses}
+_SECTIONS = {"limits": Limits, "web": Web, "cull": Cull, "courses": Courses, "events": Events}
 _TOML_TYPES = {str: "a string", int: "an integer", float: "a number", bool: "true or false",
                tuple: "a list", list: "a list", dict: "a table"}
 

@@ -5,20 +5,23 @@ NBH_EVENT=, NBH_COURSE=, NBH_STUDENT= (and more), so that
 ``journalctl NBH_EVENT=start NBH_COURSE=python-mooc`` answers questions.
 Units log their own events through ``nbh-event`` (ExecStartPost=,
 ExecStopPost=), so servers started by socket activation are logged too.
+nbh-events.service keeps them all in the event store (store.py).
 """
 
 from __future__ import annotations
 
 import os
+import subprocess
 import sys
 import syslog
+import time
 
 from pystemd import journal
 
 from .names import BadName, Instance
 
-EVENTS = frozenset({"start", "ready", "stop", "failure", "open", "refused", "full", "cull", "gc",
-                    "revoke", "course-create", "course-set", "course-update", "course-build",
+EVENTS = frozenset({"start", "ready", "stop", "failure", "open", "close", "refused", "full", "cull", "gc",
+                    "revoke", "sample", "course-create", "course-set", "course-update", "course-build",
                     "launch"})
 IDENTIFIER = "nbhosting"
 
@@ -61,6 +64,19 @@ def after_stop(instance: Instance, environ: os._Environ | dict) -> None:
         )
 
 
+def start_seconds(instance: Instance) -> float | None:
+    """ExecStartPost=: how long since the server's unit left "inactive", its
+    start's duration (systemd's InactiveExitTimestampMonotonic); None if
+    systemd does not say."""
+    try:
+        shown = subprocess.run(["systemctl", "show", "--value", "--property=InactiveExitTimestampMonotonic",
+                                instance.service], capture_output=True, text=True, timeout=10).stdout
+        began = int(shown.strip()) / 1e6
+    except (OSError, subprocess.TimeoutExpired, ValueError):
+        return None
+    return time.clock_gettime(time.CLOCK_MONOTONIC) - began if began else None
+
+
 def main(argv: list[str] | None = None) -> int:
     """nbh-event ready|stop COURSE/STUDENT, from a unit."""
     argv = sys.argv[1:] if argv is None else argv
@@ -71,7 +87,12 @@ def main(argv: list[str] | None = None) -> int:
         print(f"nbh-event: {error}", file=sys.stderr)
         return 2
     if event == "ready":
-        send("ready", instance, f"{instance.path} is ready")
+        seconds = start_seconds(instance)
+        if seconds is None:
+            send("ready", instance, f"{instance.path} is ready")
+        else:
+            send("ready", instance, f"{instance.path} is ready after {seconds:.2f} s",
+                 NBH_START_SECONDS=f"{seconds:.3f}")
     elif event == "stop":
         after_stop(instance, os.environ)
     else:

@@ -63,6 +63,7 @@ TARGET = """\
 Description=nbhosting sandbox
 Requires=basic.target dbus.socket
 Wants=polkit.service nginx.service nbh-web.socket nbh-cull.timer nbh-gc.timer
+Wants=nbh-events.service nbh-sample.timer nbh-metrics.socket
 After=basic.target
 AllowIsolate=yes
 """
@@ -459,7 +460,7 @@ def install(from_rpm: Path | None) -> None:
 def install_checkout() -> None:
     """What the RPM and its scriptlets install, from this checkout."""
     sh("make", "--no-print-directory", "-C", str(REPO), "install", "DESTDIR=/", "PREFIX=/usr")
-    for script in ("nbh", "nbh-jupyter-run", "nbh-event", "nbh-web"):
+    for script in ("nbh", "nbh-jupyter-run", "nbh-event", "nbh-web", "nbh-events", "nbh-metrics"):
         Path("/usr/bin", script).symlink_to(REPO / ".venv/bin" / script)
     sh("systemd-sysusers", "/usr/lib/sysusers.d/nbhosting.conf")
     sh("systemd-tmpfiles", "--create", "/usr/lib/tmpfiles.d/nbhosting.conf")
@@ -471,7 +472,8 @@ def install_checkout() -> None:
     elif REPO.is_relative_to("/tmp"):
         seen = "PrivateTmp=no\n"
     for unit in ("nbh-web.service", "nbh-cull.service", "nbh-gc.service", "nbh-autopull.service",
-                 "nbh-course-update@.service", "nbh-lti-keys.service") if seen else ():
+                 "nbh-course-update@.service", "nbh-lti-keys.service", "nbh-events.service",
+                 "nbh-sample.service", "nbh-metrics.service") if seen else ():
         dropin = Path(f"/etc/systemd/system/{unit}.d")
         dropin.mkdir(parents=True)
         (dropin / "sandbox.conf").write_text(f"[Service]\n# the checkout the sandbox runs\n{seen}")
