@@ -20,6 +20,7 @@ from __future__ import annotations
 import json
 import logging
 import socket
+import socketserver
 import sys
 import time
 from http.server import ThreadingHTTPServer
@@ -124,19 +125,27 @@ def registry(path: Path = store.DEFAULT_PATH) -> CollectorRegistry:
     return found
 
 
+class PassedSocketServer(ThreadingHTTPServer):
+    """An HTTP server on the socket systemd passed: it makes no socket of its
+    own (the unit allows AF_UNIX only, and no network)."""
+
+    daemon_threads = True
+
+    def __init__(self, listening: socket.socket, handler):
+        socketserver.BaseServer.__init__(self, listening.getsockname()[:2], handler)
+        self.socket = listening
+
+
 def main() -> int:
     """Serve /metrics on the socket nbh-metrics.socket passes."""
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
-    if daemon.listen_fds() != 1:
+    passed = daemon.listen_fds()
+    if len(passed) != 1:
         print("nbh-metrics: expected one listening socket from nbh-metrics.socket", file=sys.stderr)
         return 2
-    listening = socket.socket(fileno=daemon.LISTEN_FDS_START)
-    server = ThreadingHTTPServer(listening.getsockname()[:2], MetricsHandler.factory(registry()),
-                                 bind_and_activate=False)
-    server.socket.close()
-    server.socket = listening
+    server = PassedSocketServer(socket.socket(fileno=passed[0]), MetricsHandler.factory(registry()))
     daemon.notify("READY=1")
-    log.info("serving /metrics on %s", listening.getsockname())
+    log.info("serving /metrics on %s", server.server_address)
     try:
         server.serve_forever()
     except KeyboardInterrupt:

@@ -388,6 +388,12 @@ def boot(from_rpm: Path | None) -> None:
         REPO.mkdir(parents=True)
         sh("mount", "--bind", str(layers / "repo"), str(REPO))
     open_checkout()
+    # What systemd's own tmpfiles.d does at boot (masked here): the journal's
+    # folder, whose files the group systemd-journal reads (nbh-events).
+    journal = run_dir / "log" / "journal"
+    journal.mkdir(parents=True)
+    shutil.chown(journal, "root", "systemd-journal")
+    journal.chmod(0o2755)
     sh("mount", "-t", "cgroup2", "cgroup2", "/sys/fs/cgroup")
     # rootless podman needs shared mount propagation
     sh("mount", "--make-rshared", "/")
