@@ -469,38 +469,36 @@ def events_command(args) -> None:
         raise CommandError(str(error)) from None
     db = store.open_reader(Path(args.store))
     try:
-        found = (event.as_dict() for event in store.events(db, query))
-        if args.format == "json":
-            _json_array(found)
-        elif args.format == "csv":
-            _csv(found)
-        else:
-            for row in found:
-                details = " ".join(f"{k}={v}" for k, v in row.items() if k not in EVENT_COLUMNS)
-                print(row["time"][:23], row["event"].ljust(7), row["course"] or "-", row["student"] or "-",
-                      row["notebook"] or "-", details)
+        {"json": _json_events, "csv": _csv_events, "table": _table_events}[args.format](store.rows(db, query))
     except store.sqlite3.Error as error:
         raise CommandError(f"cannot read the event store: {error}") from None
     finally:
         db.close()
 
 
-def _json_array(rows) -> None:
-    """Written as it is read: a month of events need not fit in memory."""
-    out = sys.stdout
-    out.write("[")
-    for number, row in enumerate(rows):
-        out.write(("," if number else "") + "\n" + json.dumps(row))
-    out.write("\n]\n")
+def _table_events(rows) -> None:
+    write = sys.stdout.write
+    for when, event, course, student, notebook, fields in rows:
+        write(f"{when} {event:<7} {course or '-'} {student or '-'} {notebook or '-'}"
+              f"{' ' + fields if fields != '{}' else ''}\n")
 
 
-def _csv(rows) -> None:
+def _json_events(rows) -> None:
+    """One array, written as it is read: a month of events need not fit in
+    memory. Each event is one object, its fields beside the columns."""
+    write, dumps = sys.stdout.write, json.dumps
+    write("[")
+    for number, (*columns, fields) in enumerate(rows):
+        head = dumps(dict(zip(EVENT_COLUMNS, columns)))
+        write(("," if number else "") + "\n" + head[:-1] + ("," + fields[1:] if fields != "{}" else "}"))
+    write("\n]\n")
+
+
+def _csv_events(rows) -> None:
     """One row an event; the fields other than the columns as one JSON column."""
     writer = csv.writer(sys.stdout)
     writer.writerow([*EVENT_COLUMNS, "fields"])
-    for row in rows:
-        writer.writerow([row[k] or "" for k in EVENT_COLUMNS]
-                        + [json.dumps({k: v for k, v in row.items() if k not in EVENT_COLUMNS})])
+    writer.writerows(rows)
 
 
 def events_parser(commands) -> None:

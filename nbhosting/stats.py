@@ -41,10 +41,6 @@ def _range(since: float | None, until: float | None) -> tuple[float, float]:
     return (-FAR if since is None else since), (FAR if until is None else until)
 
 
-def _day(seconds: float) -> str:
-    return datetime.fromtimestamp(seconds, timezone.utc).date().isoformat()
-
-
 def _days_between(first: str, last: str) -> list[str]:
     day, end, found = datetime.fromisoformat(first), datetime.fromisoformat(last), []
     while day <= end:
@@ -200,18 +196,19 @@ def incidents_per_day(db, course: str, since=None, until=None) -> Table:
 def _samples(db, course: str | None, names: tuple[str, ...], since, until, points: int) -> list[tuple]:
     """Samples averaged over at most `points` equal spans of the range."""
     start, end = _range(since, until)
+    if not set(names) <= set(store.SAMPLE_COLUMNS):
+        raise ValueError(f"not sampled: {sorted(set(names) - set(store.SAMPLE_COLUMNS))}")
     where = "course = ?" if course is not None else "course IS NULL"
     args = (course,) if course is not None else ()
-    first, last = db.execute(f"SELECT min(time), max(time) FROM events WHERE {where} AND event = 'sample' "
-                             "AND time >= ? AND time < ?", (*args, start, end)).fetchone()
+    first, last = db.execute(f"SELECT min(time), max(time) FROM samples WHERE {where} AND time >= ? AND time < ?",
+                             (*args, start, end)).fetchone()
     if first is None:
         return []
     span = max(1.0, (last - first) / max(1, points - 1))
-    averages = ", ".join(f"avg(CAST(json_extract(fields, '$.{name}') AS REAL))" for name in names)
+    averages = ", ".join(f"avg({name})" for name in names)
     return [(first + b * span, *values) for b, *values in db.execute(
-        f"SELECT CAST((time - ?) / ? AS INTEGER) AS b, {averages} FROM events "
-        f"WHERE {where} AND event = 'sample' AND time >= ? AND time < ? GROUP BY b ORDER BY b",
-        (first, span, *args, start, end))]
+        f"SELECT CAST((time - ?) / ? AS INTEGER) AS b, {averages} FROM samples "
+        f"WHERE {where} AND time >= ? AND time < ? GROUP BY b ORDER BY b", (first, span, *args, start, end))]
 
 
 def servers_over_time(db, course: str, since=None, until=None, points: int = 500) -> Table:

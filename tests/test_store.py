@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from datetime import datetime
+from datetime import datetime, timezone
 
 import pytest
 
@@ -28,7 +28,7 @@ def test_a_new_store_is_at_the_current_version_in_wal_mode(db):
 
 
 def test_version_1_is_migrated_and_its_events_counted(tmp_path):
-    """A store written by the first schema gets the second's tables, filled
+    """A store written by the first schema gets the later ones' tables, filled
     from the events it already has."""
     path = tmp_path / "old.db"
     old = sqlite3.connect(path, isolation_level=None)
@@ -38,13 +38,16 @@ def test_version_1_is_migrated_and_its_events_counted(tmp_path):
     old.executemany("INSERT INTO events (time, event, course, student, notebook, fields) VALUES (?, ?, ?, ?, ?, ?)",
                     [(T0 + 5, "open", "c", "bob", "a.ipynb", "{}"), (T0, "open", "c", "bob", "b.ipynb", "{}"),
                      (T0 + 1, "refused", "c", None, None, '{"status":"403"}'),
-                     (T0 + 2, "refused", None, None, None, '{"status":"400"}')])
+                     (T0 + 2, "refused", None, None, None, '{"status":"400"}'),
+                     (T0 + 3, "sample", None, None, None, '{"servers":"3","load1":"0.25","scope":"host"}')])
     old.close()
     db = store.open_writer(path)
     assert store.version(db) == store.VERSION
     assert db.execute("SELECT course, student, first_time FROM students").fetchall() == [("c", "bob", T0)]
     assert sorted(db.execute("SELECT event, status, n FROM counts")) == [
-        ("open", "", 2), ("refused", "400", 1), ("refused", "403", 1)]
+        ("open", "", 2), ("refused", "400", 1), ("refused", "403", 1), ("sample", "", 1)]
+    assert db.execute("SELECT time, course, servers, load1, kernels FROM samples").fetchall() == [
+        (T0 + 3, None, 3, 0.25, None)]
 
 
 def test_a_newer_schema_is_refused(tmp_path):
@@ -84,6 +87,8 @@ def test_derived_tables_follow_the_appends(db):
     assert db.execute("SELECT first_time FROM students").fetchall() == [(T0,)]
     assert sorted(db.execute("SELECT le, n FROM start_latency")) == [(2.0, 1), (float("inf"), 1)]
     assert db.execute("SELECT seconds FROM start_latency_sum").fetchone() == (121.5,)
+    store.append(db, [Event(T0, "sample", "c", fields={"servers": "2", "load1": "x", "kernels": "1.5"})], "l", T0)
+    assert db.execute("SELECT course, servers, load1, kernels FROM samples").fetchall() == [("c", 2, None, 1.5)]
 
 
 def seeded(db):
@@ -168,10 +173,11 @@ def test_nbh_events_formats_and_errors(db, tmp_path, capsys):
     assert cli.main(["events", "--store", path, "--event", "open", "--format", "csv"]) == 0
     lines = capsys.readouterr().out.splitlines()
     assert lines[0] == "time,event,course,student,notebook,fields"
-    assert len(lines) == 3 and ",open,c2,bob,x.ipynb," in lines[2]
+    assert len(lines) == 3 and lines[2].endswith(',open,c2,bob,x.ipynb,"{""copied"":""no""}"')
     assert cli.main(["events", "--store", path, "--student", "bob"]) == 0
     (line,) = capsys.readouterr().out.splitlines()
-    assert "open" in line and "bob" in line and "copied=no" in line
+    when = datetime.fromtimestamp(T0 + 2, timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.000Z")
+    assert line == f'{when} open    c2 bob x.ipynb {{"copied":"no"}}'
     assert cli.main(["events", "--store", path, "--since", "last tuesday"]) == 1
     assert capsys.readouterr().err.strip() == ("nbh: 'last tuesday' is not a time: use 7d, 12h, 30m, now, today, "
                                                "or 2026-11-01[T10:00]")
