@@ -17,7 +17,8 @@ machine is small (2 cores) and shared, so compare ratios, not absolutes.
 - how long a push to a course's repository takes to be checked out with
   nbh-autopull.timer at its shortest period (bench/courses.py);
 - a warm LTI 1.3 launch (login, then the id_token's POST) beside a warm
-  signed entry, from a fake platform on loopback (tests/lti_platform.py).
+  signed entry, from a fake platform on loopback (tests/lti_platform.py);
+- the event store (bench/events.py).
 """
 
 from __future__ import annotations
@@ -381,6 +382,8 @@ async def main() -> dict:
         idle_results = await idle.run(systemd)
         from . import courses  # noqa: PLC0415 -- it imports this module's helpers
         course_results = await asyncio.get_running_loop().run_in_executor(None, courses.run)
+        from . import events as event_store  # noqa: PLC0415 -- it imports this module's helpers
+        event_results = event_store.run()
     finally:
         await systemd.close()
     driver = sandbox.run(podman.argv(["info", "--format", "{{.Store.GraphDriverName}}"])).stdout.strip()
@@ -397,6 +400,7 @@ async def main() -> dict:
         "entry": entry,
         "idle": idle_results,
         "courses": course_results,
+        "events": event_results,
     }
 
 
@@ -448,6 +452,9 @@ def table(results: dict) -> str:
     if "courses" in results:
         from . import courses  # noqa: PLC0415
         lines += courses.table(results["courses"])
+    if "events" in results:
+        from . import events as event_store  # noqa: PLC0415
+        lines += event_store.table(results["events"])
     return "\n".join(lines)
 
 

@@ -48,6 +48,9 @@ def test_no_file_is_the_defaults(tmp_path):
     ("[limits]\ntasks_max = 1.5", "limits.tasks_max: expected an integer, got a number"),
     ("[limits]\nmax_running = 0", "limits.max_running: must be at least 1"),
     ("[limits]\nnew_workspaces_per_minute = -1", "limits.new_workspaces_per_minute: must be at least 1"),
+    ("[events]\nkeep_days = -1", "events.keep_days: must be 0 (keep everything) or a positive number of days"),
+    ("[events]\nsample_period = 5", "events.sample_period: must be at least 10 seconds"),
+    ("[events]\nkeep = 3", "events.keep: unknown key"),
     ("web = 1", "web: expected a table"),
     ("[web", "nbhosting.toml: Expected ']'"),
 ])

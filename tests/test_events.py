@@ -256,3 +256,36 @@ def test_closing_the_tab_gives_a_close_event_with_its_duration(sandbox, systemd,
     # from the open to the sample that saw the tab gone
     assert since_open - 1 <= int(close["duration_seconds"]) <= since_open + 30, (close, since_open)
     systemd.stop_instance(instance)
+
+
+@pytest.fixture
+def events_config(sandbox):
+    def set_config(text: str) -> None:
+        sandbox.path("/etc/nbhosting/nbhosting.toml").write_text(nbh_sandbox.CONFIG + "[events]\n" + text)
+        sandbox.run("nbh", "setup")
+    yield set_config
+    sandbox.path("/etc/nbhosting/nbhosting.toml").write_text(nbh_sandbox.CONFIG)
+    sandbox.run("nbh", "setup")
+    sandbox.run("systemctl", "restart", "nbh-events.service")
+
+
+def test_the_sample_period_and_the_retention_follow_the_configuration(sandbox, events_config):
+    events_config("sample_period = 30\nkeep_days = 10\n")
+    timers = sandbox.run("systemctl", "show", "-P", "TimersMonotonic", "nbh-sample.timer").stdout
+    assert "OnUnitActiveUSec=30s" in timers, timers
+    # an event of 11 days ago, as the store would have kept it; the follower
+    # forgets it when it starts, and keeps the others
+    sandbox.run("systemctl", "stop", "nbh-events.service")
+    old = time.time() - 11 * 86400
+    insert = ("import sqlite3, sys; db = sqlite3.connect(sys.argv[1]); db.execute(\"INSERT INTO events "
+              "(time, event, course, student) VALUES (?, 'open', 'old-course', 'old-student')\", (float(sys.argv[2]),));"
+              " db.commit()")
+    sandbox.run("python3", "-c", insert, DB, str(old))
+    kept = read_store(sandbox, "SELECT count(*) FROM events WHERE time > ?", str(old + 1))[0][0]
+    assert read_store(sandbox, "SELECT count(*) FROM events WHERE course = 'old-course'") == [(1,)]
+    sandbox.run("systemctl", "start", "nbh-events.service")
+    wait_for(lambda: read_store(sandbox, "SELECT count(*) FROM events WHERE course = 'old-course'") == [(0,)],
+             what="the old event to be forgotten")
+    assert read_store(sandbox, "SELECT count(*) FROM events WHERE time > ?", str(old + 1))[0][0] >= kept
+    log = sandbox.run("journalctl", "--no-pager", "-o", "cat", "-u", "nbh-events.service").stdout
+    assert "removed 1 events older than 10 days (events.keep_days)" in log
