@@ -31,15 +31,19 @@ NEW_UNITS = ("nbh-events.service", "nbh-sample.service", "nbh-sample.timer", "nb
              "nbh-metrics.service")
 
 
-READ = """import json, sqlite3, sys
-db = sqlite3.connect(f"file:{sys.argv[1]}?mode=ro", uri=True)
+READ = """import json, sys
+from pathlib import Path
+from nbhosting import store
+db = store.open_reader(Path(sys.argv[1]))
 print(json.dumps(db.execute(sys.argv[2], sys.argv[3:]).fetchall()))"""
 
 
 def read_store(sandbox, sql: str, *args: str) -> list[tuple]:
-    """The store as the front end's account reads it (SQLite resolves the
-    host's /proc/<pid>/root link to the host's own /, so read it inside)."""
-    out = sandbox.run("python3", "-c", READ, DB, sql, *args, user="nbh").stdout
+    """The store as the front end's account reads it (store.open_reader).
+    Inside the sandbox: SQLite resolves the host's /proc/<pid>/root link to
+    the host's own /."""
+    python = str(nbh_sandbox.REPO / ".venv/bin/python")
+    out = sandbox.run(python, "-c", READ, DB, sql, *args, user="nbh").stdout
     return [tuple(row) for row in json.loads(out)]
 
 
@@ -139,7 +143,7 @@ def test_a_known_sequence_is_stored_exactly_in_order(sandbox, systemd, course, s
     assert stored(sandbox, "--student", bob.student, "--since", "1h", "--event", "cull")[0]["student"] == bob.student
     assert stored(sandbox, "--student", bob.student, "--until", "2000-01-01") == []
     table = nbh(sandbox, "events", "--student", bob.student, "--event", "open", user="nbh").stdout.splitlines()
-    assert len(table) == 1 and "copied=yes" in table[0]
+    assert len(table) == 1 and table[0].endswith(f'open    {course} {bob.student} {notebook} {{"copied":"yes"}}')
 
 
 def stored_burst(sandbox, tag: str) -> tuple[int, int]:
