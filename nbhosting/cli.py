@@ -12,6 +12,7 @@ import grp
 import json
 import os
 import pwd
+import sqlite3
 import subprocess
 import sys
 import time
@@ -470,7 +471,7 @@ def events_command(args) -> None:
     db = store.open_reader(Path(args.store))
     try:
         {"json": _json_events, "csv": _csv_events, "table": _table_events}[args.format](store.rows(db, query))
-    except store.sqlite3.Error as error:
+    except sqlite3.Error as error:
         raise CommandError(f"cannot read the event store: {error}") from None
     finally:
         db.close()

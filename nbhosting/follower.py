@@ -10,6 +10,7 @@ twice: the rows and the cursor are committed together, or neither is.
 from __future__ import annotations
 
 import logging
+import sqlite3
 import sys
 import time
 from pathlib import Path
@@ -114,7 +115,7 @@ def main() -> int:
     try:
         settings = config.load()
         follow(Path(sys.argv[1]) if len(sys.argv) > 1 else store.DEFAULT_PATH, settings)
-    except (OSError, ValueError, store.StoreError, store.sqlite3.Error) as error:
+    except (OSError, ValueError, store.StoreError, sqlite3.Error) as error:
         print(f"nbh-events: {error}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:

@@ -181,6 +181,7 @@ def instance_units(sandbox) -> dict[str, str]:
 ROOTS = ("/var/lib/nbhosting", "/etc/nbhosting", "/run/nbhosting")
 WORKSPACES = "/var/lib/nbhosting/workspaces"
 CONTAINERS = "/var/lib/nbhosting/containers"  # podman's storage: its lock files' times change
+EVENTS = "/var/lib/nbhosting/events"  # the event store, which keeps the refusals (nbh-events)
 
 
 def files(sandbox) -> dict[str, tuple]:
@@ -200,7 +201,7 @@ def files(sandbox) -> dict[str, tuple]:
             for name in dirs + names:
                 path = os.path.join(folder, name)
                 info = os.lstat(path)
-                when = None if inside.startswith(CONTAINERS) else info.st_mtime_ns
+                when = None if inside.startswith((CONTAINERS, EVENTS)) else info.st_mtime_ns
                 found[f"{inside}/{name}"] = (info.st_mode, info.st_size if when else None, when)
     return found
 
