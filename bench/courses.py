@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import time
 
 from nbhosting import sandbox
@@ -18,7 +19,7 @@ from .__main__ import percentiles
 COURSE = "bench-autopull"
 REPO = f"/var/lib/nbhosting/sandbox-repos/{COURSE}"
 PERIOD = 10  # seconds: config.Courses' least
-RUNS = int(os.environ.get("NBH_BENCH_PUSHES", "5"))
+RUNS = int(os.environ.get("NBH_BENCH_PUSHES", "7"))
 NOTEBOOK = json.dumps({"cells": [], "metadata": {}, "nbformat": 4, "nbformat_minor": 5})
 
 
@@ -64,6 +65,8 @@ def run() -> dict:
         sandbox.run(["systemctl", "restart", "nbh-autopull.timer"])
         delays = []
         for number in range(RUNS):
+            # A push comes at any moment of the timer's period.
+            time.sleep(random.uniform(0, PERIOD))
             commit = _push(number + 1)
             began = time.monotonic()
             while _checked_out() != commit:
