@@ -125,3 +125,15 @@ def test_wrong_passwords_are_limited_per_account_and_address():
     limiter.failed("10.0.0.3", "erin")
     limiter.succeeded("10.0.0.3", "erin")
     assert limiter.retry_after("10.0.0.3", "erin") == 0
+
+
+def test_the_notebook_tree_and_where_a_login_may_lead():
+    from nbhosting.web.staff import notebook_tree, safe_next
+
+    assert notebook_tree(["notebooks/a.ipynb", "top.ipynb", "w1/s1/x.ipynb", "w1/y.ipynb"]) == [
+        (0, "notebooks/", None), (1, "a.ipynb", "notebooks/a.ipynb"), (0, "top.ipynb", "top.ipynb"),
+        (0, "w1/", None), (1, "s1/", None), (2, "x.ipynb", "w1/s1/x.ipynb"), (1, "y.ipynb", "w1/y.ipynb")]
+    assert safe_next("/staff/courses/x") == "/staff/courses/x"
+    for elsewhere in (None, "", "https://evil.example/staff/", "//evil.example/staff/", "/staff\\..\\x", "/nb/x/y/",
+                      "/\\evil.example"):
+        assert safe_next(elsewhere) == "/staff/"

@@ -28,8 +28,8 @@ from urllib.parse import quote, urlencode
 import tornado.iostream
 import tornado.web
 
-from .. import config, courses, courseunits, cull, events, nofollow, paths, staff, workspace
-from ..names import BadName, Instance, check_course, check_workspace, escape, staff_workspace
+from .. import capacity, config, courses, courseunits, cull, events, nofollow, paths, staff, workspace
+from ..names import STAFF_PREFIX, BadName, Instance, check_course, check_workspace, escape, staff_workspace
 from ..systemd import RUNNING_STATES, AccessDenied, SystemdError
 from .base import BaseHandler
 
@@ -38,8 +38,6 @@ COOKIE = "nbh_staff"
 LOGIN = "/staff/login"
 TEMPLATES = Path(__file__).parent / "templates"
 _INVOCATION = re.compile(r"[0-9a-f]{32}")
-# The students' list asks the running servers how idle they are, this long at most.
-IDLE_ASK_TIMEOUT = 1.0
 # An event stream says it is alive this often (nginx and browsers drop silent ones).
 KEEPALIVE = 15
 
@@ -123,15 +121,17 @@ class StaffHandler(BaseHandler):
             return found
         if found is None and self.account.admin:
             raise tornado.web.HTTPError(404, "%s", why, reason="No such course")
-        events.staff("staff-refused", self.account.name, f"{self.account.name}: refused {self.request.path}",
-                     priority=syslog.LOG_NOTICE, NBH_COURSE=name, NBH_STATUS="403")
+        self.refused(NBH_COURSE=name)
         raise tornado.web.HTTPError(403, "%s may not manage %r", self.account.name, name,
                                     reason="Not one of your courses")
 
+    def refused(self, **fields) -> None:
+        events.staff("staff-refused", self.account.name, f"{self.account.name}: refused {self.request.method} "
+                     f"{self.request.path}", priority=syslog.LOG_NOTICE, NBH_STATUS="403", **fields)
+
     def require_admin(self) -> None:
         if not self.account.admin:
-            events.staff("staff-refused", self.account.name, f"{self.account.name}: refused {self.request.path}",
-                         priority=syslog.LOG_NOTICE, NBH_STATUS="403")
+            self.refused()
             raise tornado.web.HTTPError(403, "%s is not an admin", self.account.name, reason="Admins only")
 
 
@@ -243,7 +243,7 @@ class CourseListHandler(StaffHandler):
         rows = []
         for course in courses.all_courses():
             if self.account.may_manage(course):
-                students = [s for s in enrolled(course.name) if not Instance(course.name, s).is_staff]
+                students = [s for s in enrolled(course.name) if not s.startswith(STAFF_PREFIX)]
                 rows.append(CourseRow(course, courses.status(course), len(courses.notebooks(course)),
                                       len(students), running.get(course.name, 0)))
         self.render("staff/courses.html", rows=rows)
@@ -254,7 +254,6 @@ class StudentRow:
     name: str
     state: str
     changed: float | None  # the workspace folder's last change (a copy, a save)
-    idle: float | None = None
 
     @property
     def running(self) -> bool:
@@ -268,8 +267,10 @@ async def students(handler: StaffHandler, course: str) -> list[StudentRow]:
     names = enrolled(course)
     systemd = await handler.frontend.systemd()
     pattern = f"nbh-jupyter@{escape(course)}-*.service"  # systemd matches with FNM_NOESCAPE
+    # Only the servers that are not inactive: with thousands enrolled, their
+    # loaded units are mostly inactive, and not worth a parse each.
     states = {Instance.from_unit(unit).student: f"{active}/{sub}"
-              for unit, active, sub in await systemd.list_units([pattern])}
+              for unit, active, sub in await systemd.list_units([pattern], [*RUNNING_STATES, "failed"])}
     rows = []
     for name in names:
         try:
@@ -277,23 +278,38 @@ async def students(handler: StaffHandler, course: str) -> list[StudentRow]:
         except FileNotFoundError:
             changed = None
         rows.append(StudentRow(name, states.get(name, "inactive/dead"), changed))
-    running = [row for row in rows if row.state == "active/running"]
-    if running:
-        await asking_idle(handler, course, running)
     return rows
 
 
-async def asking_idle(handler: StaffHandler, course: str, rows: list[StudentRow]) -> None:
-    """How idle each running server is, as `nbh cull` asks it; '-' for those slow to answer."""
-    async def ask(row: StudentRow) -> None:
-        try:
-            row.idle = (await cull.activity(Instance(course, row.name), handler.frontend.secret)).idle
-        except (cull.AskError, OSError, ValueError):
-            pass
-    tasks = [asyncio.ensure_future(ask(row)) for row in rows[:cull.AT_ONCE * 5]]
-    _, late = await asyncio.wait(tasks, timeout=IDLE_ASK_TIMEOUT)
-    for task in late:
-        task.cancel()
+class IdleHandler(StaffHandler):
+    """How idle each running server of the course is, as `nbh cull` asks it:
+    server-sent events, one per server as it answers, so that the course
+    page does not wait for them (its script fills them in)."""
+
+    async def get(self, name: str) -> None:
+        course = self.course(name)
+        systemd = await self.frontend.systemd()
+        pattern = f"nbh-jupyter@{escape(course.name)}-*.service"
+        running = [Instance.from_unit(unit) for unit, _, sub in await systemd.list_units([pattern], ["active"])
+                   if sub == "running"]
+        self.set_header("Content-Type", "text/event-stream")
+        limit = asyncio.Semaphore(cull.AT_ONCE)
+
+        async def ask(instance: Instance) -> tuple[Instance, float | None]:
+            async with limit:
+                try:
+                    return instance, (await cull.activity(instance, self.frontend.secret)).idle
+                except (cull.AskError, OSError, ValueError):
+                    return instance, None
+
+        for answer in asyncio.as_completed([ask(instance) for instance in running]):
+            instance, idle = await answer
+            self.write(f"event: idle\ndata: {json.dumps({'student': instance.student, 'idle': duration(idle)})}\n\n")
+            try:
+                await self.flush()
+            except tornado.iostream.StreamClosedError:
+                return
+        self.finish("event: done\ndata: {}\n\n")
 
 
 def notebook_tree(names: list[str]) -> list[tuple[int, str, str | None]]:
@@ -501,7 +517,7 @@ class OpenHandler(StaffHandler):
         instance = Instance(course.name, staff_workspace(self.account.name))
         try:
             await self.frontend.start(instance)
-        except Exception as error:  # capacity.HostFull, SystemdError, OSError: the page says so
+        except (capacity.HostFull, SystemdError, OSError) as error:
             raise tornado.web.HTTPError(503, "%s", str(error), reason="Your server could not start") from None
         try:
             await asyncio.get_running_loop().run_in_executor(
@@ -531,6 +547,7 @@ def routes() -> list[tuple]:
         (course, CourseHandler),
         (course + r"/settings", SettingsHandler),
         (course + r"/stop", StopHandler),
+        (course + r"/idle", IdleHandler),
         (course + r"/open", OpenHandler),
         (course + f"/{actions}", ActionHandler),
         (course + f"/{actions}/(events|log)", RunOutputHandler),
