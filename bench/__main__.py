@@ -378,9 +378,11 @@ async def main() -> dict:
         crowd = await at_once(systemd, 20)
         entry = await entries(systemd)
         from . import idle  # noqa: PLC0415 -- it imports this module's helpers
+        from . import staff as staff_pages  # noqa: PLC0415 -- the same
         idle_results = await idle.run(systemd)
         from . import courses  # noqa: PLC0415 -- it imports this module's helpers
         course_results = await asyncio.get_running_loop().run_in_executor(None, courses.run)
+        staff_results = await staff_pages.run(systemd)
     finally:
         await systemd.close()
     driver = sandbox.run(podman.argv(["info", "--format", "{{.Store.GraphDriverName}}"])).stdout.strip()
@@ -397,6 +399,7 @@ async def main() -> dict:
         "entry": entry,
         "idle": idle_results,
         "courses": course_results,
+        "staff_pages": staff_results,
     }
 
 
@@ -448,6 +451,9 @@ def table(results: dict) -> str:
     if "courses" in results:
         from . import courses  # noqa: PLC0415
         lines += courses.table(results["courses"])
+    if "staff_pages" in results:
+        from . import staff as staff_pages  # noqa: PLC0415
+        lines += staff_pages.table(results["staff_pages"])
     return "\n".join(lines)
 
 
