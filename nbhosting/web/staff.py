@@ -215,11 +215,13 @@ class LogoutHandler(StaffHandler):
 
 # -- courses -------------------------------------------------------------------------
 
-def enrolled(course: str) -> list[str]:
-    """The course's students and staff workspaces: their workspace folders."""
+def enrolled(course: str) -> list[tuple[str, float]]:
+    """The course's students and staff workspaces (their workspace folders),
+    with when each last changed (a copy, a save): one scan of the folder."""
     try:
         with os.scandir(paths.WORKSPACES_DIR / course) as entries:
-            return sorted(entry.name for entry in entries if entry.is_dir(follow_symlinks=False))
+            return sorted((entry.name, entry.stat(follow_symlinks=False).st_mtime) for entry in entries
+                          if entry.is_dir(follow_symlinks=False))
     except FileNotFoundError:
         return []
 
@@ -243,7 +245,7 @@ class CourseListHandler(StaffHandler):
         rows = []
         for course in courses.all_courses():
             if self.account.may_manage(course):
-                students = [s for s in enrolled(course.name) if not s.startswith(STAFF_PREFIX)]
+                students = [s for s, _ in enrolled(course.name) if not s.startswith(STAFF_PREFIX)]
                 rows.append(CourseRow(course, courses.status(course), len(courses.notebooks(course)),
                                       len(students), running.get(course.name, 0)))
         self.render("staff/courses.html", rows=rows)
@@ -263,22 +265,14 @@ class StudentRow:
 async def students(handler: StaffHandler, course: str) -> list[StudentRow]:
     """Every workspace of the course with its server's state: one D-Bus call
     (ListUnitsByPatterns) for all of them, however many are enrolled."""
-    folder = paths.WORKSPACES_DIR / course
-    names = enrolled(course)
+    scan = asyncio.get_running_loop().run_in_executor(None, enrolled, course)  # off the loop, meanwhile
     systemd = await handler.frontend.systemd()
     pattern = f"nbh-jupyter@{escape(course)}-*.service"  # systemd matches with FNM_NOESCAPE
     # Only the servers that are not inactive: with thousands enrolled, their
     # loaded units are mostly inactive, and not worth a parse each.
     states = {Instance.from_unit(unit).student: f"{active}/{sub}"
               for unit, active, sub in await systemd.list_units([pattern], [*RUNNING_STATES, "failed"])}
-    rows = []
-    for name in names:
-        try:
-            changed = os.stat(folder / name, follow_symlinks=False).st_mtime
-        except FileNotFoundError:
-            changed = None
-        rows.append(StudentRow(name, states.get(name, "inactive/dead"), changed))
-    return rows
+    return [StudentRow(name, states.get(name, "inactive/dead"), changed) for name, changed in await scan]
 
 
 class IdleHandler(StaffHandler):
