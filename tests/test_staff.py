@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 import time
 import uuid
@@ -339,3 +340,51 @@ def test_the_course_list(sandbox, admin, courses):
         assert row and row.group(1) == "3", page[:3000]
     assert "frame-ancestors 'none'" in client.get("/staff/").headers["Content-Security-Policy"]
     assert client.http.put("/staff/").status_code in (403, 405)
+
+
+def run_events(client: Staff, location: str) -> list[tuple[str, object]]:
+    """The event stream of the run a POST led to, to its end."""
+    path, _, query = location.partition("?")
+    body = client.get(f"{path}/events?{query}", timeout=600).text
+    events = []
+    for block in body.strip().split("\n\n"):
+        fields = dict(line.split(": ", 1) for line in block.splitlines() if not line.startswith(":"))
+        if fields:
+            events.append((fields["event"], json.loads(fields["data"])))
+    return events
+
+
+def start(client: Staff, course: str, action: str) -> str:
+    response = client.post(f"/staff/courses/{course}/{action}")
+    assert response.status_code == 303, response.text[:1000]
+    location = response.headers["Location"]
+    assert location.startswith(f"/staff/courses/{course}/{action}?invocation="), location
+    return location
+
+
+def test_an_update_shows_its_output_and_result_and_a_failing_one_keeps_the_checkout(sandbox, admin):
+    course = fresh_name("upd")
+    sandbox.make_course(course)
+    client = logged_in(admin)
+    before = nbh_sandbox.run(["git", "-C", f"/var/lib/nbhosting/courses/{course}", "rev-parse", "HEAD"]).stdout
+    events = run_events(client, start(client, course, "update"))
+    assert events[-1][0] == "done" and events[-1][1]["ok"], events
+    assert staff_events(sandbox, "staff-update", admin)[-1]["NBH_COURSE"] == course
+    # The finished run, again: its whole log and its result, as text too.
+    text = client.get(f"/staff/courses/{course}/update/log").text
+    assert text.rstrip().splitlines()[-1].startswith("-- done: "), text
+
+    assert client.post(f"/staff/courses/{course}/settings", {"branch": "no-such-branch"}).status_code == 303
+    events = run_events(client, start(client, course, "update"))
+    kind, outcome = events[-1]
+    assert kind == "done" and not outcome["ok"], events
+    assert "no-such-branch" in outcome["message"] or "exit" in outcome["message"], outcome
+    after = nbh_sandbox.run(["git", "-C", f"/var/lib/nbhosting/courses/{course}", "rev-parse", "HEAD"]).stdout
+    assert after == before
+    assert sandbox.path(f"/var/lib/nbhosting/courses/{course}/w1/w1-s1-c1-intro.ipynb").is_file()
+    assert sandbox.journal("NBH_EVENT=failure", f"NBH_COURSE={course}", "--since=-300s")
+
+
+def test_a_bad_invocation_id_is_400(sandbox, admin, course):
+    client = logged_in(admin)
+    assert client.get(f"/staff/courses/{course}/update/events?invocation=../../x").status_code == 400

@@ -215,15 +215,22 @@ class LogoutHandler(StaffHandler):
 
 # -- courses -------------------------------------------------------------------------
 
-def enrolled(course: str) -> list[tuple[str, float]]:
-    """The course's students and staff workspaces (their workspace folders),
-    with when each last changed (a copy, a save): one scan of the folder."""
+def _workspaces(course: str) -> list[os.DirEntry]:
+    """The course's students' and staff's workspace folders: one scan."""
     try:
         with os.scandir(paths.WORKSPACES_DIR / course) as entries:
-            return sorted((entry.name, entry.stat(follow_symlinks=False).st_mtime) for entry in entries
-                          if entry.is_dir(follow_symlinks=False))
+            return [entry for entry in entries if entry.is_dir(follow_symlinks=False)]
     except FileNotFoundError:
         return []
+
+
+def enrolled(course: str) -> list[tuple[str, float]]:
+    """Each workspace, and when it last changed (a copy, a save)."""
+    return sorted((entry.name, entry.stat(follow_symlinks=False).st_mtime) for entry in _workspaces(course))
+
+
+def students_enrolled(course: str) -> int:
+    return sum(not entry.name.startswith(STAFF_PREFIX) for entry in _workspaces(course))
 
 
 @dataclass
@@ -245,9 +252,8 @@ class CourseListHandler(StaffHandler):
         rows = []
         for course in courses.all_courses():
             if self.account.may_manage(course):
-                students = [s for s, _ in enrolled(course.name) if not s.startswith(STAFF_PREFIX)]
                 rows.append(CourseRow(course, courses.status(course), len(courses.notebooks(course)),
-                                      len(students), running.get(course.name, 0)))
+                                      students_enrolled(course.name), running.get(course.name, 0)))
         self.render("staff/courses.html", rows=rows)
 
 
