@@ -366,7 +366,8 @@ def test_an_update_shows_its_output_and_result_and_a_failing_one_keeps_the_check
     course = fresh_name("upd")
     sandbox.make_course(course)
     client = logged_in(admin)
-    before = nbh_sandbox.run(["git", "-C", f"/var/lib/nbhosting/courses/{course}", "rev-parse", "HEAD"]).stdout
+    head = ["git", "-C", f"/var/lib/nbhosting/courses/{course}", "rev-parse", "HEAD"]
+    before = nbh_sandbox.run(head, user="nbh-courses").stdout
     events = run_events(client, start(client, course, "update"))
     assert events[-1][0] == "done" and events[-1][1]["ok"], events
     assert staff_events(sandbox, "staff-update", admin)[-1]["NBH_COURSE"] == course
@@ -379,7 +380,7 @@ def test_an_update_shows_its_output_and_result_and_a_failing_one_keeps_the_check
     kind, outcome = events[-1]
     assert kind == "done" and not outcome["ok"], events
     assert "no-such-branch" in outcome["message"] or "exit" in outcome["message"], outcome
-    after = nbh_sandbox.run(["git", "-C", f"/var/lib/nbhosting/courses/{course}", "rev-parse", "HEAD"]).stdout
+    after = nbh_sandbox.run(head, user="nbh-courses").stdout
     assert after == before
     assert sandbox.path(f"/var/lib/nbhosting/courses/{course}/w1/w1-s1-c1-intro.ipynb").is_file()
     assert sandbox.journal("NBH_EVENT=failure", f"NBH_COURSE={course}", "--since=-300s")

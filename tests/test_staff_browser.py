@@ -17,6 +17,7 @@ from .conftest import notebook
 from .test_browser import (  # noqa: F401 -- the browser fixture
     ARTIFACTS, Browser, browser, first_cell_output, first_cell_source, run_first_cell, wait_for_kernel_idle,
 )
+from .test_course_units import make_repo
 from .test_staff import PASSWORD, add_account, fresh_name, settings_text
 
 pytestmark = pytest.mark.sandbox
@@ -26,29 +27,19 @@ ANSWER = "4242"
 # A course whose image adds a module, shipped in its repository, to the
 # site's base image; its build says something, waits, then says more, so
 # that the page shows the first part while the build still runs.
-CONTAINERFILE = f"""FROM {nbh_sandbox.IMAGE}
-COPY .nbhosting/nbh_extra.py /opt/jupyter/lib/python3.11/site-packages/nbh_extra.py
+CONTAINERFILE = """ARG NBH_BASE_IMAGE
+FROM $NBH_BASE_IMAGE
+COPY extra.py /opt/jupyter/lib/python3.11/site-packages/nbh_extra.py
 RUN echo nbh-build-step-one && sleep 4 && echo nbh-build-step-two
 """
-MODULE = f"ANSWER = {ANSWER}\n"
 IMPORTS = "w1/imports.ipynb"
 
 
-def course_repository(name: str) -> str:
-    """A git repository in the sandbox, as a teacher pushes it: notebooks,
-    and .nbhosting/ with the Containerfile and the module it adds."""
-    repo = f"/var/lib/nbhosting/sandbox-repos/{name}"
-    files = {IMPORTS: json.dumps(notebook("import nbh_extra; print(nbh_extra.ANSWER)")),
-             ".nbhosting/Containerfile": CONTAINERFILE, ".nbhosting/nbh_extra.py": MODULE}
-    for relative, text in files.items():
-        path = nbh_sandbox.path(f"{repo}/{relative}")
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(text)
-    git = ["git", "-C", repo, "-c", "user.name=Teacher", "-c", "user.email=teacher@example.org"]
-    nbh_sandbox.run(["git", "init", "--quiet", "--initial-branch=main", repo])
-    nbh_sandbox.run([*git, "add", "--all"])
-    nbh_sandbox.run([*git, "commit", "--quiet", "--message", f"The course {name}"])
-    return repo
+def course_repository(sandbox, name: str) -> str:
+    """A git repository in the sandbox, as a teacher pushes it: a notebook,
+    the Containerfile and the module it adds."""
+    return make_repo(sandbox, name, {IMPORTS: json.dumps(notebook("import nbh_extra; print(nbh_extra.ANSWER)")),
+                                     ".nbhosting/Containerfile": CONTAINERFILE, "extra.py": f"ANSWER = {ANSWER}\n"})
 
 
 def fill(browser: Browser, field: str, value: str) -> None:
@@ -90,7 +81,7 @@ def journal(sandbox, unit: str) -> str:
 def test_an_admin_creates_updates_builds_and_opens_a_course(sandbox, systemd, browser):
     add_account("admin", "--admin")
     name = f"made-{uuid.uuid4().hex[:6]}"
-    repo = course_repository(name)
+    repo = course_repository(sandbox, name)
     own = Instance(name, "staff.admin")
     browser.diagnostics += [("the update unit", lambda: journal(sandbox, f"nbh-course-update@{name}.service")),
                             ("the build unit", lambda: journal(sandbox, f"nbh-course-build@{name}.service")),

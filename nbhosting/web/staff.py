@@ -446,7 +446,7 @@ class RunOutputHandler(StaffHandler):
             await self.send("done", {"ok": False, "message": f"no {action} has run yet"})
             self.finish()
             return
-        lines = courseunits.follow(run).__aiter__()
+        lines = courseunits.follow(run, await self.frontend.systemd()).__aiter__()
         try:
             while (line := await self.next_line(lines)) is not None:
                 if not await self.send("line", line):
@@ -469,6 +469,7 @@ class RunOutputHandler(StaffHandler):
         finally:
             if not waiting.done():
                 waiting.cancel()
+                await asyncio.wait([waiting])  # the generator is free again, to be closed
         try:
             return waiting.result()
         except StopAsyncIteration:
