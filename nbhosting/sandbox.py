@@ -326,6 +326,9 @@ def up(timeout: float = BOOT_TIMEOUT, from_rpm: Path | None = None) -> int:
     if state == "degraded":
         failed = run(["systemctl", "--failed", "--plain", "--no-legend"], check=False).stdout
         print(f"nbh-sandbox: booted degraded:\n{failed}", file=sys.stderr)
+    # The journal's group, as systemd-tmpfiles-setup (masked here) gives it on
+    # a host: units with SupplementaryGroups=systemd-journal read the journal.
+    run(["systemd-tmpfiles", "--create", "--prefix=/run/log/journal", "/usr/lib/tmpfiles.d/systemd.conf"])
     load_image()
     return value
 
