@@ -389,3 +389,28 @@ def test_an_update_shows_its_output_and_result_and_a_failing_one_keeps_the_check
 def test_a_bad_invocation_id_is_400(sandbox, admin, course):
     client = logged_in(admin)
     assert client.get(f"/staff/courses/{course}/update/events?invocation=../../x").status_code == 400
+
+
+def test_a_failing_build_says_why_in_the_page_and_keeps_the_image(sandbox, admin):
+    from .test_course_units import CONTAINERFILE, NOTEBOOK, commit, make_repo
+
+    course = fresh_name("bld")
+    repo = make_repo(sandbox, course, {"a.ipynb": NOTEBOOK, "extra.py": "ANSWER = 1\n",
+                                       ".nbhosting/Containerfile": CONTAINERFILE})
+    assert nbh(sandbox, "course", "create", course, repo).returncode == 0
+    client = logged_in(admin)
+    events = run_events(client, start(client, course, "build"))
+    assert events[-1] == ("done", {"ok": True, "message": events[-1][1]["message"]}), events
+    built = nbh(sandbox, "course", "show", course).stdout
+    commit(sandbox, repo, {".nbhosting/Containerfile": CONTAINERFILE + "RUN echo about to fail && exit 3\n"})
+    events = run_events(client, start(client, course, "update"))
+    assert events[-1][1]["ok"], events
+    events = run_events(client, start(client, course, "build"))
+    kind, outcome = events[-1]
+    assert kind == "done" and not outcome["ok"] and "exit" in outcome["message"], events
+    assert ("line", "about to fail") in events
+    # The image in use is the one built before.
+    image = [line for line in built.splitlines() if line.startswith("image")]
+    assert image and [line for line in nbh(sandbox, "course", "show", course).stdout.splitlines()
+                      if line.startswith("image")] == image
+    assert sandbox.journal("NBH_EVENT=failure", f"NBH_COURSE={course}", "--since=-300s")

@@ -66,8 +66,8 @@ def log_in(browser: Browser, name: str) -> None:
     browser.wait("the course list", lambda: browser.driver.find_elements(By.ID, "who"))
 
 
-def run_log(browser: Browser) -> str:
-    return browser.js("return document.getElementById('log').textContent")
+def run_log(browser: Browser) -> list[str]:
+    return browser.js("return document.getElementById('log').textContent").splitlines()
 
 
 def run_outcome(browser: Browser) -> str | None:
@@ -99,7 +99,7 @@ def test_an_admin_creates_updates_builds_and_opens_a_course(sandbox, systemd, br
         browser.wait("the clone's outcome", lambda: run_outcome(browser) is not None)
         if run_outcome(browser) != "ok":
             browser.fail(f"the clone failed: {browser.driver.find_element(By.ID, 'outcome').text}")
-        assert run_log(browser).strip(), "no output of the clone in the page"
+        assert run_log(browser), "no output of the clone in the page"
 
         # The idle timeout, and the course's own image, in the settings form.
         browser.driver.get(f"{SITE}/staff/courses/{name}")
