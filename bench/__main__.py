@@ -378,10 +378,10 @@ async def main() -> dict:
         crowd = await at_once(systemd, 20)
         entry = await entries(systemd)
         from . import idle  # noqa: PLC0415 -- it imports this module's helpers
-        from . import staff as staff_pages  # noqa: PLC0415 -- the same
         idle_results = await idle.run(systemd)
         from . import courses  # noqa: PLC0415 -- it imports this module's helpers
         course_results = await asyncio.get_running_loop().run_in_executor(None, courses.run)
+        from . import staff as staff_pages  # noqa: PLC0415 -- the same
         staff_results = await staff_pages.run(systemd)
     finally:
         await systemd.close()
