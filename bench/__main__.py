@@ -384,6 +384,8 @@ async def main() -> dict:
         course_results = await asyncio.get_running_loop().run_in_executor(None, courses.run)
         from . import events as event_store  # noqa: PLC0415 -- it imports this module's helpers
         event_results = event_store.run()
+        from . import staff as staff_pages  # noqa: PLC0415 -- the same
+        staff_results = await staff_pages.run(systemd)
     finally:
         await systemd.close()
     driver = sandbox.run(podman.argv(["info", "--format", "{{.Store.GraphDriverName}}"])).stdout.strip()
@@ -401,6 +403,7 @@ async def main() -> dict:
         "idle": idle_results,
         "courses": course_results,
         "events": event_results,
+        "staff_pages": staff_results,
     }
 
 
@@ -455,6 +458,9 @@ def table(results: dict) -> str:
     if "events" in results:
         from . import events as event_store  # noqa: PLC0415
         lines += event_store.table(results["events"])
+    if "staff_pages" in results:
+        from . import staff as staff_pages  # noqa: PLC0415
+        lines += staff_pages.table(results["staff_pages"])
     return "\n".join(lines)
 
 

@@ -21,7 +21,8 @@ from urllib.parse import quote
 
 import httpx
 
-from . import access, autopull, config, course_images, courses, courseunits, cull, events, gc, lti, sampler, store, tokens
+from . import (access, autopull, config, course_images, courses, courseunits, cull, events, gc, lti, sampler,
+               staff, store, tokens)
 from .names import BadName, Instance, check_course, check_student
 from .systemd import Systemd, SystemdError
 
@@ -517,6 +518,88 @@ def events_parser(commands) -> None:
     sub.set_defaults(run=events_command)
     commands.add_parser("sample", help="sample the courses and the host (nbh-sample.timer runs it)"
                         ).set_defaults(run=sample)
+def _password(args) -> str:
+    """From stdin's first line (--password-stdin), or typed twice on the terminal."""
+    if args.password_stdin:
+        return sys.stdin.readline().rstrip("\n")
+    import getpass  # noqa: PLC0415 -- only here
+    first = getpass.getpass(f"password for {args.name}: ")
+    if getpass.getpass("again: ") != first:
+        raise CommandError("the two passwords differ")
+    return first
+
+
+def _staff_event(args, message: str) -> None:
+    by = pwd.getpwuid(os.geteuid()).pw_name
+    events.staff("staff-account", args.name, f"{message} (nbh staff {args.staff_command}, by {by})",
+                 NBH_ACTION=args.staff_command, NBH_BY=by)
+
+
+def staff_add(args) -> None:
+    group = _require_root("staff add", WEB_USER)
+    account = staff.add(args.name, _password(args), args.admin, group)
+    _staff_event(args, f"staff account {account.name} added ({account.role})")
+    print(f"{account.name}: added ({account.role})")
+
+
+def staff_remove(args) -> None:
+    lost = staff.remove(args.name, _require_root("staff remove", WEB_USER))
+    _staff_event(args, f"staff account {args.name} removed" + (f", from {', '.join(lost)}" if lost else ""))
+    print(f"{args.name}: removed" + (f", no longer staff of {', '.join(lost)}" if lost else ""))
+
+
+def staff_passwd(args) -> None:
+    staff.set_password(args.name, _password(args), _require_root("staff passwd", WEB_USER))
+    _staff_event(args, f"staff account {args.name}: new password, sessions ended")
+    print(f"{args.name}: new password; their sessions have ended")
+
+
+def staff_grant(args) -> None:
+    """Admin, or staff of courses: each course's staff setting, changed as the settings form does."""
+    group = _require_root(f"staff {args.staff_command}", WEB_USER)
+    if not staff.load().get(staff.check_name(args.name)):
+        raise CommandError(f"no account {args.name!r} (nbh staff add)")
+    if not args.admin and not args.courses:
+        raise CommandError("name courses, or --admin")
+    granting = args.staff_command == "grant"
+    if args.admin:
+        staff.set_admin(args.name, granting, group)
+    for course in args.courses:
+        (staff.grant if granting else staff.revoke)(args.name, course)
+    what = ", ".join((["admin"] if args.admin else []) + args.courses)
+    _staff_event(args, f"staff account {args.name}: {'granted' if granting else 'revoked'} {what}")
+    print(f"{args.name}: {'granted' if granting else 'revoked'} {what}")
+
+
+def staff_list(args) -> None:
+    all_courses = courses.all_courses()
+    rows = [(a.name, a.role, "all" if a.admin else ", ".join(staff.granted(a.name, all_courses)) or "-")
+            for a in sorted(staff.load().values(), key=lambda a: a.name)]
+    _table(("NAME", "ROLE", "COURSES"), rows)
+
+
+def staff_parser(commands) -> None:
+    group = commands.add_parser("staff", help="staff accounts of the staff pages (/staff/), and their courses")
+    staff_commands = group.add_subparsers(dest="staff_command", required=True, metavar="COMMAND")
+    for name, run, help in (("add", staff_add, "add an account (root)"),
+                            ("passwd", staff_passwd, "a new password; the account's sessions end (root)")):
+        sub = staff_commands.add_parser(name, help=help)
+        sub.add_argument("name")
+        sub.add_argument("--password-stdin", action="store_true", help="read the password from stdin's first line")
+        if name == "add":
+            sub.add_argument("--admin", action="store_true", help="every course, and creating courses")
+        sub.set_defaults(run=run)
+    sub = staff_commands.add_parser("remove", help="remove an account and its grants (root)")
+    sub.add_argument("name")
+    sub.set_defaults(run=staff_remove)
+    for name, help in (("grant", "make an account staff of courses, or admin (root)"),
+                       ("revoke", "the opposite of grant (root)")):
+        sub = staff_commands.add_parser(name, help=help)
+        sub.add_argument("name")
+        sub.add_argument("courses", nargs="*", metavar="COURSE")
+        sub.add_argument("--admin", action="store_true", help="the admin role")
+        sub.set_defaults(run=staff_grant)
+    staff_commands.add_parser("list", help="accounts, roles and courses").set_defaults(run=staff_list)
 
 
 def parser() -> argparse.ArgumentParser:
@@ -558,6 +641,7 @@ def parser() -> argparse.ArgumentParser:
     course_parser(commands)
     lti_parser(commands)
     events_parser(commands)
+    staff_parser(commands)
     return top
 
 
@@ -571,6 +655,7 @@ def main(argv: list[str] | None = None) -> int:
     except (BadName, CommandError, SystemdError, config.ConfigError, courses.UnknownCourse, tokens.TokenError,
             store.StoreError,
             courses.UnknownNotebook, courses.CourseError, lti.RegistrationError, OSError,
+            courses.UnknownNotebook, courses.CourseError, lti.RegistrationError, staff.StaffError, OSError,
             subprocess.CalledProcessError) as error:
         print(f"nbh: {error}", file=sys.stderr)
         return 1

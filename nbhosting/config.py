@@ -189,15 +189,37 @@ class Events:
 
 
 @dataclass(frozen=True)
+class Staff:
+    """The staff pages (/staff/): sessions and login attempts."""
+
+    # A staff session (its cookie) lasts this long, in seconds; then log in again.
+    session_lifetime: int = 8 * 3600
+    # Wrong passwords for one account from one address within login_window
+    # seconds; past them, that pair gets 429 until the window has passed.
+    login_attempts: int = 5
+    # Wrong passwords from one address, whatever the accounts, in the same window.
+    login_attempts_per_address: int = 50
+    login_window: int = 600
+
+    def check(self) -> None:
+        if not 60 <= self.session_lifetime <= 30 * 86400:
+            raise ConfigError("staff.session_lifetime: must be between 60 seconds and 30 days")
+        for name in ("login_attempts", "login_attempts_per_address", "login_window"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"staff.{name}: must be at least 1")
+
+
+@dataclass(frozen=True)
 class Config:
     limits: Limits = Limits()
     web: Web = Web()
     cull: Cull = Cull()
     courses: Courses = Courses()
     events: Events = Events()
+    staff: Staff = Staff()
 
 
-_SECTIONS = {"limits": Limits, "web": Web, "cull": Cull, "courses": Courses, "events": Events}
+_SECTIONS = {"limits": Limits, "web": Web, "cull": Cull, "courses": Courses, "events": Events, "staff": Staff}
 _TOML_TYPES = {str: "a string", int: "an integer", float: "a number", bool: "true or false",
                tuple: "a list", list: "a list", dict: "a table"}
 

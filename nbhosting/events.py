@@ -23,11 +23,15 @@ from .names import BadName, Instance
 EVENTS = frozenset({"start", "ready", "stop", "failure", "open", "close", "refused", "full", "cull", "gc",
                     "revoke", "sample", "course-create", "course-set", "course-update", "course-build",
                     "launch"})
+# What staff members do, on the staff pages or with `nbh staff`: NBH_STAFF= names them.
+STAFF_EVENTS = frozenset({"staff-login", "staff-login-failed", "staff-logout", "staff-refused", "staff-create",
+                          "staff-update", "staff-build", "staff-settings", "staff-stop", "staff-open",
+                          "staff-account"})
 IDENTIFIER = "nbhosting"
 
 
 def _send(event: str, message: str, priority: int, **fields: str) -> None:
-    if event not in EVENTS:
+    if event not in EVENTS and event not in STAFF_EVENTS:
         raise ValueError(f"unknown event {event!r}")
     journal.sendv(f"PRIORITY={priority}", MESSAGE=message, SYSLOG_IDENTIFIER=IDENTIFIER,
                   NBH_EVENT=event, **fields)
@@ -41,6 +45,12 @@ def send(event: str, instance: Instance, message: str, priority: int = syslog.LO
 def journal_only(event: str, message: str, **fields: str) -> None:
     """An event that concerns no one student."""
     _send(event, message, syslog.LOG_INFO, **fields)
+
+
+def staff(event: str, account: str, message: str, priority: int = syslog.LOG_INFO, **fields: str) -> None:
+    """A staff member's action (or attempt), NBH_STAFF= naming them."""
+    _send(event, message, priority, NBH_STAFF=account,
+          **{key: str(value)[:200] for key, value in fields.items() if value is not None})
 
 
 def refused(status: int, reason: str, **fields: str) -> None:

@@ -20,6 +20,12 @@ COURSE_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,31}")
 # Open edX anonymous ids are 32 hex digits; Moodle ids are numbers.
 STUDENT_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,39}")
 # Each part of a notebook path: what course repositories use in file names.
+# A staff member's own workspace in a course ("open a notebook as myself")
+# is the student name STAFF_PREFIX + account: of the students' character set
+# (so polkit, nginx and the units take it as they are), and refused as a
+# student at the entry (check_student), so it is never a student's.
+STAFF_PREFIX = "staff."
+STAFF_ACCOUNT_RE = re.compile(r"[a-z][a-z0-9_.-]{0,31}")
 NOTEBOOK_PART_RE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.,+=@ -]{0,127}")
 NOTEBOOK_MAX_PARTS = 16
 
@@ -47,12 +53,31 @@ def check_course(course: str) -> str:
 
 
 def check_student(student: str) -> str:
+    """A student's name, as an entry URL or the LMS gives it: never a staff workspace."""
+    check_workspace(student)
+    if student.startswith(STAFF_PREFIX):
+        raise BadName(f"bad student name {student!r}: {STAFF_PREFIX!r} starts staff members' workspaces")
+    return student
+
+
+def check_workspace(student: str) -> str:
+    """The student part of an instance: a student's name, or a staff workspace."""
     if not isinstance(student, str) or not STUDENT_RE.fullmatch(student):
         raise BadName(
             f"bad student name {student!r}: 1 to 40 letters, digits, '_', '.' or '-', "
             "starting with a letter or digit"
         )
+    if student.startswith(STAFF_PREFIX) and not STAFF_ACCOUNT_RE.fullmatch(student[len(STAFF_PREFIX):]):
+        raise BadName(f"bad staff workspace {student!r}: {STAFF_PREFIX!r} and a staff account's name")
     return student
+
+
+def staff_workspace(account: str) -> str:
+    """The student name of a staff member's own workspace."""
+    if not isinstance(account, str) or not STAFF_ACCOUNT_RE.fullmatch(account):
+        raise BadName(f"bad staff account {account!r}: 1 to 32 lower-case letters, digits, '_', '.' "
+                      "or '-', starting with a letter")
+    return STAFF_PREFIX + account
 
 
 def check_notebook(path: str) -> str:
@@ -113,7 +138,7 @@ class Instance:
 
     def __post_init__(self) -> None:
         check_course(self.course)
-        check_student(self.student)
+        check_workspace(self.student)
         if len(self.name) + _LONGEST_AFFIXES > UNIT_NAME_MAX:
             raise BadName(f"course and student names too long for a unit: {self.path!r}")
         if max(len(self.listen_socket), len(self.upstream_socket)) > SOCKET_PATH_MAX:
@@ -141,6 +166,10 @@ class Instance:
         if not match:
             raise BadName(f"not an nbhosting instance unit: {unit!r}")
         return cls.from_name(match.group(1))
+
+    @property
+    def is_staff(self) -> bool:
+        return self.student.startswith(STAFF_PREFIX)
 
     @property
     def path(self) -> str:

@@ -235,6 +235,12 @@ class Systemd:
         (value,) = await self._call(path, PROPERTIES, "Get", "ss", [UNIT, "DropInPaths"])
         return any("/system.control/" in dropin for dropin in value.value)
 
+    async def list_units(self, patterns: list[str], states: list[str] = ()) -> list[tuple[str, str, str]]:
+        """(unit, ActiveState, SubState) of the loaded units that match: one
+        call, systemd filtering (fnmatch with FNM_NOESCAPE: a '\\' is itself)."""
+        (units,) = await self._call(MANAGER_PATH, MANAGER, "ListUnitsByPatterns", "asas", [list(states), patterns])
+        return [(unit[0], unit[3], unit[4]) for unit in units]
+
     # -- one student's server ---------------------------------------------
 
     async def start_instance(self, instance: Instance, limits: tuple[int, int] | None = None) -> None:

@@ -8,7 +8,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from nbhosting.names import (
-    BadName, Instance, check_course, check_notebook, check_student, escape, unescape,
+    STAFF_PREFIX, BadName, Instance, check_course, check_notebook, check_student, escape, staff_workspace,
+    unescape,
 )
 
 courses = st.from_regex(r"[A-Za-z0-9][A-Za-z0-9_-]{0,31}", fullmatch=True)
@@ -122,3 +123,32 @@ def test_too_long_once_escaped():
 def test_not_instance_units(unit):
     with pytest.raises(BadName):
         Instance.from_unit(unit)
+
+
+def test_a_staff_workspace_is_an_instance_but_never_a_student():
+    """"Open a notebook as myself": staff.<account> runs like a student's
+    server, and no entry URL can name it."""
+    name = staff_workspace("alice")
+    assert name == f"{STAFF_PREFIX}alice"
+    instance = Instance("python-mooc", name)
+    assert instance.is_staff and not Instance("python-mooc", "alice").is_staff
+    assert Instance.from_unit(instance.service) == instance
+    assert Instance.from_path(instance.path) == instance
+    with pytest.raises(BadName, match="staff members' workspaces"):
+        check_student(name)
+    for bad in ("staff.", "staff.Alice", "staff.-x", "staff." + "a" * 33):
+        with pytest.raises(BadName):
+            Instance("python-mooc", bad)
+    for bad in ("Alice", "", "-x", "a" * 33, "al ice"):
+        with pytest.raises(BadName):
+            staff_workspace(bad)
+
+
+@given(students)
+def test_no_student_name_is_a_staff_workspace(student):
+    try:
+        check_student(student)
+    except BadName:
+        assert student.startswith(STAFF_PREFIX)
+    else:
+        assert not Instance("c", student).is_staff

@@ -29,6 +29,7 @@ from .. import access, config, tokens
 from .base import Frontend, NotFoundHandler
 from . import lti
 from .entry import EntryHandler, WaitHandler
+from . import staff
 
 log = logging.getLogger("nbh-web")
 access_log = logging.getLogger("tornado.access")
@@ -54,10 +55,14 @@ def make_app(frontend: Frontend) -> tornado.web.Application:
     # LTI 1.3 launches (web/lti.py), beside the entry URLs
     lti_routes = [(r"/lti/login", lti.LoginHandler), (r"/lti/launch", lti.LaunchHandler),
                   (r"/lti/jwks", lti.JwksHandler)]
+    # The staff pages (web/staff.py): sessions, and CSRF checked by their own
+    # handlers, not here, so that the students' entry needs no cookie.
+    staff_routes = staff.routes()
     return tornado.web.Application(
-        [(entry, EntryHandler), (r"/_nbh/wait", WaitHandler), *lti_routes, (r".*", NotFoundHandler)],
+        [(entry, EntryHandler), (r"/_nbh/wait", WaitHandler), *lti_routes, *staff_routes, (r".*", NotFoundHandler)],
         frontend=frontend, lti=lti.LtiTool(frontend),
         xsrf_cookies=False, compress_response=False, log_function=log_request,
+        **staff.settings(frontend.settings, frontend.secret),
     )
 
 

@@ -24,7 +24,7 @@ import tornado.iostream
 import tornado.web
 
 from .. import access, capacity, courses, events, nofollow, tokens, workspace
-from ..names import BadName, Instance
+from ..names import BadName, Instance, check_student
 from ..systemd import SystemdError
 from .base import BaseHandler, HostBusy, page
 
@@ -43,7 +43,7 @@ class StudentHandler(BaseHandler):
     def entry(self, course: str, notebook: str, student: str) -> tuple[Instance, courses.Course, str]:
         """The pair and the notebook's path in the course, or an HTTP error."""
         try:
-            instance = Instance(course, student)
+            instance = Instance(course, check_student(student))  # never a staff workspace
             course_found = courses.load(course)
             path = courses.find_notebook(course_found, notebook)
         except BadName as error:

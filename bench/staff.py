@@ -1,0 +1,120 @@
+"""Benchmarks of the staff pages: ``make bench`` runs them after the others.
+
+The course list and a course page of a course with 5,000 enrolled students
+(a workspace and a listening socket each, as after their first visit), a
+few of them running, through nginx and nbh-web, logged in as an admin.
+``python -m bench.staff`` runs these alone.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import time
+
+import httpx
+
+from nbhosting import sandbox
+from nbhosting.names import Instance
+from nbhosting.systemd import Systemd
+
+from .__main__ import RUN, percentiles
+
+COURSE = "bench-staff"
+ENROLLED = 5000
+RUNNING = 5
+RUNS = 50
+ACCOUNT, PASSWORD = "bench-admin", "bench staff password"
+
+
+def ms(samples: list[float]) -> dict:
+    return {k: v * 1000 if k != "n" else v for k, v in percentiles(samples).items()}
+
+
+def enrol(students: list[Instance]) -> None:
+    """Their workspaces, as their servers' first start makes them (StateDirectory=)."""
+    group = sandbox.run(["stat", "-c", "%g", "/var/lib/nbhosting/workspaces"]).stdout.strip()
+    sandbox.run(["mkdir", "-p", f"/var/lib/nbhosting/workspaces/{COURSE}"])
+    script = (f"cd /var/lib/nbhosting/workspaces/{COURSE} && xargs mkdir -p -m 2770 && "
+              f"chgrp -R {group} /var/lib/nbhosting/workspaces/{COURSE}")
+    sandbox.run(["sh", "-c", script], input="\n".join(s.student for s in students), timeout=300)
+
+
+def logged_in() -> httpx.Client:
+    result = sandbox.run(["nbh", "staff", "add", ACCOUNT, "--admin", "--password-stdin"], input=PASSWORD + "\n",
+                         check=False)
+    if result.returncode and "exists already" not in result.stderr:
+        raise RuntimeError(result.stderr)
+    client = httpx.Client(base_url=sandbox.SITE_URL, timeout=60)
+    page = client.get("/staff/login")
+    xsrf = re.search(r'name="_xsrf" value="([^"]+)"', page.text).group(1)
+    response = client.post("/staff/login", data={"name": ACCOUNT, "password": PASSWORD, "_xsrf": xsrf},
+                           follow_redirects=False)
+    if response.status_code != 303:
+        raise RuntimeError(f"login: {response.status_code}")
+    return client
+
+
+def timed(client: httpx.Client, path: str, runs: int = RUNS) -> list[float]:
+    for _ in range(3):  # warm up
+        client.get(path)
+    samples = []
+    for _ in range(runs):
+        start = time.perf_counter()
+        response = client.get(path)
+        samples.append(time.perf_counter() - start)
+        if response.status_code != 200:
+            raise RuntimeError(f"{path}: {response.status_code}")
+    return samples
+
+
+async def run(systemd: Systemd) -> dict:
+    sandbox.make_course(COURSE, {f"w{i}/n{j}.ipynb": {"cells": [], "metadata": {}, "nbformat": 4,
+                                                       "nbformat_minor": 5} for i in range(5) for j in range(10)})
+    students = [Instance(COURSE, f"enrolled-{RUN}-{i}") for i in range(ENROLLED)]
+    enrol(students)
+    for chunk in range(0, len(students), 100):  # as idle.py does: 100 at a time
+        await asyncio.gather(*(systemd.start(i.socket) for i in students[chunk:chunk + 100]))
+    running = students[:RUNNING]
+    await asyncio.gather(*(systemd.start_instance(i) for i in running))
+    loop = asyncio.get_running_loop()
+    try:
+        client = await loop.run_in_executor(None, logged_in)
+        page = client.get(f"/staff/courses/{COURSE}").text
+        rows = page.count("<tr><td>enrolled-")
+        if rows != ENROLLED:
+            raise RuntimeError(f"the course page lists {rows} students, not {ENROLLED}")
+        listing = await loop.run_in_executor(None, timed, client, "/staff/")
+        course = await loop.run_in_executor(None, timed, client, f"/staff/courses/{COURSE}")
+        size = len(page.encode())
+        client.close()
+    finally:
+        await asyncio.gather(*(systemd.stop_instance(i) for i in running))
+        for chunk in range(0, len(students), 100):
+            await asyncio.gather(*(systemd.stop(i.socket) for i in students[chunk:chunk + 100]))
+    return {"enrolled": ENROLLED, "running": RUNNING, "course_list_ms": ms(listing), "course_page_ms": ms(course),
+            "course_page_bytes": size}
+
+
+def table(results: dict) -> list[str]:
+    listing, course = results["course_list_ms"], results["course_page_ms"]
+    return [
+        f"| staff course list, {results['enrolled']} enrolled, {results['running']} running | "
+        f"{listing['p50']:.1f} ms ({listing['p95']:.1f} ms) | < 100 ms |",
+        f"| staff course page, {results['enrolled']} students listed ({results['course_page_bytes'] // 1024} KiB) | "
+        f"{course['p50']:.1f} ms ({course['p95']:.1f} ms) | < 100 ms |",
+    ]
+
+
+async def main() -> dict:
+    sandbox.up()
+    systemd = await Systemd.connect(f"unix:path={sandbox.path('/run/dbus/system_bus_socket')}")
+    try:
+        return await run(systemd)
+    finally:
+        await systemd.close()
+
+
+if __name__ == "__main__":
+    results = asyncio.run(main())
+    print("\n".join(["| measure | p50 (p95) | target |", "| --- | --- | --- |", *table(results)]))

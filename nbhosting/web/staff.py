@@ -1,0 +1,567 @@
+"""The staff pages, under /staff/: courses, their settings, updates and
+builds with their live output, their students, and a staff member's own
+notebook server.
+
+Every page needs a session (else the login page) that may act on the
+course (else 403); every POST carries Tornado's CSRF token (else 403); no
+page may be framed. Handlers are thin: they call what ``nbh course`` and
+``nbh staff`` call (courses, courseunits, staff), and every action is a
+journal event naming the staff member (NBH_STAFF=).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import hmac
+import json
+import logging
+import os
+import re
+import secrets
+import syslog
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import quote, urlencode
+
+import tornado.iostream
+import tornado.web
+
+from .. import capacity, config, courses, courseunits, cull, events, nofollow, paths, staff, workspace
+from ..names import STAFF_PREFIX, BadName, Instance, check_course, check_workspace, escape, staff_workspace
+from ..systemd import RUNNING_STATES, AccessDenied, SystemdError
+from .base import BaseHandler
+
+log = logging.getLogger("nbh-web")
+COOKIE = "nbh_staff"
+LOGIN = "/staff/login"
+TEMPLATES = Path(__file__).parent / "templates"
+_INVOCATION = re.compile(r"[0-9a-f]{32}")
+# An event stream says it is alive this often (nginx and browsers drop silent ones).
+KEEPALIVE = 15
+
+
+def cookie_secret(secret: bytes) -> str:
+    """The session cookies' key, derived from the host secret."""
+    return hmac.new(secret, b"nbhosting staff session cookies", hashlib.sha256).hexdigest()
+
+
+class StaffSite:
+    """What the staff handlers share: accounts, sessions, login attempts."""
+
+    def __init__(self, settings: config.Staff):
+        self.settings = settings
+        self.accounts = staff.AccountsFile()
+        self.sessions = staff.Sessions(settings.session_lifetime)
+        self.limiter = staff.LoginLimiter(settings)
+
+
+class StaffHandler(BaseHandler):
+    """A /staff/ page: a session or the login page, CSRF on POST, never framed."""
+
+    login_required = True
+
+    @property
+    def site(self) -> StaffSite:
+        return self.application.settings["staff"]
+
+    def set_default_headers(self) -> None:
+        super().set_default_headers()
+        self.nonce = secrets.token_urlsafe(16)
+        self.set_header("Content-Security-Policy", (
+            f"default-src 'none'; style-src 'nonce-{self.nonce}'; script-src 'nonce-{self.nonce}'; "
+            "connect-src 'self'; img-src 'self'; form-action 'self'; base-uri 'none'; frame-ancestors 'none'"))
+        self.set_header("X-Frame-Options", "DENY")
+
+    def get_current_user(self) -> staff.Account | None:
+        days = self.site.settings.session_lifetime / 86400
+        return self.site.sessions.account(self.get_signed_cookie(COOKIE, max_age_days=days), self.site.accounts)
+
+    @property
+    def account(self) -> staff.Account:
+        return self.current_user
+
+    def prepare(self) -> None:
+        if self.request.method not in ("GET", "POST"):
+            raise tornado.web.HTTPError(405, "%s %s", self.request.method, self.request.path)
+        if self.login_required and not self.current_user:
+            # Nothing done, whatever was asked: to the login page, and back after.
+            target = self.request.path if self.request.method == "GET" else "/staff/"
+            self.redirect(f"{LOGIN}?{urlencode({'next': target})}", status=303)
+            return
+        if self.request.method == "POST":
+            self.check_xsrf_cookie()
+
+    def write_error(self, status_code: int, **kwargs) -> None:
+        if status_code == 405:
+            self.set_header("Allow", "GET, POST")
+        error = kwargs.get("exc_info", (None, None))[1]
+        if isinstance(error, RetryLater):
+            self.set_header("Retry-After", str(error.seconds))
+        self.render("staff/error.html", title=f"{status_code} {self._reason}",
+                    message=getattr(error, "explanation", None) or self._reason)
+
+    def get_template_namespace(self) -> dict:
+        namespace = super().get_template_namespace()
+        namespace.update(account=self.current_user, nonce=self.nonce, when=when, size=size, duration=duration, quote=quote)
+        return namespace
+
+    def event(self, event: str, message: str, course: str | None = None, **fields) -> None:
+        events.staff(event, self.account.name, f"{self.account.name}: {message}", NBH_COURSE=course, **fields)
+
+    def course(self, name: str) -> courses.Course:
+        """The course, if this account may manage it; 403 for others' and for
+        unknown ones alike (a course's existence is no one else's business)."""
+        try:
+            found = courses.load(check_course(name))
+        except (BadName, courses.UnknownCourse, courses.CourseError) as error:
+            found, why = None, str(error)
+        if found is not None and self.account.may_manage(found):
+            return found
+        if found is None and self.account.admin:
+            raise tornado.web.HTTPError(404, "%s", why, reason="No such course")
+        self.refused(NBH_COURSE=name)
+        raise tornado.web.HTTPError(403, "%s may not manage %r", self.account.name, name,
+                                    reason="Not one of your courses")
+
+    def refused(self, **fields) -> None:
+        events.staff("staff-refused", self.account.name, f"{self.account.name}: refused {self.request.method} "
+                     f"{self.request.path}", priority=syslog.LOG_NOTICE, NBH_STATUS="403", **fields)
+
+    def require_admin(self) -> None:
+        if not self.account.admin:
+            self.refused()
+            raise tornado.web.HTTPError(403, "%s is not an admin", self.account.name, reason="Admins only")
+
+
+class RetryLater(tornado.web.HTTPError):
+    def __init__(self, seconds: int):
+        self.seconds = seconds
+        self.explanation = f"Too many wrong passwords: try again in {seconds} s."
+        super().__init__(429, "login attempts: retry in %d s", seconds, reason="Too many attempts")
+
+
+# -- helpers of the templates ------------------------------------------------------
+
+def when(epoch: float | None) -> str:
+    return time.strftime("%Y-%m-%d %H:%M", time.localtime(epoch)) if epoch else "-"
+
+
+def size(value: int | None) -> str:
+    if value is None:
+        return ""
+    for unit, shift in (("T", 40), ("G", 30), ("M", 20), ("K", 10)):
+        if value >= 1 << shift and value % (1 << shift) == 0:
+            return f"{value >> shift}{unit}"
+    return str(value)
+
+
+def duration(seconds: float | None) -> str:
+    if seconds is None:
+        return "-"
+    seconds = int(seconds)
+    return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m" if seconds >= 3600 else f"{seconds // 60}m{seconds % 60:02d}s"
+
+
+# -- logging in and out ------------------------------------------------------------
+
+def safe_next(target: str | None) -> str:
+    """Back to a staff page only: never another site (//host) or path."""
+    if target and target.startswith("/staff/") and not target.startswith("//") and "\\" not in target:
+        return target
+    return "/staff/"
+
+
+class LoginHandler(StaffHandler):
+    login_required = False
+
+    def get(self) -> None:
+        self.render("staff/login.html", next=safe_next(self.get_query_argument("next", None)), message=None)
+
+    async def post(self) -> None:
+        name = self.get_body_argument("name", "")[:64]
+        password = self.get_body_argument("password", "")
+        address = self.request.remote_ip
+        wait = self.site.limiter.retry_after(address, name)
+        if wait:
+            events.staff("staff-login-failed", name, f"login of {name!r} refused: too many attempts",
+                         priority=syslog.LOG_WARNING, NBH_ADDRESS=address, NBH_STATUS="429")
+            raise RetryLater(wait)
+        account = self.site.accounts.get(name)
+        if not await asyncio.get_running_loop().run_in_executor(None, staff.verify, account, password):
+            self.site.limiter.failed(address, name)
+            events.staff("staff-login-failed", name, f"login of {name!r} failed: wrong name or password",
+                         priority=syslog.LOG_WARNING, NBH_ADDRESS=address, NBH_STATUS="403")
+            self.set_status(403)
+            self.render("staff/login.html", next=safe_next(self.get_body_argument("next", None)),
+                        message="Wrong name or password.")
+            return
+        self.site.limiter.succeeded(address, name)
+        self.set_signed_cookie(COOKIE, self.site.sessions.begin(account), expires_days=None,
+                               max_age=self.site.settings.session_lifetime, path="/staff/", httponly=True,
+                               samesite="Strict", secure=self.request.protocol == "https")
+        events.staff("staff-login", name, f"{name} logged in", NBH_ADDRESS=address)
+        self.redirect(safe_next(self.get_body_argument("next", None)), status=303)
+
+
+class LogoutHandler(StaffHandler):
+    def post(self) -> None:
+        self.site.sessions.end(self.get_signed_cookie(COOKIE))
+        self.clear_cookie(COOKIE, path="/staff/")
+        self.event("staff-logout", "logged out")
+        self.redirect(LOGIN, status=303)
+
+
+# -- courses -------------------------------------------------------------------------
+
+def _workspaces(course: str) -> list[os.DirEntry]:
+    """The course's students' and staff's workspace folders: one scan."""
+    try:
+        with os.scandir(paths.WORKSPACES_DIR / course) as entries:
+            return [entry for entry in entries if entry.is_dir(follow_symlinks=False)]
+    except FileNotFoundError:
+        return []
+
+
+def enrolled(course: str) -> list[tuple[str, float]]:
+    """Each workspace, and when it last changed (a copy, a save)."""
+    return sorted((entry.name, entry.stat(follow_symlinks=False).st_mtime) for entry in _workspaces(course))
+
+
+def students_enrolled(course: str) -> int:
+    return sum(not entry.name.startswith(STAFF_PREFIX) for entry in _workspaces(course))
+
+
+@dataclass
+class CourseRow:
+    course: courses.Course
+    status: courses.CourseStatus
+    notebooks: int
+    enrolled: int
+    running: int
+
+
+class CourseListHandler(StaffHandler):
+    async def get(self) -> None:
+        systemd = await self.frontend.systemd()
+        running: dict[str, int] = {}
+        for unit in await systemd.running_instances():
+            course = Instance.from_unit(unit).course
+            running[course] = running.get(course, 0) + 1
+        rows = []
+        for course in courses.all_courses():
+            if self.account.may_manage(course):
+                rows.append(CourseRow(course, courses.status(course), len(courses.notebooks(course)),
+                                      students_enrolled(course.name), running.get(course.name, 0)))
+        self.render("staff/courses.html", rows=rows)
+
+
+@dataclass
+class StudentRow:
+    name: str
+    state: str
+    changed: float | None  # the workspace folder's last change (a copy, a save)
+
+    @property
+    def running(self) -> bool:
+        return self.state.split("/")[0] in RUNNING_STATES
+
+
+async def students(handler: StaffHandler, course: str) -> list[StudentRow]:
+    """Every workspace of the course with its server's state: one D-Bus call
+    (ListUnitsByPatterns) for all of them, however many are enrolled."""
+    scan = asyncio.get_running_loop().run_in_executor(None, enrolled, course)  # off the loop, meanwhile
+    systemd = await handler.frontend.systemd()
+    pattern = f"nbh-jupyter@{escape(course)}-*.service"  # systemd matches with FNM_NOESCAPE
+    # Only the servers that are not inactive: with thousands enrolled, their
+    # loaded units are mostly inactive, and not worth a parse each.
+    states = {Instance.from_unit(unit).student: f"{active}/{sub}"
+              for unit, active, sub in await systemd.list_units([pattern], [*RUNNING_STATES, "failed"])}
+    return [StudentRow(name, states.get(name, "inactive/dead"), changed) for name, changed in await scan]
+
+
+class IdleHandler(StaffHandler):
+    """How idle each running server of the course is, as `nbh cull` asks it:
+    server-sent events, one per server as it answers, so that the course
+    page does not wait for them (its script fills them in)."""
+
+    async def get(self, name: str) -> None:
+        course = self.course(name)
+        systemd = await self.frontend.systemd()
+        pattern = f"nbh-jupyter@{escape(course.name)}-*.service"
+        running = [Instance.from_unit(unit) for unit, _, sub in await systemd.list_units([pattern], ["active"])
+                   if sub == "running"]
+        self.set_header("Content-Type", "text/event-stream")
+        limit = asyncio.Semaphore(cull.AT_ONCE)
+
+        async def ask(instance: Instance) -> tuple[Instance, float | None]:
+            async with limit:
+                try:
+                    return instance, (await cull.activity(instance, self.frontend.secret)).idle
+                except (cull.AskError, OSError, ValueError):
+                    return instance, None
+
+        for answer in asyncio.as_completed([ask(instance) for instance in running]):
+            instance, idle = await answer
+            self.write(f"event: idle\ndata: {json.dumps({'student': instance.student, 'idle': duration(idle)})}\n\n")
+            try:
+                await self.flush()
+            except tornado.iostream.StreamClosedError:
+                return
+        self.finish("event: done\ndata: {}\n\n")
+
+
+def notebook_tree(names: list[str]) -> list[tuple[int, str, str | None]]:
+    """The notebooks as a tree, in rows of (depth, name, notebook path or None for a folder)."""
+    rows, shown = [], set()
+    for name in names:  # sorted: a folder's notebooks come together
+        parts = name.split("/")
+        for depth in range(len(parts) - 1):
+            folder = "/".join(parts[:depth + 1])
+            if folder not in shown:
+                shown.add(folder)
+                rows.append((depth, parts[depth] + "/", None))
+        rows.append((len(parts) - 1, parts[-1], name))
+    return rows
+
+
+class CourseHandler(StaffHandler):
+    async def get(self, name: str) -> None:
+        await self.show(self.course(name))
+
+    async def show(self, course: courses.Course, message: str | None = None, form: dict | None = None) -> None:
+        rows = await students(self, course.name)
+        self.render("staff/course.html", course=course, status=courses.status(course),
+                         tree=notebook_tree(courses.notebooks(course)), students=rows,
+                         settings=form or setting_texts(course), message=message,
+                         settings_keys=courses.SETTINGS, own=staff_workspace(self.account.name))
+
+
+def setting_texts(course: courses.Course) -> dict[str, str]:
+    """The course's settings as the form shows them, and as parse_setting reads them back."""
+    texts = {}
+    for key in courses.SETTINGS:
+        value = getattr(course, key)
+        if isinstance(value, bool):
+            texts[key] = "yes" if value else ""
+        elif key == "staff":
+            texts[key] = ", ".join(value)
+        elif key == "memory_max":
+            texts[key] = size(value)
+        elif key == "cpu_quota":
+            texts[key] = f"{value}%" if value is not None else ""
+        else:
+            texts[key] = "" if value is None else str(value)
+    return texts
+
+
+class SettingsHandler(CourseHandler):
+    async def post(self, name: str) -> None:
+        course = self.course(name)
+        form = {key: self.get_body_argument(key, "") for key in courses.SETTINGS}
+        if not self.account.admin:
+            form["staff"] = setting_texts(course)["staff"]  # grants are the admins'
+        try:
+            values = {key: courses.parse_setting(key, text) for key, text in form.items()}
+            changed = {key: value for key, value in values.items() if value != getattr(course, key)}
+            if changed:
+                course = courses.change(name, **changed)
+        except courses.CourseError as error:
+            self.set_status(400)
+            log.warning("400 POST %s: %s", self.request.path, error)
+            await self.show(course, message=str(error), form=form)
+            return
+        if changed:
+            self.event("staff-settings", f"changed {', '.join(sorted(changed))} of {name}", name,
+                       NBH_SETTINGS=json.dumps({k: list(v) if isinstance(v, tuple) else v for k, v in changed.items()}))
+        self.redirect(f"/staff/courses/{name}#settings", status=303)
+
+
+class NewCourseHandler(StaffHandler):
+    def get(self) -> None:
+        self.require_admin()
+        self.render("staff/new.html", form={}, message=None)
+
+    async def post(self) -> None:
+        self.require_admin()
+        form = {key: self.get_body_argument(key, "").strip() for key in ("name", "git_url", "branch")}
+        try:
+            course = courses.register(check_course(form["name"]), form["git_url"], form["branch"] or None)
+        except (BadName, courses.CourseError) as error:
+            self.set_status(400)
+            log.warning("400 POST %s: %s", self.request.path, error)
+            self.render("staff/new.html", form=form, message=str(error))
+            return
+        self.event("staff-create", f"created course {course.name} from {course.git_url}", course.name,
+                   NBH_GIT_URL=course.git_url)
+        await start_run(self, "update", course.name)
+
+
+async def start_run(handler: StaffHandler, action: str, course: str) -> None:
+    """Start the course's unit, and go to the page that follows its output."""
+    try:
+        run = await courseunits.start(await handler.frontend.systemd(), action, course)
+    except AccessDenied as error:
+        raise tornado.web.HTTPError(403, "%s", str(error), reason="Not allowed to start that unit") from None
+    except SystemdError as error:
+        raise tornado.web.HTTPError(503, "%s", str(error), reason=f"The {action} could not start") from None
+    handler.event(f"staff-{action}", f"started {run.unit}", course, NBH_UNIT=run.unit,
+                  NBH_INVOCATION=run.invocation)
+    handler.redirect(f"/staff/courses/{course}/{action}?{urlencode({'invocation': run.invocation})}", status=303)
+
+
+class ActionHandler(StaffHandler):
+    """update, build: POST starts the unit; GET shows a run's output (live or finished)."""
+
+    async def post(self, name: str, action: str) -> None:
+        await start_run(self, action, self.course(name).name)
+
+    def get(self, name: str, action: str) -> None:
+        course = self.course(name)
+        invocation = self.get_query_argument("invocation", "")
+        query = f"?{urlencode({'invocation': invocation})}" if _INVOCATION.fullmatch(invocation) else ""
+        self.render("staff/run.html", course=course, action=action, unit=courseunits.unit_name(action, name),
+                         events_url=f"/staff/courses/{name}/{action}/events{query}",
+                         log_url=f"/staff/courses/{name}/{action}/log{query}")
+
+
+class RunOutputHandler(StaffHandler):
+    """A run's output from its journal, live until it ends, then its outcome:
+    server-sent events for the page, or plain text (which a browser shows as
+    it comes, without JavaScript)."""
+
+    async def get(self, name: str, action: str, form: str) -> None:
+        self.course(name)
+        invocation = self.get_query_argument("invocation", "")
+        if invocation and not _INVOCATION.fullmatch(invocation):
+            raise tornado.web.HTTPError(400, "bad invocation id", reason="Bad invocation id")
+        if invocation:
+            run = courseunits.Run(courseunits.unit_name(action, name), invocation)
+        else:
+            run = await asyncio.get_running_loop().run_in_executor(None, courseunits.last_run, action, name)
+        self.set_header("Content-Type", "text/event-stream" if form == "events" else "text/plain; charset=utf-8")
+        self.set_header("X-Accel-Buffering", "no")
+        if run is None:
+            await self.send("done", {"ok": False, "message": f"no {action} has run yet"})
+            self.finish()
+            return
+        lines = courseunits.follow(run, await self.frontend.systemd()).__aiter__()
+        try:
+            while (line := await self.next_line(lines)) is not None:
+                if not await self.send("line", line):
+                    return
+        except tornado.iostream.StreamClosedError:
+            return  # the page went away
+        finally:
+            await lines.aclose()
+        outcome = await courseunits.outcome(await self.frontend.systemd(), run)
+        await self.send("done", {"ok": outcome.ok, "message": outcome.message})
+        self.finish()
+
+    async def next_line(self, lines) -> str | None:
+        """The run's next line, None at its end; keep-alives meanwhile."""
+        waiting = asyncio.ensure_future(anext(lines))
+        try:
+            while not (await asyncio.wait([waiting], timeout=KEEPALIVE))[0]:
+                if not await self.send(None, None):
+                    raise tornado.iostream.StreamClosedError()
+        finally:
+            if not waiting.done():
+                waiting.cancel()
+                await asyncio.wait([waiting])  # the generator is free again, to be closed
+        try:
+            return waiting.result()
+        except StopAsyncIteration:
+            return None
+
+    async def send(self, event: str | None, data) -> bool:
+        """One event (None: a keep-alive); False when the page went away."""
+        form = self.path_args[2]
+        if form == "events":
+            self.write(f"event: {event}\ndata: {json.dumps(data)}\n\n" if event else ": alive\n\n")
+        elif event == "line":
+            self.write(data + "\n")
+        elif event == "done":
+            self.write(f"\n-- {'done' if data['ok'] else 'failed'}: {data['message']}\n")
+        try:
+            await self.flush()
+        except tornado.iostream.StreamClosedError:
+            return False
+        return True
+
+
+class StopHandler(StaffHandler):
+    async def post(self, name: str) -> None:
+        course = self.course(name)
+        try:
+            instance = Instance(course.name, check_workspace(self.get_body_argument("student", "")))
+        except BadName as error:
+            raise tornado.web.HTTPError(400, "%s", str(error), reason="Bad student name") from None
+        try:
+            await (await self.frontend.systemd()).stop_instance(instance)
+        except SystemdError as error:
+            raise tornado.web.HTTPError(error.status, "%s", str(error), reason="Could not stop that server") from None
+        self.event("staff-stop", f"stopped {instance.path}", course.name, NBH_STUDENT=instance.student)
+        self.redirect(f"/staff/courses/{course.name}#students", status=303)
+
+
+class OpenHandler(StaffHandler):
+    """A notebook in the staff member's own workspace of the course, staff.<account>."""
+
+    async def post(self, name: str) -> None:
+        course = self.course(name)
+        try:
+            notebook = courses.find_notebook(course, self.get_body_argument("notebook", ""))
+        except (BadName, courses.UnknownNotebook) as error:
+            raise tornado.web.HTTPError(404, "%s", str(error), reason="No such notebook") from None
+        instance = Instance(course.name, staff_workspace(self.account.name))
+        try:
+            await self.frontend.start(instance)
+        except (capacity.HostFull, SystemdError, OSError) as error:
+            raise tornado.web.HTTPError(503, "%s", str(error), reason="Your server could not start") from None
+        try:
+            await asyncio.get_running_loop().run_in_executor(
+                None, workspace.copy_notebook, instance, course.path, notebook)
+        except (nofollow.NotAFile, OSError) as error:
+            raise tornado.web.HTTPError(500, "%s", str(error), reason="The notebook could not be copied") from None
+        self.event("staff-open", f"opened {notebook} in {instance.path}", course.name,
+                   NBH_STUDENT=instance.student, NBH_NOTEBOOK=notebook)
+        self.redirect(self.frontend.notebook_url(instance, notebook), status=303)
+
+
+class StaffNotFoundHandler(StaffHandler):
+    def prepare(self) -> None:
+        super().prepare()
+        if not self._finished:
+            raise tornado.web.HTTPError(404, "no such page %r", self.request.path, reason="Not found")
+
+
+def routes() -> list[tuple]:
+    course = r"/staff/courses/([^/]+)"
+    actions = "(" + "|".join(courseunits.ACTIONS) + ")"
+    return [
+        (r"/staff/?", CourseListHandler),
+        (LOGIN, LoginHandler),
+        (r"/staff/logout", LogoutHandler),
+        (r"/staff/new", NewCourseHandler),
+        (course, CourseHandler),
+        (course + r"/settings", SettingsHandler),
+        (course + r"/stop", StopHandler),
+        (course + r"/idle", IdleHandler),
+        (course + r"/open", OpenHandler),
+        (course + f"/{actions}", ActionHandler),
+        (course + f"/{actions}/(events|log)", RunOutputHandler),
+        (r"/staff/.*", StaffNotFoundHandler),
+    ]
+
+
+def settings(frontend_settings: config.Config, secret: bytes) -> dict:
+    """The application settings the staff pages need."""
+    return {
+        "staff": StaffSite(frontend_settings.staff),
+        "cookie_secret": cookie_secret(secret),
+        "template_path": str(TEMPLATES),
+        # Tornado's CSRF cookie, for the staff pages only (StaffHandler checks it).
+        "xsrf_cookie_kwargs": {"path": "/staff/", "httponly": True, "samesite": "Strict"},
+    }

@@ -1,0 +1,416 @@
+"""The staff pages through nginx and nbh-web, and `nbh staff`, against the sandbox."""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+import uuid
+from urllib.parse import urlsplit
+
+import httpx
+import pytest
+
+from nbhosting import sandbox as nbh_sandbox
+from nbhosting.names import Instance
+
+from .conftest import nbh
+from .test_web import entry_path, get
+
+pytestmark = pytest.mark.sandbox
+
+SITE = nbh_sandbox.SITE_URL
+TLS_SITE = f"https://127.0.0.1:{nbh_sandbox.HTTPS_PORT}"
+PASSWORD = "a staff password"
+OTHER_COURSE = "other-course"
+NOTEBOOK = "w1/w1-s1-c1-intro.ipynb"
+
+
+def add_account(name: str, *options: str, password: str = PASSWORD) -> None:
+    """As root does, the password on stdin."""
+    result = nbh_sandbox.run(["nbh", "staff", "add", name, "--password-stdin", *options], input=password + "\n",
+                             check=False)
+    assert result.returncode == 0 or "exists already" in result.stderr, result.stderr
+
+
+def fresh_name(prefix: str) -> str:
+    return f"{prefix}{uuid.uuid4().hex[:8]}"
+
+
+_open: list[httpx.Client] = []
+
+
+@pytest.fixture(autouse=True)
+def _close_clients():
+    yield
+    while _open:
+        _open.pop().close()
+
+
+class Staff:
+    """A browser's worth of cookies on the site, and the forms' CSRF token."""
+
+    def __init__(self, site: str = SITE):
+        self.http = httpx.Client(base_url=site, follow_redirects=False, timeout=60, verify=False)
+        _open.append(self.http)
+
+    def get(self, path: str, **kwargs) -> httpx.Response:
+        return self.http.get(path, **kwargs)
+
+    def xsrf(self, path: str = "/staff/login") -> str:
+        page = self.get(path)
+        match = re.search(r'name="_xsrf" value="([^"]+)"', page.text)
+        assert match, (page.status_code, page.text[:500])
+        return match.group(1)
+
+    def post(self, path: str, data: dict | None = None, xsrf: bool = True) -> httpx.Response:
+        data = dict(data or {})
+        if xsrf:
+            data["_xsrf"] = self.http.cookies.get("_xsrf") or self.xsrf()
+        return self.http.post(path, data=data)
+
+    def login(self, name: str, password: str = PASSWORD) -> httpx.Response:
+        self.xsrf()
+        return self.post("/staff/login", {"name": name, "password": password, "next": "/staff/"})
+
+
+def logged_in(name: str, site: str = SITE) -> Staff:
+    client = Staff(site)
+    response = client.login(name)
+    assert response.status_code == 303, response.text[:500]
+    assert response.headers["Location"] == "/staff/"
+    return client
+
+
+@pytest.fixture
+def admin(sandbox) -> str:
+    add_account("admin", "--admin")
+    return "admin"
+
+
+@pytest.fixture
+def courses(sandbox, course) -> tuple[str, str]:
+    sandbox.make_course(OTHER_COURSE)
+    return course, OTHER_COURSE
+
+
+@pytest.fixture
+def teacher(sandbox, courses) -> str:
+    """An account that is staff of the first course only."""
+    name = fresh_name("teacher")
+    add_account(name)
+    result = nbh(sandbox, "staff", "grant", name, courses[0])
+    assert result.returncode == 0, result.stderr
+    return name
+
+
+def settings_text(sandbox, course: str) -> str:
+    return sandbox.path(f"/etc/nbhosting/courses/{course}.toml").read_text()
+
+
+def staff_events(sandbox, event: str, name: str) -> list[dict]:
+    return sandbox.journal(f"NBH_EVENT={event}", f"NBH_STAFF={name}", "--since=-120s")
+
+
+def course_posts(course: str, student: str = "nobody") -> list[tuple[str, dict]]:
+    return [
+        (f"/staff/courses/{course}/settings", {"idle_timeout": "600"}),
+        (f"/staff/courses/{course}/update", {}),
+        (f"/staff/courses/{course}/build", {}),
+        (f"/staff/courses/{course}/stop", {"student": student}),
+        (f"/staff/courses/{course}/open", {"notebook": NOTEBOOK}),
+    ]
+
+
+def course_gets(course: str) -> list[str]:
+    return [f"/staff/courses/{course}{page}" for page in ("", "/update", "/build", "/update/events", "/build/log",
+                                                           "/idle")]
+
+
+def test_without_a_session_every_page_leads_to_the_login_page_and_changes_nothing(sandbox, systemd, courses):
+    course = courses[0]
+    before = settings_text(sandbox, course)
+    anonymous = Staff()
+    assert anonymous.get("/staff").headers["Location"].endswith("/staff/")  # nginx's own redirect
+    for path in ["/staff/", "/staff/new", "/staff/nowhere", *course_gets(course)]:
+        response = anonymous.get(path)
+        assert response.status_code == 303, (path, response.status_code)
+        assert response.headers["Location"].startswith("/staff/login?next="), path
+    posts = [*course_posts(course), ("/staff/new", {"name": "made", "git_url": "/nowhere"}), ("/staff/logout", {})]
+    for path, data in posts:
+        for xsrf in (True, False):  # with a CSRF token of its own, or without
+            response = anonymous.post(path, data, xsrf=xsrf)
+            assert response.status_code == 303, (path, response.status_code)
+            assert response.headers["Location"].startswith("/staff/login"), path
+    assert settings_text(sandbox, course) == before
+    assert not sandbox.path("/etc/nbhosting/courses/made.toml").exists()
+    assert systemd.state(f"nbh-course-update@{course}.service").ActiveState == "inactive"
+    page = anonymous.get("/staff/login")
+    assert page.status_code == 200 and 'name="password"' in page.text
+    assert "frame-ancestors 'none'" in page.headers["Content-Security-Policy"]
+
+
+def test_every_post_without_a_csrf_token_gets_403(sandbox, systemd, admin, courses):
+    course = courses[0]
+    client = logged_in(admin)
+    before = settings_text(sandbox, course)
+    for path, data in [*course_posts(course), ("/staff/new", {"name": "made2", "git_url": "/nowhere"}),
+                       ("/staff/logout", {})]:
+        response = client.post(path, data, xsrf=False)
+        assert response.status_code == 403, (path, response.status_code)
+        response = client.http.post(path, data={**data, "_xsrf": "2|00|forged|1"})
+        assert response.status_code == 403, (path, response.status_code)
+    assert settings_text(sandbox, course) == before
+    assert not sandbox.path("/etc/nbhosting/courses/made2.toml").exists()
+    assert client.get("/staff/").status_code == 200  # the logout was refused too
+    # A login without one, with the right password: refused as well.
+    assert Staff().post("/staff/login", {"name": admin, "password": PASSWORD}, xsrf=False).status_code == 403
+
+
+def test_wrong_passwords_get_403_then_429(sandbox):
+    name = fresh_name("victim")
+    add_account(name)
+    client = Staff()
+    for _ in range(5):  # staff.login_attempts
+        response = client.login(name, "not the password")
+        assert response.status_code == 403
+        assert "Wrong name or password" in response.text
+        assert "nbh_staff" not in response.cookies
+    response = client.login(name)  # even the right one now
+    assert response.status_code == 429
+    assert int(response.headers["Retry-After"]) > 0
+    assert len(staff_events(sandbox, "staff-login-failed", name)) == 6
+    assert client.login(fresh_name("unknown"), "whatever it is").status_code == 403
+
+
+def test_the_session_cookie_and_logout(sandbox, admin):
+    client = logged_in(admin)
+    cookie = next(c for c in client.http.cookies.jar if c.name == "nbh_staff")
+    assert cookie.path == "/staff/" and not cookie.secure
+    assert cookie.has_nonstandard_attr("HttpOnly")
+    assert cookie.get_nonstandard_attr("SameSite") == "Strict"
+    assert cookie.expires and cookie.expires <= time.time() + 8 * 3600 + 60
+    assert client.get("/staff/").status_code == 200
+    assert staff_events(sandbox, "staff-login", admin)
+    stolen = client.http.cookies.get("nbh_staff", path="/staff/")
+    assert client.post("/staff/logout").status_code == 303
+    assert client.get("/staff/").headers["Location"].startswith("/staff/login")
+    # The cookie of that session, kept by someone, is no longer a session.
+    replay = Staff()
+    replay.http.cookies.set("nbh_staff", stolen, path="/staff/")
+    assert replay.get("/staff/").status_code == 303
+    # Over TLS, the cookie is Secure too.
+    secure = logged_in(admin, TLS_SITE)
+    assert next(c for c in secure.http.cookies.jar if c.name == "nbh_staff").secure
+
+
+def test_a_course_staff_member_sees_and_changes_only_their_courses(sandbox, systemd, teacher, courses):
+    mine, other = courses
+    client = logged_in(teacher)
+    listing = client.get("/staff/")
+    assert listing.status_code == 200
+    assert f'href="/staff/courses/{mine}"' in listing.text
+    assert f'href="/staff/courses/{other}"' not in listing.text
+    assert client.get(f"/staff/courses/{mine}").status_code == 200
+    before = settings_text(sandbox, other)
+    for path in [*course_gets(other), "/staff/courses/no-such-course", "/staff/new"]:
+        assert client.get(path).status_code == 403, path
+    for path, data in [*course_posts(other), ("/staff/new", {"name": "made3", "git_url": "/nowhere"})]:
+        assert client.post(path, data).status_code == 403, path
+    assert settings_text(sandbox, other) == before
+    assert not sandbox.path("/etc/nbhosting/courses/made3.toml").exists()
+    assert staff_events(sandbox, "staff-refused", teacher)
+    # Their own course's settings, yes; its staff list, no (admins grant).
+    response = client.post(f"/staff/courses/{mine}/settings", {"idle_timeout": "900", "staff": "intruder"})
+    assert response.status_code == 303, response.text[:500]
+    text = settings_text(sandbox, mine)
+    assert "idle_timeout = 900" in text and "intruder" not in text and teacher in text
+    (event,) = staff_events(sandbox, "staff-settings", teacher)[-1:]
+    assert event["NBH_COURSE"] == mine
+
+
+def test_a_bad_setting_gets_the_form_back_with_the_message(sandbox, admin, course):
+    client = logged_in(admin)
+    before = settings_text(sandbox, course)
+    for field, value, words in (("idle_timeout", "ten", "bad idle_timeout"), ("memory_max", "lots", "bad memory_max"),
+                                ("idle_timeout", "5", "bad idle_timeout"), ("staff", "Not An Account", "bad staff"),
+                                ("image", "-rm -rf", "bad image"), ("cpu_quota", "fast", "bad cpu_quota")):
+        response = client.post(f"/staff/courses/{course}/settings", {field: value})
+        assert response.status_code == 400, (field, response.status_code)
+        assert words in response.text, (field, response.text[:2000])
+        assert f'value="{value}"' in response.text  # what was typed is kept in the form
+    assert settings_text(sandbox, course) == before
+    response = client.post(f"/staff/courses/{course}/settings", {"idle_timeout": "1200", "memory_max": "1G",
+                                                                 "cpu_quota": "50%", "autopull": "yes"})
+    assert response.status_code == 303
+    shown = nbh(sandbox, "course", "show", course).stdout
+    assert "1200" in shown, shown
+    text = settings_text(sandbox, course)
+    assert "memory_max = 1073741824" in text and "cpu_quota = 50" in text and "autopull = true" in text
+    client.post(f"/staff/courses/{course}/settings", {})  # back to the defaults
+    assert "idle_timeout" not in settings_text(sandbox, course)
+
+
+def test_nbh_staff_is_the_whole_interface(sandbox, courses):
+    name = fresh_name("cli")
+    assert nbh(sandbox, "staff", "add", name, "--password-stdin", user="nbh").returncode != 0  # root only
+    add_account(name)
+    result = nbh(sandbox, "staff", "grant", name, *courses)
+    assert result.returncode == 0, result.stderr
+    assert name in settings_text(sandbox, courses[0]) and name in settings_text(sandbox, courses[1])
+    listing = nbh(sandbox, "staff", "list").stdout
+    assert re.search(rf"^{name}\s+staff\s+{', '.join(sorted(courses))}$", listing, re.M), listing
+    assert nbh(sandbox, "staff", "revoke", name, courses[1]).returncode == 0
+    assert name not in settings_text(sandbox, courses[1])
+    assert nbh(sandbox, "staff", "grant", name, "--admin").returncode == 0
+    assert re.search(rf"^{name}\s+admin\s+all$", nbh(sandbox, "staff", "list").stdout, re.M)
+    client = logged_in(name)
+    assert nbh_sandbox.run(["nbh", "staff", "passwd", name, "--password-stdin"], input="another password\n",
+                           check=False).returncode == 0
+    assert client.get("/staff/").status_code == 303  # a new password ends the sessions
+    for bad in (["staff", "grant", "nobody-here", courses[0]], ["staff", "grant", name, "no-such-course"],
+                ["staff", "add", "Bad Name", "--password-stdin"], ["staff", "remove", "nobody-here"],
+                ["staff", "revoke", name, courses[1]]):
+        result = nbh(sandbox, *bad)
+        assert result.returncode == 1 and result.stderr.count("\n") == 1 and result.stderr.startswith("nbh: "), \
+            (bad, result.stderr)
+    assert nbh(sandbox, "staff", "remove", name).returncode == 0
+    assert name not in settings_text(sandbox, courses[0])  # its grants go with it
+    assert name not in nbh(sandbox, "staff", "list").stdout
+    accounts = sandbox.path("/etc/nbhosting/staff.json")
+    assert oct(accounts.stat().st_mode & 0o777) == "0o640"
+    assert nbh_sandbox.run(["cat", "/etc/nbhosting/staff.json"], user="nobody", check=False).returncode != 0
+    assert staff_events(sandbox, "staff-account", name)
+
+
+def test_the_students_list_and_the_stop_button(sandbox, systemd, admin, course, student):
+    instance = Instance(course, student)
+    assert nbh(sandbox, "start", course, student).returncode == 0
+    try:
+        client = logged_in(admin)
+        page = client.get(f"/staff/courses/{course}")
+        assert page.status_code == 200
+        row = re.search(rf"<tr><td>{re.escape(student)}</td><td>([^<]*)</td>", page.text)
+        assert row and row.group(1) == "active/running", page.text[-3000:]
+        # How idle it is, asked as `nbh cull` does, comes as an event for the page's script.
+        events = client.get(f"/staff/courses/{course}/idle").text
+        idle = re.search(rf'data: {{"student": "{re.escape(student)}", "idle": "([^"]+)"}}', events)
+        assert idle and re.fullmatch(r"[0-9]+m[0-9]{2}s|[0-9]+h[0-9]{2}m", idle.group(1)), events
+        assert events.endswith("event: done\ndata: {}\n\n")
+        response = client.post(f"/staff/courses/{course}/stop", {"student": student})
+        assert response.status_code == 303
+        assert systemd.state(instance.service).ActiveState in ("inactive", "failed")
+        assert systemd.state(instance.socket).ActiveState == "active"  # still listening for the student
+        assert staff_events(sandbox, "staff-stop", admin)[-1]["NBH_STUDENT"] == student
+        assert client.post(f"/staff/courses/{course}/stop", {"student": "../x"}).status_code == 400
+    finally:
+        systemd.stop_instance(instance)
+
+
+def test_a_staff_workspace_is_nobodys_entry(sandbox, systemd, course):
+    """An entry URL cannot name a staff member's own workspace, signed or not."""
+    response = get(entry_path(course, "w1/w1-s1-c1-intro", "staff.admin"))
+    assert response.status == 400, response.body[:300]
+    assert systemd.state(Instance(course, "staff.admin").service).ActiveState == "inactive"
+
+
+def test_open_a_notebook_as_myself(sandbox, systemd, admin, course):
+    client = logged_in(admin)
+    instance = Instance(course, "staff.admin")
+    try:
+        response = client.post(f"/staff/courses/{course}/open", {"notebook": NOTEBOOK})
+        assert response.status_code == 303, response.text[:500]
+        location = response.headers["Location"]
+        assert urlsplit(location).path == f"/nb/{course}/staff.admin/notebooks/{NOTEBOOK}"
+        assert client.get(location).status_code == 200  # Jupyter, on its token
+        assert sandbox.path(f"/var/lib/nbhosting/workspaces/{course}/staff.admin/{NOTEBOOK}").is_file()
+        assert systemd.state(instance.service).ActiveState == "active"
+        page = client.get(f"/staff/courses/{course}").text
+        assert "<tr><td>staff.admin</td><td>active/running</td>" in page
+        assert client.post(f"/staff/courses/{course}/open", {"notebook": "../../etc/passwd"}).status_code == 404
+    finally:
+        systemd.stop_instance(instance)
+
+
+def test_the_course_list(sandbox, admin, courses):
+    client = logged_in(admin)
+    page = client.get("/staff/").text
+    for course in courses:
+        row = re.search(rf'<td><a href="/staff/courses/{course}">{course}</a></td>\s*<td>(\d+)</td>', page)
+        assert row and row.group(1) == "3", page[:3000]
+    assert "frame-ancestors 'none'" in client.get("/staff/").headers["Content-Security-Policy"]
+    assert client.http.put("/staff/").status_code in (403, 405)
+
+
+def run_events(client: Staff, location: str) -> list[tuple[str, object]]:
+    """The event stream of the run a POST led to, to its end."""
+    path, _, query = location.partition("?")
+    body = client.get(f"{path}/events?{query}", timeout=600).text
+    events = []
+    for block in body.strip().split("\n\n"):
+        fields = dict(line.split(": ", 1) for line in block.splitlines() if not line.startswith(":"))
+        if fields:
+            events.append((fields["event"], json.loads(fields["data"])))
+    return events
+
+
+def start(client: Staff, course: str, action: str) -> str:
+    response = client.post(f"/staff/courses/{course}/{action}")
+    assert response.status_code == 303, response.text[:1000]
+    location = response.headers["Location"]
+    assert location.startswith(f"/staff/courses/{course}/{action}?invocation="), location
+    return location
+
+
+def test_an_update_shows_its_output_and_result_and_a_failing_one_keeps_the_checkout(sandbox, admin):
+    course = fresh_name("upd")
+    sandbox.make_course(course)
+    client = logged_in(admin)
+    head = ["git", "-C", f"/var/lib/nbhosting/courses/{course}", "rev-parse", "HEAD"]
+    before = nbh_sandbox.run(head, user="nbh-courses").stdout
+    events = run_events(client, start(client, course, "update"))
+    assert events[-1][0] == "done" and events[-1][1]["ok"], events
+    assert staff_events(sandbox, "staff-update", admin)[-1]["NBH_COURSE"] == course
+    # The finished run, again: its whole log and its result, as text too.
+    text = client.get(f"/staff/courses/{course}/update/log").text
+    assert text.rstrip().splitlines()[-1].startswith("-- done: "), text
+
+    assert client.post(f"/staff/courses/{course}/settings", {"branch": "no-such-branch"}).status_code == 303
+    events = run_events(client, start(client, course, "update"))
+    kind, outcome = events[-1]
+    assert kind == "done" and not outcome["ok"], events
+    assert "no-such-branch" in outcome["message"] or "exit" in outcome["message"], outcome
+    after = nbh_sandbox.run(head, user="nbh-courses").stdout
+    assert after == before
+    assert sandbox.path(f"/var/lib/nbhosting/courses/{course}/w1/w1-s1-c1-intro.ipynb").is_file()
+    assert sandbox.journal("NBH_EVENT=failure", f"NBH_COURSE={course}", "--since=-300s")
+
+
+def test_a_bad_invocation_id_is_400(sandbox, admin, course):
+    client = logged_in(admin)
+    assert client.get(f"/staff/courses/{course}/update/events?invocation=../../x").status_code == 400
+
+
+def test_a_failing_build_says_why_in_the_page_and_keeps_the_image(sandbox, admin):
+    from .test_course_units import CONTAINERFILE, NOTEBOOK, commit, make_repo
+
+    course = fresh_name("bld")
+    repo = make_repo(sandbox, course, {"a.ipynb": NOTEBOOK, "extra.py": "ANSWER = 1\n",
+                                       ".nbhosting/Containerfile": CONTAINERFILE})
+    assert nbh(sandbox, "course", "create", course, repo).returncode == 0
+    client = logged_in(admin)
+    events = run_events(client, start(client, course, "build"))
+    assert events[-1] == ("done", {"ok": True, "message": events[-1][1]["message"]}), events
+    built = nbh(sandbox, "course", "show", course).stdout
+    commit(sandbox, repo, {".nbhosting/Containerfile": CONTAINERFILE + "RUN echo about to fail && exit 3\n"})
+    events = run_events(client, start(client, course, "update"))
+    assert events[-1][1]["ok"], events
+    events = run_events(client, start(client, course, "build"))
+    kind, outcome = events[-1]
+    assert kind == "done" and not outcome["ok"] and "exit" in outcome["message"], events
+    assert ("line", "about to fail") in events
+    # The image in use is the one built before.
+    image = [line for line in built.splitlines() if line.startswith("image")]
+    assert image and [line for line in nbh(sandbox, "course", "show", course).stdout.splitlines()
+                      if line.startswith("image")] == image
+    assert sandbox.journal("NBH_EVENT=failure", f"NBH_COURSE={course}", "--since=-300s")

@@ -1,0 +1,139 @@
+"""Staff accounts, sessions and login attempts: pure logic, no sandbox."""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+
+import pytest
+
+from nbhosting import config, staff
+
+
+class Clock:
+    def __init__(self, now: float = 1000.0):
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture
+def accounts_path(tmp_path):
+    return tmp_path / "staff.json"
+
+
+def test_accounts_are_hashed_kept_private_and_read_back(accounts_path):
+    gid = os.getgid()
+    staff.add("alice", "correct horse", admin=True, group_id=gid, path=accounts_path)
+    staff.add("bob", "battery staple", admin=False, group_id=gid, path=accounts_path)
+    text = accounts_path.read_text()
+    assert "correct horse" not in text and "$argon2id$" in text
+    assert stat.S_IMODE(accounts_path.stat().st_mode) == 0o640
+    accounts = staff.load(accounts_path)
+    assert accounts["alice"].admin and not accounts["bob"].admin
+    assert staff.verify(accounts["alice"], "correct horse")
+    assert not staff.verify(accounts["alice"], "battery staple")
+    assert not staff.verify(None, "correct horse")  # an unknown account
+    with pytest.raises(staff.StaffError, match="exists already"):
+        staff.add("alice", "another one", admin=False, group_id=gid, path=accounts_path)
+
+
+@pytest.mark.parametrize("name", ["Alice", "", "1bob", "a b", "x" * 33, "../etc"])
+def test_bad_account_names(accounts_path, name):
+    with pytest.raises(staff.StaffError, match="bad account name"):
+        staff.add(name, "long enough", admin=False, group_id=os.getgid(), path=accounts_path)
+    assert not accounts_path.exists()
+
+
+def test_short_passwords_are_refused(accounts_path):
+    with pytest.raises(staff.StaffError, match="characters"):
+        staff.add("carol", "short", admin=False, group_id=os.getgid(), path=accounts_path)
+
+
+def test_a_broken_file_is_one_line_naming_it(accounts_path):
+    accounts_path.write_text(json.dumps({"accounts": {"alice": {"admin": True}}}))
+    with pytest.raises(staff.StaffError, match="staff.json"):
+        staff.load(accounts_path)
+    accounts_path.write_text("{")
+    with pytest.raises(staff.StaffError, match="staff.json"):
+        staff.load(accounts_path)
+
+
+def test_the_file_is_read_again_when_it_changes(accounts_path):
+    accounts = staff.AccountsFile(accounts_path)
+    assert accounts.get("alice") is None
+    staff.add("alice", "correct horse", admin=False, group_id=os.getgid(), path=accounts_path)
+    assert accounts.get("alice").name == "alice"
+    staff.set_admin("alice", True, os.getgid(), accounts_path)
+    assert accounts.get("alice").admin
+
+
+def test_sessions_expire_end_at_logout_and_at_a_new_password(accounts_path):
+    staff.add("alice", "correct horse", admin=False, group_id=os.getgid(), path=accounts_path)
+    accounts = staff.AccountsFile(accounts_path)
+    clock = Clock(accounts.get("alice").since + 1)
+    sessions = staff.Sessions(lifetime=3600, clock=clock)
+    cookie = sessions.begin(accounts.get("alice"))
+    assert sessions.account(cookie, accounts).name == "alice"
+    clock.now += 3599
+    assert sessions.account(cookie, accounts)
+    clock.now += 2
+    assert sessions.account(cookie, accounts) is None  # expired
+
+    clock.now = accounts.get("alice").since + 10
+    cookie = sessions.begin(accounts.get("alice"))
+    other = sessions.begin(accounts.get("alice"))
+    sessions.end(cookie)
+    assert sessions.account(cookie, accounts) is None  # logged out
+    assert sessions.account(other, accounts)  # another browser's session stays
+
+    staff.set_password("alice", "a new password", os.getgid(), accounts_path)
+    clock.now = accounts.get("alice").since - 1
+    assert sessions.account(other, accounts) is None  # begun before the new password
+    for garbage in (None, "", "[]", "[1, 2, 3]", '["alice"]', "not json", '["alice", "x", "soon"]'):
+        assert sessions.account(garbage, accounts) is None
+
+
+def test_a_removed_account_has_no_session(accounts_path, monkeypatch):
+    monkeypatch.setattr(staff.courses, "all_courses", lambda: [])
+    staff.add("alice", "correct horse", admin=True, group_id=os.getgid(), path=accounts_path)
+    accounts = staff.AccountsFile(accounts_path)
+    sessions = staff.Sessions(lifetime=3600)
+    cookie = sessions.begin(accounts.get("alice"))
+    assert staff.remove("alice", os.getgid(), accounts_path) == []
+    assert sessions.account(cookie, accounts) is None
+
+
+def test_wrong_passwords_are_limited_per_account_and_address():
+    clock = Clock()
+    limiter = staff.LoginLimiter(config.Staff(login_attempts=3, login_attempts_per_address=5, login_window=60),
+                                 clock=clock)
+    for _ in range(3):
+        assert limiter.retry_after("10.0.0.1", "alice") == 0
+        limiter.failed("10.0.0.1", "alice")
+        clock.now += 1
+    assert limiter.retry_after("10.0.0.1", "alice") == 57  # the oldest of the three leaves the window then
+    assert limiter.retry_after("10.0.0.2", "alice") == 0  # another address
+    assert limiter.retry_after("10.0.0.1", "bob") == 0  # another account, not yet the address's limit
+    limiter.failed("10.0.0.1", "bob")
+    limiter.failed("10.0.0.1", "carol")
+    assert limiter.retry_after("10.0.0.1", "dave") > 0  # five from that address
+    clock.now += 60
+    assert limiter.retry_after("10.0.0.1", "alice") == 0
+    limiter.failed("10.0.0.3", "erin")
+    limiter.succeeded("10.0.0.3", "erin")
+    assert limiter.retry_after("10.0.0.3", "erin") == 0
+
+
+def test_the_notebook_tree_and_where_a_login_may_lead():
+    from nbhosting.web.staff import notebook_tree, safe_next
+
+    assert notebook_tree(["notebooks/a.ipynb", "top.ipynb", "w1/s1/x.ipynb", "w1/y.ipynb"]) == [
+        (0, "notebooks/", None), (1, "a.ipynb", "notebooks/a.ipynb"), (0, "top.ipynb", "top.ipynb"),
+        (0, "w1/", None), (1, "s1/", None), (2, "x.ipynb", "w1/s1/x.ipynb"), (1, "y.ipynb", "w1/y.ipynb")]
+    assert safe_next("/staff/courses/x") == "/staff/courses/x"
+    for elsewhere in (None, "", "https://evil.example/staff/", "//evil.example/staff/", "/staff\\..\\x", "/nb/x/y/",
+                      "/\\evil.example"):
+        assert safe_next(elsewhere) == "/staff/"
