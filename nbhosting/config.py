@@ -143,8 +143,7 @@ class Cull:
         return {
             "nbh-jupyter@.service": f"{head}[Service]\nRuntimeMaxSec={self.max_age}\n",
             "nbh-proxy@.service": f"{head}[Service]\nEnvironment=NBH_PROXY_IDLE={self.proxy_idle}s\n",
-            # An empty assignment first: a timer's settings add up otherwise.
-            "nbh-cull.timer": f"{head}[Timer]\nOnUnitActiveSec=\nOnUnitActiveSec={self.period}s\n",
+            "nbh-cull.timer": f"{head}[Timer]\nOnUnitActiveSec={self.period}s\n",
         }
 
 
@@ -162,9 +161,10 @@ class Courses:
     def dropins(self) -> dict[str, str]:
         head = "# Written by `nbh setup` from nbhosting.toml [courses]; edit that file instead.\n"
         period = f"{self.autopull_period}s"
-        # Empty assignments first: a timer's settings add up otherwise.
+        # The empty assignment resets all the unit's timers (they add up
+        # otherwise): then the first after start, and the period.
         return {"nbh-autopull.timer": f"{head}[Timer]\nOnActiveSec=\nOnActiveSec={period}\n"
-                                      f"OnUnitActiveSec=\nOnUnitActiveSec={period}\n"}
+                                      f"OnUnitActiveSec={period}\n"}
 
 
 @dataclass(frozen=True)

@@ -236,3 +236,25 @@ def test_a_courses_limits_reach_its_servers(sandbox, course, student):
     assert nbh(sandbox, "start", course, student, user="nbh").returncode == 0
     assert limits() == (str(2 << 30), "1s")
     assert nbh(sandbox, "stop", course, student, user="nbh").returncode == 0
+
+
+def test_timers_keep_a_first_run_and_a_period_after_setup(sandbox, sandbox_config):
+    """The periods `nbh setup` writes replace the units' own, and each timer
+    still has a next run once started (an empty OnActiveSec= resets them all)."""
+    sandbox_config("\n[courses]\nautopull_period = 10\n\n[cull]\nperiod = 30\n")
+    try:
+        sandbox.run("nbh", "setup")
+        sandbox.run("systemctl", "restart", "nbh-autopull.timer", "nbh-cull.timer")
+        for timer, period in (("nbh-autopull.timer", "10s"), ("nbh-cull.timer", "30s")):
+            shown = sandbox.run("systemctl", "show", "-p", "NextElapseUSecMonotonic", "-p", "TimersMonotonic",
+                                timer).stdout
+            assert "NextElapseUSecMonotonic=infinity" not in shown and "NextElapseUSecMonotonic=0\n" not in shown, \
+                shown
+            assert f"OnUnitActiveUSec={period}" in shown, shown
+        assert "OnActiveUSec=10s" in sandbox.run("systemctl", "show", "-p", "TimersMonotonic",
+                                                 "nbh-autopull.timer").stdout
+    finally:
+        sandbox.path("/etc/nbhosting/nbhosting.toml").write_text(nbh_sandbox.CONFIG)
+        sandbox.run("nbh", "setup")
+        sandbox.run("systemctl", "stop", "nbh-autopull.timer")  # as the sandbox boots: autopull off,
+        sandbox.run("systemctl", "restart", "nbh-cull.timer")  # the cull on, with its own period
