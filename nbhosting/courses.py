@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from . import nofollow, paths
-from .names import COURSE_RE, BadName, check_course, check_notebook
+from .names import COURSE_RE, STAFF_ACCOUNT_RE, BadName, check_course, check_notebook
 
 GIT_TIMEOUT = 300
 # Protocols git may use unless the operator says otherwise: not ext::, which runs commands.
@@ -45,7 +45,6 @@ CONTAINERFILES = (".nbhosting/Containerfile", ".nbhosting/Dockerfile")
 SETTINGS = ("branch", "image", "idle_timeout", "memory_max", "cpu_quota", "staff", "autopull", "autobuild",
             "archived")
 _KEYS = ("git_url", *SETTINGS)
-STAFF_RE = re.compile(r"[a-z][a-z0-9_.-]{0,31}")
 _SIZE_RE = re.compile(r"([0-9]+)([KMGT]?)")
 MEMORY_MIN, MEMORY_MAX = 64 << 20, 1 << 40
 
@@ -106,7 +105,7 @@ def _checked(name: str, git_url: object, branch: object = None, image: object = 
         raise CourseError(f"bad memory_max {memory_max!r}: bytes, from 64M to 1T")
     if cpu_quota is not None and not (type(cpu_quota) is int and 1 <= cpu_quota <= 6400):
         raise CourseError(f"bad cpu_quota {cpu_quota!r}: percent of one CPU, from 1 to 6400")
-    if not (isinstance(staff, (list, tuple)) and all(isinstance(x, str) and STAFF_RE.fullmatch(x) for x in staff)):
+    if not (isinstance(staff, (list, tuple)) and all(isinstance(x, str) and STAFF_ACCOUNT_RE.fullmatch(x) for x in staff)):
         raise CourseError(f"bad staff {staff!r}: account names, lower-case letters, digits, '_', '.', '-'")
     for key, value in (("autopull", autopull), ("autobuild", autobuild), ("archived", archived)):
         if type(value) is not bool:

@@ -169,6 +169,26 @@ def sandbox_config(sandbox):
     configure(sandbox, sandbox_module.CONFIG)
 
 
+@pytest.fixture
+def stop(systemd):
+    """Servers a test started, stopped after it."""
+    started = []
+    yield started.append
+    for instance in started:
+        systemd.stop_instance(instance)
+
+
+@pytest.fixture
+def setup_config(sandbox):
+    """The sandbox's configuration plus these lines, applied by `nbh setup`;
+    the sandbox's again after."""
+    def set_config(text: str) -> None:
+        sandbox.path("/etc/nbhosting/nbhosting.toml").write_text(sandbox_module.CONFIG + text)
+        sandbox.run("nbh", "setup")
+    yield set_config
+    set_config("")
+
+
 def nbh(sandbox: Sandbox, *args: str, user: str | None = None) -> subprocess.CompletedProcess:
     return sandbox.run("nbh", *args, user=user, check=False)
 

@@ -22,14 +22,9 @@ pytestmark = pytest.mark.sandbox
 
 
 @pytest.fixture
-def cull_config(sandbox):
+def cull_config(setup_config):
     """Timeouts of seconds; `nbh setup` writes those that are unit settings."""
-    def set_config(text: str) -> None:
-        sandbox.path("/etc/nbhosting/nbhosting.toml").write_text(nbh_sandbox.CONFIG + "[cull]\n" + text)
-        sandbox.run("nbh", "setup")
-    yield set_config
-    sandbox.path("/etc/nbhosting/nbhosting.toml").write_text(nbh_sandbox.CONFIG)
-    sandbox.run("nbh", "setup")
+    return lambda text: setup_config("[cull]\n" + text)
 
 
 def wait_for(predicate, timeout: float = 30, every: float = 0.2, what: str = "") -> None:

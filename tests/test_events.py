@@ -263,13 +263,9 @@ def test_closing_the_tab_gives_a_close_event_with_its_duration(sandbox, systemd,
 
 
 @pytest.fixture
-def events_config(sandbox):
-    def set_config(text: str) -> None:
-        sandbox.path("/etc/nbhosting/nbhosting.toml").write_text(nbh_sandbox.CONFIG + "[events]\n" + text)
-        sandbox.run("nbh", "setup")
-    yield set_config
-    sandbox.path("/etc/nbhosting/nbhosting.toml").write_text(nbh_sandbox.CONFIG)
-    sandbox.run("nbh", "setup")
+def events_config(sandbox, setup_config):
+    yield lambda text: setup_config("[events]\n" + text)
+    setup_config("")  # the defaults again, before the follower reads them
     sandbox.run("systemctl", "restart", "nbh-events.service")
 
 

@@ -71,14 +71,6 @@ def refused_events(since: float) -> list[dict]:
     return [event for event in events if int(event["__REALTIME_TIMESTAMP"]) / 1e6 >= since]
 
 
-@pytest.fixture
-def stop(systemd):
-    started = []
-    yield started.append
-    for instance in started:
-        systemd.stop_instance(instance)
-
-
 def test_a_launch_opens_the_students_notebook_copied_and_running(sandbox, systemd, course, lti_platform, student,
                                                                   stop):
     sub = f"user-{student}"

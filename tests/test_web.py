@@ -96,14 +96,6 @@ def assert_nothing_started_or_written(sandbox, systemd, course: str, student: st
     assert not workspace_file(sandbox, course, student, "").exists()
 
 
-@pytest.fixture
-def stop(systemd):
-    started = []
-    yield started.append
-    for instance in started:
-        systemd.stop_instance(instance)
-
-
 def test_entry_copies_once_and_redirects_to_the_students_own_server(sandbox, systemd, course, student, stop):
     instance = Instance(course, student)
     stop(instance)
