@@ -35,20 +35,23 @@ $(VENV)/.stamp: pyproject.toml .stamp-deps
 venv: $(VENV)/.stamp $(VENV)/.stamp-build
 
 # The script keeps its own cache, keyed on its inputs: instant when cached.
+# The targets that use the image name this checkout's build to the sandbox.
+BUILD_IMAGE := PIP="$(VENV)/bin/python -m pip" images/build-test-image
+WITH_IMAGE = NBH_IMAGE_TAR=$$($(BUILD_IMAGE)) && export NBH_IMAGE_TAR &&
 image: venv
-	@PIP="$(VENV)/bin/python -m pip" images/build-test-image
+	@$(BUILD_IMAGE)
 
 unit-test: venv
 	$(VENV)/bin/pytest -m 'not sandbox'
 
 test: venv image
-	$(VENV)/bin/pytest
+	@$(WITH_IMAGE) $(VENV)/bin/pytest
 
 bench: venv image
-	$(VENV)/bin/python -m bench
+	@$(WITH_IMAGE) $(VENV)/bin/python -m bench
 
 demo: venv image
-	$(SANDBOX) up
+	@$(WITH_IMAGE) $(SANDBOX) up
 	$(VENV)/bin/python -m nbhosting.demo
 
 demo-down:

@@ -336,15 +336,16 @@ def load_image() -> None:
     if not IMAGE_TAR.exists():
         raise SandboxError(f"no test image at {IMAGE_TAR}: run images/build-test-image")
     stamp = STATE / "data" / "image.loaded"
-    built = str(IMAGE_TAR.stat().st_mtime_ns)
+    tar = IMAGE_TAR.resolve()  # jupyter-test.tar links to the last build
+    built = f"{tar.name} {tar.stat().st_mtime_ns}"
     have = run(nbh_podman.argv(["image", "exists", IMAGE]), check=False).returncode == 0
     if have and stamp.exists() and stamp.read_text() == built:
         return
-    args_file = IMAGE_TAR.with_suffix(".import-args")
+    args_file = tar.with_suffix(".import-args")
     changes = args_file.read_text().splitlines() if args_file.exists() else []
     argv = ["import", *[c for c in changes if c.strip()], "/run/nbh-image.tar", IMAGE]
     # The tar is bind-mounted read-only by systemd-run for the import only.
-    run(nbh_podman.argv(argv, f"BindReadOnlyPaths={IMAGE_TAR}:/run/nbh-image.tar"), timeout=600)
+    run(nbh_podman.argv(argv, f"BindReadOnlyPaths={tar}:/run/nbh-image.tar"), timeout=600)
     stamp.write_text(built)
 
 
@@ -363,6 +364,14 @@ def sh(*argv: str) -> None:
     subprocess.run(argv, check=True)
 
 
+TMPS = ("/tmp", "/var/tmp")
+
+
+def in_a_tmp(path: Path) -> bool:
+    """Under a folder that the sandbox covers with a tmpfs of its own."""
+    return any(path.is_relative_to(tmp) for tmp in TMPS)
+
+
 def boot(from_rpm: Path | None) -> None:
     """PID 1 of the new namespaces: lay out the file system, install, exec systemd."""
     run_dir = Path("/run")
@@ -377,12 +386,12 @@ def boot(from_rpm: Path | None) -> None:
         work.mkdir()
         sh("mount", "-t", "overlay", "overlay", "-o",
            f"lowerdir=/{top},upperdir={upper},workdir={work}", f"/{top}")
-    # A checkout under /tmp stays reachable at its own path.
-    in_tmp = REPO.is_relative_to("/tmp")
+    # A checkout under /tmp or /var/tmp stays reachable at its own path.
+    in_tmp = in_a_tmp(REPO)
     if in_tmp:
         (layers / "repo").mkdir()
         sh("mount", "--bind", str(REPO), str(layers / "repo"))
-    for tmp in ("/tmp", "/var/tmp"):
+    for tmp in TMPS:
         sh("mount", "-t", "tmpfs", "-o", "mode=1777,nosuid,nodev", "tmpfs", tmp)
     if in_tmp:
         REPO.mkdir(parents=True)
@@ -475,7 +484,7 @@ def install_checkout() -> None:
     seen = ""
     if REPO.is_relative_to("/root") or REPO.is_relative_to("/home"):
         seen = "ProtectHome=read-only\n"
-    elif REPO.is_relative_to("/tmp"):
+    elif in_a_tmp(REPO):
         seen = "PrivateTmp=no\n"
     for unit in ("nbh-web.service", "nbh-cull.service", "nbh-gc.service", "nbh-autopull.service",
                  "nbh-course-update@.service", "nbh-lti-keys.service", "nbh-events.service",
