@@ -352,6 +352,8 @@ def course_show(args) -> None:
     print(f"autopull:    {'yes' if course.autopull else 'no'}")
     print(f"autobuild:   {'yes' if course.autobuild else 'no'}")
     print(f"archived:    {'yes' if course.archived else 'no'}")
+    print(f"interface:   {course.interface or 'notebook'}")
+    print(f"hide:        {', '.join(course.hide) or '-'}")
     print(f"path:        {course.path}")
     print(f"commit:      {status.commit or 'never cloned'}")
     print(f"updated:     {updated}")

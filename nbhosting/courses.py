@@ -43,7 +43,13 @@ OWN_IMAGE = "course"
 CONTAINERFILES = (".nbhosting/Containerfile", ".nbhosting/Dockerfile")
 # What `nbh course set` and the staff pages may change.
 SETTINGS = ("branch", "image", "idle_timeout", "memory_max", "cpu_quota", "staff", "autopull", "autobuild",
-            "archived")
+            "archived", "interface", "hide")
+# What a student's notebook opens in: Notebook 7 (the default) or JupyterLab.
+INTERFACES = ("notebook", "lab")
+# What a course hides from its students: menu entries by command id
+# (docmanager:rename), toolbar items by name (save).
+HIDE_ITEM_RE = re.compile(r"[A-Za-z0-9_.:@/-]{1,100}")
+HIDE_MAX = 50
 _KEYS = ("git_url", *SETTINGS)
 _SIZE_RE = re.compile(r"([0-9]+)([KMGT]?)")
 MEMORY_MIN, MEMORY_MAX = 64 << 20, 1 << 40
@@ -74,6 +80,8 @@ class Course:
     autopull: bool = False  # nbh-autopull.timer updates it
     autobuild: bool = False  # ... and builds its image when its Containerfile changed
     archived: bool = False  # over: autopull leaves it alone
+    interface: str | None = None  # None: Notebook 7; or "lab"
+    hide: tuple[str, ...] = ()  # menu commands and toolbar items its students do not see
 
     @property
     def path(self) -> Path:
@@ -88,7 +96,7 @@ def _settings_path(name: str) -> Path:
 def _checked(name: str, git_url: object, branch: object = None, image: object = None,
              idle_timeout: object = None, memory_max: object = None, cpu_quota: object = None,
              staff: object = (), autopull: object = False, autobuild: object = False,
-             archived: object = False) -> Course:
+             archived: object = False, interface: object = None, hide: object = ()) -> Course:
     """The same checks for what an operator types and what a settings file says."""
     if (not isinstance(git_url, str) or not git_url or len(git_url) > URL_MAX
             or git_url.startswith("-") or " " in git_url or not git_url.isprintable()):
@@ -110,8 +118,15 @@ def _checked(name: str, git_url: object, branch: object = None, image: object = 
     for key, value in (("autopull", autopull), ("autobuild", autobuild), ("archived", archived)):
         if type(value) is not bool:
             raise CourseError(f"bad {key} {value!r}: yes or no")
+    if interface is not None and interface not in INTERFACES:
+        raise CourseError(f"bad interface {interface!r}: notebook or lab")
+    if not (isinstance(hide, (list, tuple)) and len(hide) <= HIDE_MAX
+            and all(isinstance(x, str) and HIDE_ITEM_RE.fullmatch(x) for x in hide)):
+        raise CourseError(f"bad hide {hide!r}: at most {HIDE_MAX} command ids or toolbar item names "
+                          "(letters, digits, '_', '.', ':', '@', '/', '-')")
     return Course(name, git_url, branch, image, idle_timeout, memory_max, cpu_quota,
-                  tuple(sorted(set(staff))), autopull, autobuild, archived)
+                  tuple(sorted(set(staff))), autopull, autobuild, archived,
+                  None if interface == "notebook" else interface, tuple(dict.fromkeys(hide)))
 
 
 def parse_setting(key: str, text: str) -> object:
@@ -128,7 +143,7 @@ def parse_setting(key: str, text: str) -> object:
         if text.lower() in ("", "no", "false", "off", "0"):
             return False
         raise CourseError(f"bad {key} {text!r}: yes or no")
-    if key == "staff":
+    if key in ("staff", "hide"):
         return tuple(name for name in re.split(r"[\s,]+", text) if name)
     if not text or text == "default":
         return None
@@ -232,7 +247,7 @@ def _write_settings(course: Course) -> None:
     for key in _KEYS:
         value = getattr(course, key)
         if value is not None and value is not False and value != ():
-            lines.append(f"{key} = {json.dumps(list(value) if key == 'staff' else value, ensure_ascii=False)}\n")
+            lines.append(f"{key} = {json.dumps(list(value) if key in ('staff', 'hide') else value, ensure_ascii=False)}\n")
     path = _settings_path(course.name)
     path.parent.mkdir(parents=True, exist_ok=True)
     _write_atomically(path, "".join(lines))

@@ -22,7 +22,7 @@ from .names import BadName, Instance
 
 EVENTS = frozenset({"start", "ready", "stop", "failure", "open", "close", "refused", "full", "cull", "gc",
                     "revoke", "sample", "course-create", "course-set", "course-update", "course-build",
-                    "launch"})
+                    "launch", "reset", "share"})
 # What staff members do, on the staff pages or with `nbh staff`: NBH_STAFF= names them.
 STAFF_EVENTS = frozenset({"staff-login", "staff-login-failed", "staff-logout", "staff-refused", "staff-create",
                           "staff-update", "staff-build", "staff-settings", "staff-stop", "staff-open",

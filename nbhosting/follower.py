@@ -18,6 +18,7 @@ from pathlib import Path
 from systemd import daemon, journal
 
 from . import config, events, store
+from .names import BadName, Instance
 
 log = logging.getLogger("nbh-events")
 # Entries per transaction: fewer commits when the journal is far ahead.
@@ -29,12 +30,27 @@ FORGET_EVERY = 3600
 COLUMNS = {"NBH_EVENT": "event", "NBH_COURSE": "course", "NBH_STUDENT": "student", "NBH_NOTEBOOK": "notebook"}
 # Said by every event, and derived from its course and student.
 DROPPED = {"NBH_INSTANCE"}
+# A student's unit runs the student's code, which can write to the journal
+# (the image's nbh_menus does, through the socket the host mounts in): its
+# entries name the course and student of the unit (journald's _SYSTEMD_UNIT,
+# from the sender's cgroup), whatever fields they carry, and only these
+# events, about that pair, are believed from it.
+STUDENT_UNIT_EVENTS = frozenset({"start", "ready", "stop", "failure", "reset", "share"})
 
 
 def as_event(entry: dict) -> store.Event | None:
     """The store's form of a journal entry; None for one that is no event."""
     if "NBH_EVENT" not in entry:
         return None
+    unit = entry.get("_SYSTEMD_UNIT", "")
+    student_unit = None
+    if isinstance(unit, str) and unit.startswith("nbh-jupyter@"):
+        try:
+            student_unit = Instance.from_unit(unit)
+        except (ValueError, BadName):
+            return None
+        if entry["NBH_EVENT"] not in STUDENT_UNIT_EVENTS:
+            return None
     found = store.Event(time=entry["__REALTIME_TIMESTAMP"].timestamp(), event="")
     for key, value in entry.items():
         if not key.startswith("NBH_") or key in DROPPED:
@@ -47,6 +63,8 @@ def as_event(entry: dict) -> store.Event | None:
             setattr(found, COLUMNS[key], value)
         else:
             found.fields[key[4:].lower()] = value
+    if student_unit is not None:
+        found.course, found.student = student_unit.course, student_unit.student
     return found
 
 

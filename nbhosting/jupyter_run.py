@@ -17,7 +17,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from . import config, courses, events, tokens
+from . import config, courses, events, paths, tokens
 from .names import BadName, Instance
 from .workspace import workspace_dir
 
@@ -26,10 +26,13 @@ DEFAULT_IMAGE = "localhost/nbhosting/jupyter:test"
 # Jupyter, its kernels and what a student starts from a notebook; the unit's
 # TasksMax= bounds the whole unit as well.
 PIDS_LIMIT = 256
+# journald's socket: the image's nbh_menus sends its events (reset, share)
+# there; journald names the sender's unit, which the store believes.
+JOURNAL_SOCKET = "/run/systemd/journal/socket"
 
 
 def podman_argv(instance: Instance, course: courses.Course, runtime_dir: str, image: str,
-                lms_origins: str) -> list[str]:
+                lms_origins: str, shared_dir: Path, share_id: str) -> list[str]:
     return [
         PODMAN, "run",
         # conmon stays as the unit's main process, the podman client exits;
@@ -50,21 +53,41 @@ def podman_argv(instance: Instance, course: courses.Course, runtime_dir: str, im
         "--env", f"NBH_BASE_URL={instance.base_url}",
         # the LMS may frame the notebook (Content-Security-Policy)
         "--env", f"NBH_FRAME_ANCESTORS={lms_origins}",
+        # the File menu's "Show my student id", "Share" and the course's hidden items
+        "--env", f"NBH_COURSE={instance.course}",
+        "--env", f"NBH_STUDENT={instance.student}",
+        "--env", f"NBH_SHARE_URL=/shared/{instance.course}/{share_id}/",
+        "--env", f"NBH_HIDE={','.join(course.hide)}",
         "--volume", f"{runtime_dir}:/run/nbh:ro",
         "--volume", f"{workspace_dir(instance)}:/home/jovyan/work",
         "--volume", f"{course.path}:/home/jovyan/course:ro",
+        "--volume", f"{shared_dir}:/home/jovyan/shared",
+        "--volume", f"{JOURNAL_SOCKET}:{JOURNAL_SOCKET}",
         image,
     ]
 
 
-def prepare(instance: Instance, runtime_dir: str) -> None:
-    """Write the token where the container reads it, readable by it only."""
-    token = tokens.instance_token(tokens.read_secret(), instance)
-    path = Path(runtime_dir) / "token"
-    path.unlink(missing_ok=True)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o400)
-    with os.fdopen(fd, "w") as file:
-        file.write(token)
+def prepare(instance: Instance, runtime_dir: str) -> tuple[Path, str]:
+    """Write the token (and the notary's key) where the container reads
+    them, readable by it only; make the pair's shared pages folder. That
+    folder, and its id."""
+    secret = tokens.read_secret()
+    for name, value in (("token", tokens.instance_token(secret, instance)),
+                        ("notary-secret", tokens.notary_secret(secret, instance))):
+        path = Path(runtime_dir) / name
+        path.unlink(missing_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o400)
+        with os.fdopen(fd, "w") as file:
+            file.write(value)
+    share_id = tokens.share_id(secret, instance)
+    shared = paths.SHARED_DIR / instance.course / share_id
+    for folder, mode in ((shared.parent, 0o710), (shared, 0o750)):
+        try:
+            folder.mkdir(mode=mode)
+        except FileExistsError:
+            continue
+        folder.chmod(mode)  # whatever the umask
+    return shared, share_id
 
 
 def stopped(instance: Instance) -> int:
@@ -105,12 +128,13 @@ def main(argv: list[str] | None = None) -> int:
         settings = config.load()
         # A course's own build: the one recorded when this start begins.
         image = courses.image_of(course, os.environ.get("NBH_IMAGE") or DEFAULT_IMAGE)
-        prepare(instance, runtime_dir)
+        shared_dir, share_id = prepare(instance, runtime_dir)
     except (courses.UnknownCourse, courses.CourseError, config.ConfigError, OSError, ValueError) as error:
         print(f"nbh-jupyter-run: {error}", file=sys.stderr)
         return 1
     events.send("start", instance, f"starting {instance.path} with {image}", NBH_IMAGE=image)
-    argv = podman_argv(instance, course, runtime_dir, image, " ".join(settings.web.lms_origins))
+    argv = podman_argv(instance, course, runtime_dir, image, " ".join(settings.web.lms_origins),
+                       shared_dir, share_id)
     os.execv(argv[0], argv)
 
 

@@ -13,5 +13,7 @@ WORKSPACES_DIR = DATA_DIR / "workspaces"
 BUILDS_DIR = DATA_DIR / "builds"
 # Each course's settings (git URL, branch, image), written by `nbh course`.
 COURSE_SETTINGS_DIR = CONF_DIR / "courses"
+# The students' shared pages (nbh_menus in the image): shared/<course>/<id>/.
+SHARED_DIR = DATA_DIR / "shared"
 # Each pair's token generation, bumped by `nbh revoke`: tokens/<course>/<student>.
 TOKENS_DIR = DATA_DIR / "tokens"

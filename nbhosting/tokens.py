@@ -10,6 +10,7 @@ old token fails from the server's next start on.
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import hmac
 import os
@@ -69,6 +70,23 @@ def generation(instance: Instance, tokens_dir: Path = paths.TOKENS_DIR) -> int:
 
 def instance_token(secret: bytes, instance: Instance) -> str:
     return server_token(secret, instance.path, generation(instance))
+
+
+def share_id(secret: bytes, instance: Instance) -> str:
+    """The name of the pair's shared pages folder, in their addresses
+    (/shared/<course>/<id>/<page>): stable, and no one can tell from it
+    whose pages they are nor find another student's."""
+    digest = hmac.new(secret, b"shared-pages:" + instance.path.encode(), hashlib.sha256).digest()
+    return base64.b32encode(digest[:16]).decode().lower()[:26]
+
+
+def notary_secret(secret: bytes, instance: Instance) -> str:
+    """The key of Jupyter's notebook signatures in the pair's server: the
+    same at every start, so what the student ran stays trusted."""
+    return hmac.new(secret, b"notary:" + instance.path.encode(), hashlib.sha256).hexdigest()
+
+
+SHARE_ID_RE = re.compile(r"[a-z2-7]{26}")
 
 
 def bump_generation(instance: Instance, group_id: int, tokens_dir: Path = paths.TOKENS_DIR) -> int:

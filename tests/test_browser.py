@@ -206,8 +206,9 @@ class Browser:
         return self.driver.execute_cdp_cmd("Storage.getCookies", {})["cookies"]
 
 
-@pytest.fixture
-def browser(request):
+@contextlib.contextmanager
+def chromium(screenshot: str):
+    """A headless Chromium of its own (profile, cookies), blocking third-party cookies."""
     for program in (CHROMIUM, CHROMEDRIVER):
         if not program.exists():
             pytest.fail(f"no {program} (Debian's chromium and chromium-driver; `make deps` installs them)")
@@ -224,15 +225,22 @@ def browser(request):
     options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
     driver = webdriver.Chrome(options=options, service=Service(str(CHROMEDRIVER)))
     driver.set_page_load_timeout(TIMEOUT)
-    browser = Browser(driver, ARTIFACTS / f"{request.node.name}.png")
-    failed_before = request.session.testsfailed
     try:
-        yield browser
+        yield Browser(driver, ARTIFACTS / f"{screenshot}.png")
     finally:
-        if request.session.testsfailed > failed_before and not browser.taken:
-            browser.screenshot()  # a failure that was not a wait's
         driver.quit()
         shutil.rmtree(profile, ignore_errors=True)
+
+
+@pytest.fixture
+def browser(request):
+    failed_before = request.session.testsfailed
+    with chromium(request.node.name) as browser:
+        try:
+            yield browser
+        finally:
+            if request.session.testsfailed > failed_before and not browser.taken:
+                browser.screenshot()  # a failure that was not a wait's
 
 
 # -- the notebook, as a student uses it -----------------------------------------

@@ -410,12 +410,12 @@ def test_cli_list_and_show(capsys, upstream):
         f"python-mooc  default                                    default  4          {short}",
     ]
     status, out, err = nbh(capsys, "course", "set", "python-mooc", "memory_max=512M", "cpu_quota=50%",
-                           "staff=bob,alice", "autopull=yes")
+                           "staff=bob,alice", "autopull=yes", "interface=lab", "hide=notebook:trust, save")
     assert (status, err) == (0, "")
     status, out, err = nbh(capsys, "course", "show", "python-mooc")
     assert (status, err) == (0, "")
     lines = out.splitlines()
-    assert lines[:12] == [
+    assert lines[:14] == [
         "name:        python-mooc",
         f"git-url:     {upstream}",
         "branch:      default",
@@ -427,10 +427,18 @@ def test_cli_list_and_show(capsys, upstream):
         "autopull:    yes",
         "autobuild:   no",
         "archived:    no",
+        "interface:   lab",
+        "hide:        notebook:trust, save",
         f"path:        {paths.COURSES_DIR / 'python-mooc'}",
     ]
-    assert lines[12] == f"commit:      {short}" and lines[13].startswith("updated:     20")
-    assert lines[14:] == ["notebooks:   4"] + [f"  {notebook}" for notebook in NOTEBOOKS]
+    assert lines[14] == f"commit:      {short}" and lines[15].startswith("updated:     20")
+    assert lines[16:] == ["notebooks:   4"] + [f"  {notebook}" for notebook in NOTEBOOKS]
+    for bad, message in (("interface=classic", "bad interface 'classic': notebook or lab"),
+                         ("hide=a;b", "bad hide ('a;b',): at most 50 command ids or toolbar item names "
+                                      "(letters, digits, '_', '.', ':', '@', '/', '-')")):
+        assert nbh(capsys, "course", "set", "python-mooc", bad) == (1, "", f"nbh: {message}\n")
+    assert nbh(capsys, "course", "set", "python-mooc", "interface=notebook")[0] == 0
+    assert courses.load("python-mooc").interface is None
     assert nbh(capsys, "course", "set", "python-mooc", "memory_max=lots") == (
         1, "", "nbh: bad memory_max 'lots': a size like 512M or 2G\n")
     assert nbh(capsys, "course", "set", "python-mooc", "autopull") == (

@@ -57,8 +57,22 @@ c.ServerApp.tornado_settings = {
 # files that packages install. jupyter_lsp is costly at start and unused.
 c.ServerApp.jpserver_extensions = {
     "nbh_ready": True,  # sd_notify READY=1 once listening, see nbh_ready.py
+    "nbh_menus": True,  # the File menu's reset, share and student id, see nbh_menus.py
     "jupyter_lsp": False,
 }
+
+# A notebook fresh from the course opens trusted (nbh_menus.py). Jupyter's
+# own trust of what the student ran survives a restart: the signatures are
+# kept in the workspace, under a key the host derives for this student
+# (the home folder, where Jupyter keeps both by default, is a tmpfs).
+c.ServerApp.contents_manager_class = "nbh_menus.ContentsManager"
+c.NotebookNotary.secret_file = f"{RUN}/notary-secret"
+c.NotebookNotary.db_file = "/home/jovyan/work/.nbh/nbsignatures.db"
+
+# Asked for by the page with no token (a <link>, an <img>): in a cross-site
+# iframe, with no cookie, they would be refused and log a 403. There is no
+# custom.css; the kernels' logos are removed from the image (install).
+c.JupyterNotebookApp.custom_css = False
 
 # Tabs left open on a stopped server carry on when it starts again: their
 # sessions come back with new kernels under the same ids (nbh_sessions.py).

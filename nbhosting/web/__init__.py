@@ -29,6 +29,7 @@ from .. import access, config, tokens
 from .base import Frontend, NotFoundHandler
 from . import lti
 from .entry import EntryHandler, WaitHandler
+from .shared import SharedPageHandler
 from . import staff
 
 log = logging.getLogger("nbh-web")
@@ -59,7 +60,8 @@ def make_app(frontend: Frontend) -> tornado.web.Application:
     # handlers, not here, so that the students' entry needs no cookie.
     staff_routes = staff.routes()
     return tornado.web.Application(
-        [(entry, EntryHandler), (r"/_nbh/wait", WaitHandler), *lti_routes, *staff_routes, (r".*", NotFoundHandler)],
+        [(entry, EntryHandler), (r"/_nbh/wait", WaitHandler), *lti_routes, *staff_routes,
+         (rf"/shared/({NAME})/({NAME})/({NAME})", SharedPageHandler), (r".*", NotFoundHandler)],
         frontend=frontend, lti=lti.LtiTool(frontend),
         xsrf_cookies=False, compress_response=False, log_function=log_request,
         **staff.settings(frontend.settings, frontend.secret),

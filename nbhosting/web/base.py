@@ -68,9 +68,11 @@ class Frontend:
         state = await (await self.systemd()).state(instance.service)
         return f"{state.ActiveState}/{state.SubState}"
 
-    def notebook_url(self, instance: Instance, notebook: str) -> str:
+    def notebook_url(self, instance: Instance, notebook: str, interface: str | None = None) -> str:
+        """The notebook's page, in Notebook 7 or (interface "lab") JupyterLab."""
         token = tokens.instance_token(self.secret, instance)
-        return f"{instance.base_url}notebooks/{quote(notebook)}?token={token}"
+        page = "lab/tree" if interface == "lab" else "notebooks"
+        return f"{instance.base_url}{page}/{quote(notebook)}?token={token}"
 
     # Tickets let the "starting" page follow the start without a cookie.
     def ticket(self, course: str, notebook: str, student: str) -> str:

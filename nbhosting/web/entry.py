@@ -60,7 +60,7 @@ class StudentHandler(BaseHandler):
     async def open_notebook(self, instance: Instance, course: courses.Course, notebook: str) -> str:
         """After the start: the copy, the event, and where to go."""
         try:
-            url = self.frontend.notebook_url(instance, notebook)
+            url = self.frontend.notebook_url(instance, notebook, course.interface)
         except (OSError, tokens.TokenError) as error:  # the operator's to mend
             raise tornado.web.HTTPError(500, "%s", str(error), reason="Your server's token cannot be read") from None
         try:

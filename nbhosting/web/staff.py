@@ -345,7 +345,7 @@ def setting_texts(course: courses.Course) -> dict[str, str]:
         value = getattr(course, key)
         if isinstance(value, bool):
             texts[key] = "yes" if value else ""
-        elif key == "staff":
+        elif key in ("staff", "hide"):
             texts[key] = ", ".join(value)
         elif key == "memory_max":
             texts[key] = size(value)
@@ -527,7 +527,7 @@ class OpenHandler(StaffHandler):
             raise tornado.web.HTTPError(500, "%s", str(error), reason="The notebook could not be copied") from None
         self.event("staff-open", f"opened {notebook} in {instance.path}", course.name,
                    NBH_STUDENT=instance.student, NBH_NOTEBOOK=notebook)
-        self.redirect(self.frontend.notebook_url(instance, notebook), status=303)
+        self.redirect(self.frontend.notebook_url(instance, notebook, course.interface), status=303)
 
 
 class StaffNotFoundHandler(StaffHandler):
