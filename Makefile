@@ -24,6 +24,12 @@ APT_PACKAGES := podman uidmap crun fuse-overlayfs slirp4netns debootstrap nginx 
 	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing; \
 	    status=$$?; rm -f /usr/sbin/policy-rc.d; exit $$status; \
 	fi
+	@# Node.js and npm build the image's front-end extension; whichever
+	@# package provides them (Debian's nodejs and npm, or another nodejs).
+	@if ! command -v npm > /dev/null; then \
+	    echo "installing: nodejs npm"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends nodejs npm; \
+	fi
 	@touch $@
 deps: .stamp-deps
 

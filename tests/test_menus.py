@@ -46,6 +46,8 @@ PLOT = ("import matplotlib.pyplot as plt\n"
         "plt.title('nbh figure')\n"
         "plt.show()")
 TIMEOUT = 60
+# What the JupyterLab course hides: File > Rename, and the toolbar's save button.
+LAB_HIDDEN = ("docmanager:rename", "save")
 
 
 def notebook(*sources: str, outputs: list | None = None) -> dict:
@@ -71,7 +73,7 @@ def make_courses(sandbox) -> None:
     from nbhosting import sandbox as sandbox_module
     sandbox_module.make_course(COURSE, NOTEBOOKS)
     sandbox_module.make_course(LAB_COURSE, NOTEBOOKS)
-    sandbox.run("nbh", "course", "set", LAB_COURSE, "interface=lab")
+    sandbox.run("nbh", "course", "set", LAB_COURSE, "interface=lab", f"hide={','.join(LAB_HIDDEN)}")
 
 
 @pytest.fixture
@@ -327,6 +329,18 @@ def test_a_course_in_jupyterlab_has_the_same_menu(sandbox, lab_pair, browser):
         dialog_text(browser, "Student id")
         assert browser.driver.find_element(By.CSS_SELECTOR, ".jp-Dialog .nbh-student").text == lab_pair.student
         dialog_button(browser, "Ok")
+
+        # What the course hides: the File menu's entry, the toolbar's button.
+        assert browser.js("return document.querySelector("
+                          "'.jp-NotebookPanel-toolbar .jp-Toolbar-item[data-jp-item-name=\"run\"]')?.offsetParent != null")
+        assert browser.js("return document.querySelector("
+                          "'.jp-NotebookPanel-toolbar .jp-Toolbar-item[data-jp-item-name=\"save\"]')?.offsetParent") is None
+        file_menu = [i for i in browser.driver.find_elements(By.CSS_SELECTOR, ".lm-MenuBar-item") if i.text == "File"]
+        file_menu[0].click()
+        browser.wait("the File menu's Save As", lambda: browser.driver.find_elements(
+            By.CSS_SELECTOR, '.lm-Menu-item[data-command="docmanager:save-as"]'))
+        assert not browser.driver.find_elements(By.CSS_SELECTOR, '.lm-Menu-item[data-command="docmanager:rename"]')
+        ActionChains(browser.driver).send_keys(Keys.ESCAPE).perform()
 
         menu_entry(browser, "File", "nbhosting:share")
         dialog_text(browser, "Anyone with this link")

@@ -101,7 +101,8 @@ async function reset(panel) {
           'with the date and time in its name.'
       )
     ),
-    buttons: [Dialog.cancelButton(), Dialog.warnButton({ label: 'Reset' })]
+    buttons: [Dialog.cancelButton(), Dialog.warnButton({ label: 'Reset' })],
+    defaultButton: 0
   });
   if (!answer.button.accept) {
     return;
@@ -148,7 +149,8 @@ function shareDialog(path, url) {
         'Share again after a change: the same link shows the new version.'),
       element('p', { class: 'nbh-share-row' }, input, ' ', copy, ' ', open)
     ),
-    buttons: [Dialog.okButton({ label: 'Close' }), Dialog.warnButton({ label: 'Withdraw' })]
+    buttons: [Dialog.okButton({ label: 'Close' }), Dialog.warnButton({ label: 'Withdraw' })],
+    defaultButton: 0
   });
 }
 
