@@ -18,7 +18,9 @@ machine is small (2 cores) and shared, so compare ratios, not absolutes.
   nbh-autopull.timer at its shortest period (bench/courses.py);
 - a warm LTI 1.3 launch (login, then the id_token's POST) beside a warm
   signed entry, from a fake platform on loopback (tests/lti_platform.py);
-- the event store (bench/events.py).
+- the event store (bench/events.py);
+- the File menu's share, and the cold open beside an earlier image
+  (bench/menus.py, `python -m bench --menus [BASELINE_TAR]`).
 """
 
 from __future__ import annotations
@@ -485,6 +487,10 @@ if __name__ == "__main__":
         sys.exit("bench: run as root (make bench)")
     if sys.argv[1:] == ["--lti"]:
         print(json.dumps(asyncio.run(lti_only()), indent=2))
+        sys.exit(0)
+    if sys.argv[1:2] == ["--menus"]:
+        from . import menus  # noqa: PLC0415
+        print(json.dumps(menus.main(sys.argv[2:]), indent=2))
         sys.exit(0)
     if sys.argv[1:] == ["--courses"]:
         from . import courses  # noqa: PLC0415
