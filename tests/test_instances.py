@@ -369,7 +369,7 @@ def test_the_proxy_reaches_only_the_socket_systemd_made(sandbox, systemd, course
     assert upstream == "root socket", upstream
     assert sandbox.run("stat", "-c", "%U:%G %a", "/run/nbhosting/upstream").stdout.strip() == "root:nbh-jupyter 710"
     runtime = f"/run/nbh-jupyter/{instance.path}"
-    assert sandbox.run("ls", "-A", runtime).stdout.split() == ["token"]
+    assert sandbox.run("ls", "-A", runtime).stdout.split() == ["notary-secret", "token"]
     # the old attack: the server's socket swapped for a link to the front end's
     sandbox.run("ln", "-s", "/run/nbhosting/web.sock", f"{runtime}/jupyter.sock", user="nbh-jupyter")
     out = run_code(sandbox, systemd, instance, """
