@@ -16,7 +16,7 @@ import math
 import sqlite3
 import statistics
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import date, datetime, timedelta, timezone
 
 from . import courses, store
 
@@ -233,3 +233,52 @@ def _iso(seconds: float) -> str:
 PLOTS = {f.__name__: f for f in (students_per_notebook, students_per_day, heatmap, notebooks_per_student,
                                  sessions_per_notebook, servers_over_time, host_over_time, start_latency,
                                  incidents_per_day)}
+
+
+class UnknownPlot(KeyError):
+    pass
+
+
+def table(db, course: str, plot: str, since: float | None = None, until: float | None = None) -> Table:
+    """One plot's data by its name: what the stats page's CSV links and `nbh stats` ask for."""
+    try:
+        function = PLOTS[plot]
+    except KeyError:
+        raise UnknownPlot(f"no plot {plot!r}: one of {', '.join(PLOTS)}") from None
+    return function(db, course, since, until)
+
+
+# -- the pages' time range ----------------------------------------------------
+
+DEFAULT_DAYS = 30
+
+
+@dataclass(frozen=True)
+class Days:
+    """A range of whole UTC days, both ends included, as the stats page's
+    from/to fields say it."""
+
+    first: date
+    last: date
+
+    @property
+    def since(self) -> float:
+        return datetime.combine(self.first, datetime.min.time(), timezone.utc).timestamp()
+
+    @property
+    def until(self) -> float:
+        return datetime.combine(self.last + timedelta(days=1), datetime.min.time(), timezone.utc).timestamp()
+
+
+def days(first: str | None, last: str | None, today: date | None = None) -> Days:
+    """From and to as YYYY-MM-DD; either missing: the last DEFAULT_DAYS days
+    up to today (UTC), or up to `last`. ValueError for anything else."""
+    today = today or datetime.now(timezone.utc).date()
+    try:
+        end = date.fromisoformat(last) if last else today
+        start = date.fromisoformat(first) if first else end - timedelta(days=DEFAULT_DAYS - 1)
+    except ValueError:
+        raise ValueError("from and to are dates: YYYY-MM-DD") from None
+    if start > end:
+        raise ValueError(f"from ({start}) is after to ({end})")
+    return Days(start, end)
