@@ -7,6 +7,7 @@ PREFIX ?= /usr
 DESTDIR ?=
 UNITDIR := $(PREFIX)/lib/systemd/system
 SANDBOX := $(VENV)/bin/python -m nbhosting.sandbox
+STATIC := build/static
 
 APT_PACKAGES := podman uidmap crun fuse-overlayfs slirp4netns debootstrap nginx \
 	polkitd pkexec dbus systemd libsystemd-dev pkg-config python3-venv python3-dev \
@@ -40,7 +41,6 @@ venv: $(VENV)/.stamp $(VENV)/.stamp-build $(STATIC)/.stamp
 # static/package-lock.json, from the npm registry (never a CDN): their
 # minified bundles in build/static, which `make install` copies and the RPM
 # takes in a source archive of its own (its build reaches no registry).
-STATIC := build/static
 STATIC_BUNDLES := vega/build/vega.min.js vega-lite/build/vega-lite.min.js vega-embed/build/vega-embed.min.js
 static/node_modules/.stamp: static/package.json static/package-lock.json .stamp-deps
 	cd static && npm ci --ignore-scripts --no-audit --no-fund --loglevel=error
