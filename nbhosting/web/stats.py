@@ -131,7 +131,7 @@ SPECS = {
         "encoding": {
             "x": {"field": "first_rank", "type": "ordinal", "sort": None,
                   "title": "students, ranked by notebooks read (first rank of each group)",
-                  "axis": {"labelOverlap": True}},
+                  "axis": {"labelAngle": 0, "labelOverlap": "greedy"}},
             "y": {"field": "notebook", "type": "ordinal", "sort": None, "title": "notebook (course order)"},
             "color": {"field": "opens_per_student", "type": "quantitative", "title": "opens per student",
                       "scale": {"scheme": "blues"}},
