@@ -150,11 +150,9 @@ def sessions_per_notebook(db, course: str, since=None, until=None, notebooks: li
     start, end = _range(since, until)
     durations = {}
     for notebook, seconds in db.execute(
-            "SELECT notebook, CAST(json_extract(fields, '$.duration_seconds') AS REAL) FROM events "
-            "WHERE course = ? AND event = 'close' AND time >= ? AND time < ? AND notebook IS NOT NULL",
-            (course, start, end)):
-        if seconds is not None:
-            durations.setdefault(notebook, []).append(seconds)
+            "SELECT notebook, seconds FROM events WHERE course = ? AND event = 'close' AND time >= ? AND time < ? "
+            "AND seconds IS NOT NULL AND notebook IS NOT NULL", (course, start, end)):
+        durations.setdefault(notebook, []).append(float(seconds))
     order = notebook_order(course) if notebooks is None else notebooks
     return Table(("notebook", "sessions", "median_s", "longest_s"),
                  [(n, len(durations[n]), statistics.median(durations[n]), max(durations[n]))
@@ -165,11 +163,12 @@ def start_latency(db, course: str, since=None, until=None) -> Table:
     """Distribution of start to ready: starts per bucket (upper bound, seconds)."""
     start, end = _range(since, until)
     counts = dict.fromkeys(store.LATENCY_BUCKETS, 0)
-    for (seconds,) in db.execute(
-            "SELECT CAST(json_extract(fields, '$.start_seconds') AS REAL) FROM events "
-            "WHERE course = ? AND event = 'ready' AND time >= ? AND time < ?", (course, start, end)):
-        if seconds is not None:
-            counts[next(le for le in store.LATENCY_BUCKETS if seconds <= le)] += 1
+    bucket = " ".join(f"WHEN seconds <= {le!r} THEN {number}" for number, le in enumerate(store.LATENCY_BUCKETS[:-1]))
+    for number, n in db.execute(
+            f"SELECT CASE {bucket} ELSE {len(store.LATENCY_BUCKETS) - 1} END, count(*) FROM events "
+            "WHERE course = ? AND event = 'ready' AND time >= ? AND time < ? AND seconds IS NOT NULL GROUP BY 1",
+            (course, start, end)):
+        counts[store.LATENCY_BUCKETS[number]] = n
     return Table(("le_seconds", "starts"), [("+Inf" if le == math.inf else le, n) for le, n in counts.items()])
 
 
