@@ -134,7 +134,7 @@ SPECS = {
                   "axis": {"labelAngle": 0, "labelOverlap": "greedy"}},
             "y": {"field": "notebook", "type": "ordinal", "sort": None, "title": "notebook (course order)"},
             "color": {"field": "opens_per_student", "type": "quantitative", "title": "opens per student",
-                      "scale": {"scheme": "blues"}},
+                      "scale": {"range": ["#ffffff", "#08306b"], "interpolate": "rgb"}},  # nobody: white
             "tooltip": [{"field": "notebook"}, {"field": "first_rank"}, {"field": "last_rank"},
                         {"field": "readers"}, {"field": "students"}, {"field": "opens"}]}},
     "notebooks_per_student": {
