@@ -104,23 +104,39 @@ db.close()
 """
 
 
-def seed(sandbox, events: list[dict]) -> None:
-    """Into the store as the follower would append them, the follower stopped
-    meanwhile (the cursor it saved stays)."""
-    python = str(nbh_sandbox.REPO / ".venv/bin/python")
+FORGET = """import sqlite3, sys
+db = sqlite3.connect(sys.argv[1])
+course, since, until = sys.argv[2], float(sys.argv[3]), float(sys.argv[4])
+with db:
+    for table in ("events", "samples"):
+        db.execute(f"DELETE FROM {table} WHERE course = ? OR (course IS NULL AND time >= ? AND time < ?)",
+                   (course, since, until))
+    db.execute("DELETE FROM students WHERE course = ?", (course,))
+db.close()
+"""
+
+
+def with_the_follower_stopped(sandbox, argv: list[str], **kwargs) -> None:
+    """Write the store as the follower would, the follower stopped meanwhile
+    (the cursor it saved stays)."""
     sandbox.run("systemctl", "stop", "nbh-events.service")
     try:
-        nbh_sandbox.run([python, "-c", SEED, DB], input=json.dumps(events))
+        nbh_sandbox.run(argv, **kwargs)
     finally:
         sandbox.run("systemctl", "start", "nbh-events.service")
 
 
 @pytest.fixture(scope="module")
-def seeded(sandbox) -> str:
+def seeded(sandbox):
+    """The course and its data set; afterwards, the data set forgotten (its
+    days are long past: a retention of a few days would find them)."""
     course = f"stats-{uuid.uuid4().hex[:6]}"
     sandbox.make_course(course)
-    seed(sandbox, data_set(course))
-    return course
+    python = str(nbh_sandbox.REPO / ".venv/bin/python")
+    with_the_follower_stopped(sandbox, [python, "-c", SEED, DB], input=json.dumps(data_set(course)))
+    yield course
+    with_the_follower_stopped(sandbox, [python, "-c", FORGET, DB, course, str(at(FIRST, -86400)),
+                                        str(at(LAST, 2 * 86400))])
 
 
 # -- the same numbers, worked out from the store's events --------------------------
