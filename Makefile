@@ -7,12 +7,13 @@ PREFIX ?= /usr
 DESTDIR ?=
 UNITDIR := $(PREFIX)/lib/systemd/system
 SANDBOX := $(VENV)/bin/python -m nbhosting.sandbox
+STATIC := build/static
 
 APT_PACKAGES := podman uidmap crun fuse-overlayfs slirp4netns debootstrap nginx \
 	polkitd pkexec dbus systemd libsystemd-dev pkg-config python3-venv python3-dev \
-	curl make util-linux git openssl chromium chromium-driver rpm rpmlint
+	curl make util-linux git openssl chromium chromium-driver rpm rpmlint nodejs
 
-.PHONY: deps venv image test unit-test bench demo demo-down install rpm check-config clean
+.PHONY: deps venv static image test unit-test bench demo demo-down install rpm check-config clean
 
 # Debian packages; daemons are not started on the host (policy-rc.d).
 .stamp-deps: Makefile
@@ -24,12 +25,10 @@ APT_PACKAGES := podman uidmap crun fuse-overlayfs slirp4netns debootstrap nginx 
 	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing; \
 	    status=$$?; rm -f /usr/sbin/policy-rc.d; exit $$status; \
 	fi
-	@# Node.js and npm build the image's front-end extension; whichever
-	@# package provides them (Debian's nodejs and npm, or another nodejs).
-	@if ! command -v npm > /dev/null; then \
-	    echo "installing: nodejs npm"; \
-	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends nodejs npm; \
-	fi
+	@# npm builds the image's front-end extension and fetches the statistics
+	@# pages' libraries; it comes with some builds of nodejs, as a package of
+	@# its own in Debian's.
+	@command -v npm >/dev/null || DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends npm
 	@touch $@
 deps: .stamp-deps
 
@@ -38,7 +37,21 @@ $(VENV)/.stamp: pyproject.toml .stamp-deps
 	$(VENV)/bin/pip install -q --upgrade pip
 	$(VENV)/bin/pip install -q -e '.[test]'
 	@touch $@
-venv: $(VENV)/.stamp $(VENV)/.stamp-build
+venv: $(VENV)/.stamp $(VENV)/.stamp-build $(STATIC)/.stamp
+
+# The statistics pages' plotting libraries (Vega-Lite, vega-embed), pinned by
+# static/package-lock.json, from the npm registry (never a CDN): their
+# minified bundles in build/static, which `make install` copies and the RPM
+# takes in a source archive of its own (its build reaches no registry).
+STATIC_BUNDLES := vega/build/vega.min.js vega-lite/build/vega-lite.min.js vega-embed/build/vega-embed.min.js
+static/node_modules/.stamp: static/package.json static/package-lock.json .stamp-deps
+	cd static && npm ci --ignore-scripts --no-audit --no-fund --loglevel=error
+	@touch $@
+$(STATIC)/.stamp: static/node_modules/.stamp
+	rm -rf $(STATIC) && mkdir -p $(STATIC)
+	cp $(addprefix static/node_modules/,$(STATIC_BUNDLES)) $(STATIC)/
+	@touch $@
+static: $(STATIC)/.stamp
 
 # The script keeps its own cache, keyed on its inputs: instant when cached.
 # The targets that use the image name this checkout's build to the sandbox.
@@ -73,6 +86,8 @@ install:
 	install -D -m 0644 -t $(DESTDIR)$(PREFIX)/lib/nbhosting packaging/containers/*
 	install -D -m 0644 nginx/nbhosting.conf $(DESTDIR)/etc/nginx/conf.d/nbhosting.conf
 	install -D -m 0644 -t $(DESTDIR)$(PREFIX)/share/nbhosting/_errors nginx/errors/*.html
+	@test -f $(STATIC)/vega-embed.min.js || { echo "make install: no $(STATIC): run make static first"; exit 1; }
+	install -D -m 0644 -t $(DESTDIR)$(PREFIX)/share/nbhosting/_static $(STATIC)/*.min.js
 	install -D -m 0644 -t $(DESTDIR)$(PREFIX)/share/doc/nbhosting README.md packaging/nbhosting.toml.example
 
 # The source and binary RPMs of HEAD, from `git archive` (nothing uncommitted
@@ -86,7 +101,8 @@ rpm: venv
 	rm -rf $(RPM_TOP) && mkdir -p $(RPM_TOP)/SOURCES
 	git archive HEAD packaging/rpm | tar -x -C $(RPM_TOP) && chmod -R go-w $(RPM_TOP)/packaging
 	version=$$(sed -n 's/^Version: *//p' $(RPM_TOP)/packaging/rpm/nbhosting.spec) && \
-	git archive --format=tar.gz --prefix=nbhosting-$$version/ -o $(RPM_TOP)/SOURCES/nbhosting-$$version.tar.gz HEAD
+	git archive --format=tar.gz --prefix=nbhosting-$$version/ -o $(RPM_TOP)/SOURCES/nbhosting-$$version.tar.gz HEAD && \
+	tar -czf $(RPM_TOP)/SOURCES/nbhosting-static-$$version.tar.gz --owner=0 --group=0 $(STATIC)/*.min.js
 	cp $(RPM_TOP)/packaging/rpm/nbhosting.sysusers $(RPM_TOP)/SOURCES/
 	rpmbuild -ba --quiet $(RPM_DEBIAN) --define "_topdir $(abspath $(RPM_TOP))" $(RPM_TOP)/packaging/rpm/nbhosting.spec
 	rpmlint --strict -r $(RPM_TOP)/packaging/rpm/nbhosting.rpmlintrc $(RPM_TOP)/packaging/rpm/nbhosting.spec \
@@ -99,4 +115,4 @@ $(VENV)/.stamp-build: pyproject.toml $(VENV)/.stamp
 	@touch $@
 
 clean:
-	rm -rf $(VENV) .stamp-deps .pytest_cache build
+	rm -rf $(VENV) .stamp-deps .pytest_cache build static/node_modules

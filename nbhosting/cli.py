@@ -22,7 +22,7 @@ from urllib.parse import quote
 import httpx
 
 from . import (access, autopull, config, course_images, courses, courseunits, cull, events, gc, lti, sampler,
-               staff, store, tokens)
+               staff, stats, store, tokens)
 from .names import BadName, Instance, check_course, check_student
 from .systemd import Systemd, SystemdError
 
@@ -505,6 +505,38 @@ def _csv_events(rows) -> None:
     writer.writerows(rows)
 
 
+def stats_command(args) -> None:
+    """One plot's data, as the stats page's CSV link gives it."""
+    try:
+        since = store.parse_time(args.since) if args.since else None
+        until = store.parse_time(args.until) if args.until else None
+    except ValueError as error:
+        raise CommandError(str(error)) from None
+    db = store.open_reader(Path(args.store))
+    try:
+        table = stats.table(db, args.course, args.plot, since, until)
+    except sqlite3.Error as error:
+        raise CommandError(f"cannot read the event store: {error}") from None
+    finally:
+        db.close()
+    if args.format == "csv":
+        sys.stdout.write(table.csv())
+    else:
+        _table(table.columns, table.rows)
+
+
+def stats_parser(commands) -> None:
+    sub = commands.add_parser("stats", help="a course's statistics: one plot's data (the stats page's CSV)")
+    sub.add_argument("course")
+    sub.add_argument("plot", choices=list(stats.PLOTS))
+    sub.add_argument("--since", metavar="T", help="7d, 12h, 30m, today, 2026-11-01[T10:00] (default: all)")
+    sub.add_argument("--until", metavar="T", help="as --since")
+    sub.add_argument("--format", choices=("table", "csv"), default="table")
+    sub.add_argument("--store", default=str(store.DEFAULT_PATH), metavar="PATH",
+                     help=f"the database to read (default {store.DEFAULT_PATH})")
+    sub.set_defaults(run=stats_command)
+
+
 def events_parser(commands) -> None:
     sub = commands.add_parser("events", help="events kept in the store (nbh-events.service)")
     sub.add_argument("--course")
@@ -643,6 +675,7 @@ def parser() -> argparse.ArgumentParser:
     course_parser(commands)
     lti_parser(commands)
     events_parser(commands)
+    stats_parser(commands)
     staff_parser(commands)
     return top
 

@@ -17,3 +17,7 @@ COURSE_SETTINGS_DIR = CONF_DIR / "courses"
 SHARED_DIR = DATA_DIR / "shared"
 # Each pair's token generation, bumped by `nbh revoke`: tokens/<course>/<student>.
 TOKENS_DIR = DATA_DIR / "tokens"
+# What the package installs for nginx to serve: error pages, the statistics
+# pages' plotting libraries (_static/, `make install`).
+SHARE_DIR = Path(os.environ.get("NBH_SHARE_DIR", "/usr/share/nbhosting"))
+STATIC_DIR = SHARE_DIR / "_static"

@@ -16,7 +16,7 @@ import math
 import sqlite3
 import statistics
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import date, datetime, timedelta, timezone
 
 from . import courses, store
 
@@ -150,11 +150,9 @@ def sessions_per_notebook(db, course: str, since=None, until=None, notebooks: li
     start, end = _range(since, until)
     durations = {}
     for notebook, seconds in db.execute(
-            "SELECT notebook, CAST(json_extract(fields, '$.duration_seconds') AS REAL) FROM events "
-            "WHERE course = ? AND event = 'close' AND time >= ? AND time < ? AND notebook IS NOT NULL",
-            (course, start, end)):
-        if seconds is not None:
-            durations.setdefault(notebook, []).append(seconds)
+            "SELECT notebook, seconds FROM events WHERE course = ? AND event = 'close' AND time >= ? AND time < ? "
+            "AND seconds IS NOT NULL AND notebook IS NOT NULL", (course, start, end)):
+        durations.setdefault(notebook, []).append(float(seconds))
     order = notebook_order(course) if notebooks is None else notebooks
     return Table(("notebook", "sessions", "median_s", "longest_s"),
                  [(n, len(durations[n]), statistics.median(durations[n]), max(durations[n]))
@@ -165,11 +163,12 @@ def start_latency(db, course: str, since=None, until=None) -> Table:
     """Distribution of start to ready: starts per bucket (upper bound, seconds)."""
     start, end = _range(since, until)
     counts = dict.fromkeys(store.LATENCY_BUCKETS, 0)
-    for (seconds,) in db.execute(
-            "SELECT CAST(json_extract(fields, '$.start_seconds') AS REAL) FROM events "
-            "WHERE course = ? AND event = 'ready' AND time >= ? AND time < ?", (course, start, end)):
-        if seconds is not None:
-            counts[next(le for le in store.LATENCY_BUCKETS if seconds <= le)] += 1
+    bucket = " ".join(f"WHEN seconds <= {le!r} THEN {number}" for number, le in enumerate(store.LATENCY_BUCKETS[:-1]))
+    for number, n in db.execute(
+            f"SELECT CASE {bucket} ELSE {len(store.LATENCY_BUCKETS) - 1} END, count(*) FROM events "
+            "WHERE course = ? AND event = 'ready' AND time >= ? AND time < ? AND seconds IS NOT NULL GROUP BY 1",
+            (course, start, end)):
+        counts[store.LATENCY_BUCKETS[number]] = n
     return Table(("le_seconds", "starts"), [("+Inf" if le == math.inf else le, n) for le, n in counts.items()])
 
 
@@ -233,3 +232,52 @@ def _iso(seconds: float) -> str:
 PLOTS = {f.__name__: f for f in (students_per_notebook, students_per_day, heatmap, notebooks_per_student,
                                  sessions_per_notebook, servers_over_time, host_over_time, start_latency,
                                  incidents_per_day)}
+
+
+class UnknownPlot(KeyError):
+    pass
+
+
+def table(db, course: str, plot: str, since: float | None = None, until: float | None = None) -> Table:
+    """One plot's data by its name: what the stats page's CSV links and `nbh stats` ask for."""
+    try:
+        function = PLOTS[plot]
+    except KeyError:
+        raise UnknownPlot(f"no plot {plot!r}: one of {', '.join(PLOTS)}") from None
+    return function(db, course, since, until)
+
+
+# -- the pages' time range ----------------------------------------------------
+
+DEFAULT_DAYS = 30
+
+
+@dataclass(frozen=True)
+class Days:
+    """A range of whole UTC days, both ends included, as the stats page's
+    from/to fields say it."""
+
+    first: date
+    last: date
+
+    @property
+    def since(self) -> float:
+        return datetime.combine(self.first, datetime.min.time(), timezone.utc).timestamp()
+
+    @property
+    def until(self) -> float:
+        return datetime.combine(self.last + timedelta(days=1), datetime.min.time(), timezone.utc).timestamp()
+
+
+def days(first: str | None, last: str | None, today: date | None = None) -> Days:
+    """From and to as YYYY-MM-DD; either missing: the last DEFAULT_DAYS days
+    up to today (UTC), or up to `last`. ValueError for anything else."""
+    today = today or datetime.now(timezone.utc).date()
+    try:
+        end = date.fromisoformat(last) if last else today
+        start = date.fromisoformat(first) if first else end - timedelta(days=DEFAULT_DAYS - 1)
+    except ValueError:
+        raise ValueError("from and to are dates: YYYY-MM-DD") from None
+    if start > end:
+        raise ValueError(f"from ({start}) is after to ({end})")
+    return Days(start, end)

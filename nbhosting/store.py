@@ -98,6 +98,16 @@ MIGRATIONS.append(f"""
                                         for name, kind in SAMPLE_COLUMNS.items())}
         FROM events WHERE event = 'sample';
 """)
+# 4: the seconds the statistics read of each start (ready: start_seconds) and
+# session (close: duration_seconds) in a column of their own, with a partial
+# covering index: the stats page reads months of them without parsing JSON.
+SECONDS_FIELDS = {"ready": "start_seconds", "close": "duration_seconds"}
+MIGRATIONS.append(f"""
+    ALTER TABLE events ADD COLUMN seconds REAL;
+    {"".join(f"UPDATE events SET seconds = CAST(json_extract(fields, '$.{name}') AS REAL) WHERE event = '{event}';"
+             for event, name in SECONDS_FIELDS.items())}
+    CREATE INDEX events_seconds ON events (course, event, time, notebook, seconds) WHERE seconds IS NOT NULL;
+""")
 VERSION = len(MIGRATIONS)
 
 
@@ -174,8 +184,9 @@ def append(db: sqlite3.Connection, events: list[Event], cursor: str, cursor_time
     with db:
         db.execute("BEGIN IMMEDIATE")
         db.executemany(
-            "INSERT INTO events (time, event, course, student, notebook, fields) VALUES (?, ?, ?, ?, ?, ?)",
-            [(e.time, e.event, e.course, e.student, e.notebook, json.dumps(e.fields, separators=(",", ":")))
+            "INSERT INTO events (time, event, course, student, notebook, fields, seconds) VALUES (?, ?, ?, ?, ?, ?, ?)",
+            [(e.time, e.event, e.course, e.student, e.notebook, json.dumps(e.fields, separators=(",", ":")),
+              _number(e.fields.get(SECONDS_FIELDS[e.event])) if e.event in SECONDS_FIELDS else None)
              for e in events])
         db.executemany(
             "INSERT INTO students VALUES (?, ?, ?) ON CONFLICT DO UPDATE "

@@ -8,6 +8,7 @@ a unit or an account added there is checked without touching this file.
 
 from __future__ import annotations
 
+import json
 import re
 import stat
 import subprocess
@@ -114,6 +115,23 @@ def test_the_package_has_every_unit_and_the_site_rule_and_system_files(rpm):
             "/usr/lib/sysusers.d/nbhosting.conf", "/usr/lib/tmpfiles.d/nbhosting.conf"} <= files
     config = query(rpm, "-qpc")
     assert config == ["/etc/nginx/conf.d/nbhosting.conf"]  # the operator's edits survive an upgrade
+
+
+def test_the_package_has_the_stats_pages_libraries_that_nginx_serves(rpm):
+    """Built without a registry: the bundles `make static` took from npm, in
+    their own source archive, where the site's /_static/ location finds them."""
+    files = set(query(rpm, "-qlp"))
+    bundles = {"vega.min.js", "vega-lite.min.js", "vega-embed.min.js"}
+    assert {f"/usr/share/nbhosting/_static/{name}" for name in bundles} <= files
+    from nbhosting.web import stats as stats_pages  # noqa: PLC0415
+    assert set(stats_pages.BUNDLES) == bundles
+    site = head("nginx/nbhosting.conf")
+    location = site.split("location /_static/ {", 1)[1].split("}", 1)[0]
+    assert "root /usr/share/nbhosting;" in location and "max-age=31536000" in location
+    lock = json.loads(head("static/package-lock.json"))
+    assert {name: lock["packages"][f"node_modules/{name}"]["version"] for name in ("vega", "vega-lite", "vega-embed")} \
+        == {name: version for name, version in re.findall(r"bundled\(js-([a-z-]+)\) = (\S+)",
+                                                         head("packaging/rpm/nbhosting.spec"))}
 
 
 def query(rpm: Path, *options: str) -> list[str]:

@@ -185,3 +185,32 @@ def test_an_empty_range_gives_empty_tables(db):
         else:
             assert table.rows == [], name
         assert table.csv().splitlines() == [",".join(table.columns)] + [",".join(map(str, r)) for r in table.rows]
+
+
+def test_the_pages_range_is_whole_utc_days():
+    today = datetime(2026, 11, 29, tzinfo=timezone.utc).date()
+    default = stats.days(None, None, today=today)
+    assert (default.first.isoformat(), default.last.isoformat()) == ("2026-10-31", "2026-11-29")  # 30 days
+    chosen = stats.days("2026-09-01", "2026-09-04", today=today)
+    assert (chosen.since, chosen.until) == (SINCE, UNTIL)  # "to" is included
+    assert stats.days(None, "2026-09-30", today=today).first.isoformat() == "2026-09-01"
+    for first, last in (("2026-09-05", "2026-09-04"), ("yesterday", None), (None, "2026-13-01")):
+        with pytest.raises(ValueError):
+            stats.days(first, last, today=today)
+
+
+def test_table_by_name_and_nbh_stats_print_the_same_csv(db, tmp_path, capsys):
+    from nbhosting import cli
+
+    path = tmp_path / "events.db"
+    writer = store.open_writer(path)
+    store.append(writer, sorted(HISTORY, key=lambda e: e.time), "cursor", 0)
+    writer.close()
+    for plot in stats.PLOTS:
+        expected = stats.table(db, "c", plot, SINCE, UNTIL).csv()
+        assert expected == getattr(stats, plot)(db, "c", SINCE, UNTIL).csv()
+        assert cli.main(["stats", "c", plot, "--since", "2026-09-01T00:00+00:00", "--until",
+                         "2026-09-05T00:00+00:00", "--format", "csv", "--store", str(path)]) == 0
+        assert capsys.readouterr().out == expected, plot
+    with pytest.raises(stats.UnknownPlot):
+        stats.table(db, "c", "nope")

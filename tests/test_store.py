@@ -50,6 +50,29 @@ def test_version_1_is_migrated_and_its_events_counted(tmp_path):
         (T0 + 3, None, 3, 0.25, None)]
 
 
+def test_version_3_is_migrated_and_its_seconds_kept_in_a_column(tmp_path):
+    """Schema 4: ready's start_seconds and close's duration_seconds in the
+    column the statistics read, from the events already kept and from new ones."""
+    path = tmp_path / "v3.db"
+    old = sqlite3.connect(path, isolation_level=None)
+    for migration in store.MIGRATIONS[:3]:
+        for statement in store._statements(migration):
+            old.execute(statement)
+    old.execute("PRAGMA user_version = 3")
+    old.executemany("INSERT INTO events (time, event, course, student, notebook, fields) VALUES (?, ?, ?, ?, ?, ?)",
+                    [(T0, "ready", "c", "bob", None, '{"start_seconds":"1.5"}'),
+                     (T0 + 1, "close", "c", "bob", "a.ipynb", '{"duration_seconds":"600"}'),
+                     (T0 + 2, "ready", "c", "eve", None, "{}"),
+                     (T0 + 3, "cull", "c", "bob", None, '{"idle_seconds":"1800"}')])
+    old.close()
+    db = store.open_writer(path)
+    assert store.version(db) == store.VERSION
+    store.append(db, [Event(T0 + 4, "close", "c", "eve", "b.ipynb", {"duration_seconds": "30"}),
+                      Event(T0 + 5, "ready", "c", "eve", None, {"start_seconds": "0.25"})], "k", 0)
+    assert db.execute("SELECT event, seconds FROM events ORDER BY time").fetchall() == [
+        ("ready", 1.5), ("close", 600.0), ("ready", None), ("cull", None), ("close", 30.0), ("ready", 0.25)]
+
+
 def test_a_newer_schema_is_refused(tmp_path):
     path = tmp_path / "new.db"
     sqlite3.connect(path).execute(f"PRAGMA user_version = {store.VERSION + 1}")

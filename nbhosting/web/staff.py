@@ -538,6 +538,7 @@ class StaffNotFoundHandler(StaffHandler):
 
 
 def routes() -> list[tuple]:
+    from .stats import routes as stats_routes  # noqa: PLC0415 -- it imports this module's StaffHandler
     course = r"/staff/courses/([^/]+)"
     actions = "(" + "|".join(courseunits.ACTIONS) + ")"
     return [
@@ -552,6 +553,7 @@ def routes() -> list[tuple]:
         (course + r"/open", OpenHandler),
         (course + f"/{actions}", ActionHandler),
         (course + f"/{actions}/(events|log)", RunOutputHandler),
+        *stats_routes(),
         (r"/staff/.*", StaffNotFoundHandler),
     ]
 
