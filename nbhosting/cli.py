@@ -114,8 +114,9 @@ async def cull_command(args) -> None:
 
 
 async def gc_command(args) -> None:
+    dormant_after = config.load().cull.dormant_after
     async with await connect() as systemd:
-        removed = await gc.collect(systemd, dry_run=args.dry_run)
+        removed = await gc.collect(systemd, dry_run=args.dry_run, dormant_after=dormant_after)
     for thing in removed:
         print(("would remove " if args.dry_run else "removed ") + thing)
     if not removed:
@@ -659,7 +660,8 @@ def parser() -> argparse.ArgumentParser:
     sub = commands.add_parser("cull", help="stop the idle servers (nbh-cull.timer runs it)")
     sub.add_argument("--dry-run", action="store_true", help="say what would be stopped, and why")
     sub.set_defaults(run=cull_command)
-    sub = commands.add_parser("gc", help="remove containers, sockets and folders of no running unit")
+    sub = commands.add_parser("gc", help="remove containers, sockets and folders of no running unit; "
+                              "unload the students not seen for cull.dormant_after")
     sub.add_argument("--dry-run", action="store_true")
     sub.set_defaults(run=gc_command)
     sub = commands.add_parser("sign", help="a signed entry URL for the LMS")

@@ -131,9 +131,14 @@ class Cull:
     # Second line: the socket proxy exits, and the server with it, when no
     # connection at all has been open this long, in seconds.
     proxy_idle: int = 7200
+    # A student not seen (no entry) for this long, whose server is not
+    # running, becomes dormant at the next `nbh gc` (nbh-gc.timer): their
+    # socket is stopped and systemd unloads their units; their next entry
+    # starts it again. In seconds.
+    dormant_after: int = 7 * 86400
 
     def check(self) -> None:
-        for name in ("idle_timeout", "grace", "period", "max_age", "proxy_idle"):
+        for name in ("idle_timeout", "grace", "period", "max_age", "proxy_idle", "dormant_after"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"cull.{name}: must be a positive number of seconds")
 

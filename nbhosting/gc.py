@@ -4,7 +4,9 @@ Units clean up after themselves (ExecStopPost=, RuntimeDirectory=,
 RemoveOnStop=); this catches what a crash of the host, of podman or of
 systemd itself may still leave: containers, listening sockets and runtime
 folders of servers that are not running; and the courses' images that no
-setting and no container uses any more.
+setting and no container uses any more. It also puts the students not seen
+for cull.dormant_after to sleep (dormant.py): nothing of theirs stays loaded
+in systemd.
 """
 
 from __future__ import annotations
@@ -12,7 +14,10 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-from . import course_images, events, podman
+import asyncio
+import time
+
+from . import course_images, dormant, events, podman
 from .names import BadName, Instance
 from .systemd import Systemd
 
@@ -31,12 +36,26 @@ def _pairs(root: Path, suffix: str = "") -> list[tuple[Path, Instance]]:
     return found
 
 
-async def collect(systemd: Systemd, dry_run: bool = False) -> list[str]:
-    """Remove (or, dry, list) what no active unit owns; what was removed, in words."""
+# Things named in the gc's journal event, at most (all are counted).
+EVENT_NAMES = 100
+# Students put to sleep at once: their sockets' stops, in parallel.
+AT_ONCE = 32
+
+
+async def collect(systemd: Systemd, dry_run: bool = False, dormant_after: int | None = None) -> list[str]:
+    """Remove (or, dry, list) what no active unit owns, and (with
+    dormant_after) unload the students not seen for that long; what was
+    done, in words."""
     removed = []
 
+    # One listing of the active units first, so that thousands of enrolled
+    # students' sockets cost one call; what it does not list is asked again,
+    # unit by unit, in case it started since.
+    states = ["active", "activating", "deactivating"]
+    listed = {unit for unit, _, _ in await systemd.list_units(dormant.UNIT_PATTERNS, states)}
+
     async def active(unit: str) -> bool:
-        return await systemd.active_state(unit) in ("active", "activating", "deactivating")
+        return unit in listed or await systemd.active_state(unit) in states
 
     listing = podman.run(["ps", "--all", "--format", "{{.Names}}"])
     if listing.returncode != 0:
@@ -63,7 +82,23 @@ async def collect(systemd: Systemd, dry_run: bool = False) -> list[str]:
                 shutil.rmtree(path, ignore_errors=True)
             removed.append(f"runtime folder {path}")
     removed += course_images.collect(dry_run)
+    asleep = 0
+    if dormant_after is not None:
+        now = time.time()
+        sleepers = await dormant.sleepers(systemd, dormant_after, now)
+        limit = asyncio.Semaphore(AT_ONCE)
+
+        async def one(sleeper: dormant.Sleeper) -> bool:
+            async with limit:
+                return dry_run or await dormant.put_to_sleep(systemd, sleeper)
+
+        for sleeper, done in zip(sleepers, await asyncio.gather(*map(one, sleepers))):
+            if done:
+                removed.append(sleeper.words(now))
+                asleep += 1
     if removed and not dry_run:
-        events.journal_only("gc", f"nbh gc removed {len(removed)}: " + "; ".join(removed),
-                            NBH_REMOVED=str(len(removed)))
+        named = "; ".join(removed[:EVENT_NAMES]) + (f"; and {len(removed) - EVENT_NAMES} more"
+                                                    if len(removed) > EVENT_NAMES else "")
+        events.journal_only("gc", f"nbh gc removed {len(removed)}: {named}",
+                            NBH_REMOVED=str(len(removed)), NBH_DORMANT=str(asleep))
     return removed

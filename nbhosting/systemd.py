@@ -189,6 +189,12 @@ class Systemd:
         (value,) = await self._call(path, PROPERTIES, "Get", "ss", [UNIT, "ActiveState"])
         return value.value
 
+    async def active_enter_usec(self, unit: str) -> int:
+        """ActiveEnterTimestamp (µs since the epoch; 0: never active)."""
+        path = await self.unit_path(unit)
+        (value,) = await self._call(path, PROPERTIES, "Get", "ss", [UNIT, "ActiveEnterTimestamp"])
+        return value.value
+
     async def state(self, unit: str) -> UnitState:
         path = await self.unit_path(unit)
         (props,) = await self._call(path, PROPERTIES, "GetAll", "s", [UNIT])

@@ -51,6 +51,8 @@ def test_no_file_is_the_defaults(tmp_path):
     ("[events]\nkeep_days = -1", "events.keep_days: must be 0 (keep everything) or a positive number of days"),
     ("[events]\nsample_period = 5", "events.sample_period: must be at least 10 seconds"),
     ("[events]\nkeep = 3", "events.keep: unknown key"),
+    ("[cull]\ndormant_after = 0", "cull.dormant_after: must be a positive number of seconds"),
+    ("[cull]\ndormant_after = '7d'", "cull.dormant_after: expected an integer, got a string"),
     ("web = 1", "web: expected a table"),
     ("[web", "nbhosting.toml: Expected ']'"),
 ])

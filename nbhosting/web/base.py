@@ -16,7 +16,7 @@ from urllib.parse import quote
 
 import tornado.web
 
-from .. import access, capacity, config, courses, events, tokens
+from .. import access, capacity, config, courses, dormant, events, tokens
 from ..names import Instance
 from ..systemd import Systemd
 
@@ -43,7 +43,12 @@ class Frontend:
         return self._systemd
 
     def start(self, instance: Instance) -> asyncio.Task:
-        """One start per student, however many requests ask for it at once."""
+        """One start per student, however many requests ask for it at once;
+        each marks the student seen (before the start: dormant.put_to_sleep)."""
+        try:
+            dormant.mark_seen(instance)
+        except OSError as error:  # the operator's to mend; not the student's entry
+            log.error("cannot mark %s seen: %s", instance.path, error)
         task = self._starts.get(instance)
         if task is None:
             task = asyncio.ensure_future(self._start(instance))
