@@ -57,6 +57,7 @@ c.ServerApp.tornado_settings = {
 # files that packages install. jupyter_lsp is costly at start and unused.
 c.ServerApp.jpserver_extensions = {
     "nbh_ready": True,  # sd_notify READY=1 once listening, see nbh_ready.py
+    "nbh_prestart": True,  # the kernel started as the page loads, see nbh_prestart.py
     "jupyter_lsp": False,
 }
 
@@ -64,6 +65,8 @@ c.ServerApp.jpserver_extensions = {
 # sessions come back with new kernels under the same ids (nbh_sessions.py).
 c.ServerApp.kernel_manager_class = "nbh_sessions.KernelManager"
 c.ServerApp.kernel_websocket_connection_class = "nbh_sessions.KernelConnection"
+# The page adopts the kernel the front end started for it (nbh_prestart.py).
+c.ServerApp.session_manager_class = "nbh_prestart.SessionManager"
 
 # The workspace is a bind mount: a trash would land in it (.Trash-0) or fail.
 c.FileContentsManager.delete_to_trash = False
