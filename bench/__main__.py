@@ -471,6 +471,9 @@ def table(results: dict) -> str:
     if "dormant" in results:
         from . import dormant  # noqa: PLC0415
         lines += dormant.table(results["dormant"])
+    if "kernel" in results:
+        from . import kernel  # noqa: PLC0415
+        lines += kernel.table(results["kernel"])
     return "\n".join(lines)
 
 
@@ -513,6 +516,13 @@ if __name__ == "__main__":
         RESULTS.write_text(json.dumps(results, indent=2) + "\n")
         print("\n".join(dormant.table(figures)))
         print(f"\nwritten to {RESULTS} (key dormant)")
+        sys.exit(0)
+    if sys.argv[1:] == ["--kernel"]:  # the kernel pre-start, off vs on (bench/kernel.py), into the results
+        from . import kernel  # noqa: PLC0415
+        found = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
+        found["kernel"] = asyncio.run(kernel.run())
+        RESULTS.write_text(json.dumps(found, indent=2) + "\n")
+        print("\n".join(kernel.table(found["kernel"])))
         sys.exit(0)
     if sys.argv[1:] == ["--table"]:  # the table of the last run again
         print(table(json.loads(RESULTS.read_text())))

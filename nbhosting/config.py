@@ -89,6 +89,10 @@ class Web:
     start_page_after: float = 1.5
     # This site as the LMS reaches it, for `nbh sign`.
     public_url: str = "https://localhost"
+    # An entry starts the notebook's kernel while the browser loads the
+    # page (nbhosting/prestart.py); one that no page takes within this many
+    # seconds is shut down. 0: no pre-start, the page starts its kernel.
+    prestart_timeout: int = 60
 
     def check(self) -> None:
         for origin in self.lms_origins:
@@ -107,6 +111,8 @@ class Web:
             raise ConfigError("web.signature_ttl: must be positive")
         if not 0 <= self.start_page_after <= 30:
             raise ConfigError("web.start_page_after: must be between 0 and 30")
+        if not 0 <= self.prestart_timeout <= 3600:
+            raise ConfigError("web.prestart_timeout: must be between 0 (off) and 3600 seconds")
         if not re.fullmatch(r"https?://[^\s/]+", self.public_url):
             raise ConfigError(f"web.public_url: {self.public_url!r} is not like https://host")
 

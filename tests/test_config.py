@@ -44,6 +44,8 @@ def test_no_file_is_the_defaults(tmp_path):
     ("[web]\nmin_student_id = 41", "web.min_student_id: must be between 1 and 40"),
     ("[web]\nlms_origins = ['lms.example.org']", "web.lms_origins: 'lms.example.org' is not an origin"),
     ("[web]\nstart_page_after = 99", "web.start_page_after: must be between 0 and 30"),
+    ("[web]\nprestart_timeout = -1", "web.prestart_timeout: must be between 0 (off) and 3600 seconds"),
+    ("[web]\nprestart_timeout = 1.5", "web.prestart_timeout: expected an integer, got a number"),
     ("[limits]\nmemory_max = 'lots'", "limits.memory_max: 'lots' is not a size"),
     ("[limits]\ntasks_max = 1.5", "limits.tasks_max: expected an integer, got a number"),
     ("[limits]\nmax_running = 0", "limits.max_running: must be at least 1"),

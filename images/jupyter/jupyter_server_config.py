@@ -58,6 +58,7 @@ c.ServerApp.tornado_settings = {
 c.ServerApp.jpserver_extensions = {
     "nbh_ready": True,  # sd_notify READY=1 once listening, see nbh_ready.py
     "nbh_menus": True,  # the File menu's reset, share and student id, see nbh_menus.py
+    "nbh_prestart": True,  # the kernel started as the page loads, see nbh_prestart.py
     "jupyter_lsp": False,
 }
 
@@ -78,6 +79,8 @@ c.JupyterNotebookApp.custom_css = False
 # sessions come back with new kernels under the same ids (nbh_sessions.py).
 c.ServerApp.kernel_manager_class = "nbh_sessions.KernelManager"
 c.ServerApp.kernel_websocket_connection_class = "nbh_sessions.KernelConnection"
+# The page adopts the kernel the front end started for it (nbh_prestart.py).
+c.ServerApp.session_manager_class = "nbh_prestart.SessionManager"
 
 # The workspace is a bind mount: a trash would land in it (.Trash-0) or fail.
 c.FileContentsManager.delete_to_trash = False
@@ -85,3 +88,7 @@ c.FileContentsManager.delete_to_trash = False
 # The container has no network: no news feed, no update check.
 c.LabApp.news_url = None
 c.LabApp.check_for_updates_class = "jupyterlab.NeverCheckForUpdate"
+# nor PyPI: the read-only extension manager, not the PyPI one, which builds
+# an HTTP client (and its TLS context) at every start: 0.05 CPU second of
+# 0.46 (images/measure-cuts).
+c.LabApp.extension_manager = "readonly"

@@ -16,7 +16,7 @@ from urllib.parse import quote
 
 import tornado.web
 
-from .. import access, capacity, config, courses, dormant, events, tokens
+from .. import access, capacity, config, courses, dormant, events, prestart, tokens
 from ..names import Instance
 from ..systemd import Systemd
 
@@ -35,6 +35,7 @@ class Frontend:
         self.lms_key = lms_key
         self._systemd: Systemd | None = None
         self._starts: dict[Instance, asyncio.Task] = {}
+        self._prestarts: set[asyncio.Task] = set()
         self.admission = capacity.Admission(settings.limits)
 
     async def systemd(self) -> Systemd:
@@ -68,6 +69,16 @@ class Frontend:
         limits = await courses.limits_for_start(systemd, self.settings, instance)
         async with self.admission.admit(systemd, instance):
             await systemd.start_instance(instance, limits)
+
+    def prestart(self, instance: Instance, notebook: str) -> None:
+        """Start the notebook's kernel in the running server, not awaited:
+        it starts while the browser loads the page (web.prestart_timeout)."""
+        timeout = self.settings.web.prestart_timeout
+        if not timeout:
+            return
+        task = asyncio.ensure_future(prestart.prestart(instance, self.secret, notebook, timeout))
+        self._prestarts.add(task)  # the loop keeps only a weak reference
+        task.add_done_callback(self._prestarts.discard)
 
     async def state(self, instance: Instance) -> str:
         state = await (await self.systemd()).state(instance.service)

@@ -75,6 +75,7 @@ class StudentHandler(BaseHandler):
             events.send("failure", instance, f"{instance.path}: cannot copy {notebook}: {error}",
                         NBH_NOTEBOOK=notebook, NBH_REASON=str(error))
             raise tornado.web.HTTPError(500, "%s", str(error), reason="Your notebook could not be copied") from None
+        self.frontend.prestart(instance, notebook)
         events.send("open", instance, f"{instance.path} opens {notebook}" + (" (copied)" if copied else ""),
                     NBH_NOTEBOOK=notebook, NBH_COPIED="yes" if copied else "no")
         return url

@@ -1,0 +1,98 @@
+"""The kernel is ready when the page is: an entry starts the notebook's kernel
+while the browser loads the page, the page adopts it; one that no page takes
+goes after web.prestart_timeout, and leaves the server to be culled as any
+idle one (nbhosting/prestart.py, images/jupyter/nbh_prestart.py)."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from nbhosting.names import Instance
+
+from .test_browser import (  # noqa: F401 -- the browser and server fixtures
+    NOTEBOOK, SOURCE, browser, enter_iframe, entry_url, first_cell_output, first_cell_source, lms_page,
+    run_first_cell, server, server_log, wait_for_kernel_idle,
+)
+from .test_cull import active, run_unit, wait_for
+from .test_web import entry
+
+pytestmark = pytest.mark.sandbox
+
+OTHER = "notebooks/01.00-IPython-Beyond-Normal-Python"
+
+
+def server_journal(sandbox, instance: Instance) -> str:
+    return sandbox.run("journalctl", "--no-pager", "--output=cat", "--unit", instance.service, check=False).stdout
+
+
+def prestarted(sandbox, instance: Instance) -> dict[str, str]:
+    """The kernels nbh_prestart started, by id: their notebook's path."""
+    return dict(re.findall(r"nbh_prestart: kernel (\S+) started for (.+)", server_journal(sandbox, instance)))
+
+
+def started(sandbox, instance: Instance) -> list[str]:
+    """Every kernel the server started, by whomever: Jupyter logs each."""
+    return re.findall(r"Kernel started: (\S+)", server_journal(sandbox, instance))
+
+
+def test_the_page_adopts_the_kernel_started_for_it(sandbox, server, browser):
+    """A cold open in a real browser: the page's session has the pre-started
+    kernel, the only one the server ever started, and a cell runs in it."""
+    browser.diagnostics.append(("the student's server's log", lambda: server_log(sandbox, server)))
+    with lms_page(sandbox, entry_url(sandbox, server, NOTEBOOK)) as lms_url:
+        browser.driver.get(lms_url)
+        enter_iframe(browser)
+        browser.wait(f"the notebook with its cell {SOURCE!r}", lambda: SOURCE in first_cell_source(browser))
+        wait_for_kernel_idle(browser, sandbox, server)
+        run_first_cell(browser)
+        browser.wait("the cell's output 42", lambda: first_cell_output(browser) == "42")
+    (session,) = sandbox.api(server, "api/sessions")
+    kernels = [k["id"] for k in sandbox.api(server, "api/kernels")]
+    assert prestarted(sandbox, server) == {session["kernel"]["id"]: NOTEBOOK}
+    assert kernels == [session["kernel"]["id"]]
+    assert started(sandbox, server) == kernels  # the page started none of its own
+    assert f"nbh_prestart: kernel {kernels[0]} adopted" in server_journal(sandbox, server)
+
+
+def test_one_kernel_per_notebook_however_often_it_is_opened(sandbox, systemd, course, student, stop):
+    instance = Instance(course, student)
+    stop(instance)
+    entry(course, NOTEBOOK.removesuffix(".ipynb"), student)
+    wait_for(lambda: prestarted(sandbox, instance), what="the first notebook's kernel")
+    entry(course, NOTEBOOK.removesuffix(".ipynb"), student)  # again: it has its session
+    wait_for(lambda: f"nbh_prestart: {NOTEBOOK} has a session already" in server_journal(sandbox, instance),
+             what="the second open's answer")
+    entry(course, OTHER, student)  # another notebook: a kernel of its own
+    wait_for(lambda: len(prestarted(sandbox, instance)) == 2, what="the second notebook's kernel")
+    sessions = {s["path"]: s["kernel"]["id"] for s in sandbox.api(instance, "api/sessions")}
+    assert sessions == {path: kernel for kernel, path in prestarted(sandbox, instance).items()}
+    assert set(sessions) == {NOTEBOOK, f"{OTHER}.ipynb"}
+    assert sorted(k["id"] for k in sandbox.api(instance, "api/kernels")) == sorted(sessions.values())
+    assert sorted(started(sandbox, instance)) == sorted(sessions.values())
+
+
+def test_a_kernel_no_page_takes_goes_and_the_server_is_culled_as_any_idle_one(
+        sandbox, systemd, course, student, sandbox_config, stop):
+    instance = Instance(course, student)
+    stop(instance)
+    # The cull's idle timeout is long: only the pre-start's own timeout ends the kernel.
+    sandbox_config("prestart_timeout = 3\n[cull]\nidle_timeout = 3600\ngrace = 6\n")
+    entry(course, NOTEBOOK.removesuffix(".ipynb"), student)  # and no page ever comes
+    wait_for(lambda: prestarted(sandbox, instance), what="the pre-started kernel")
+    (kernel,) = prestarted(sandbox, instance)
+    wait_for(lambda: f"nbh_prestart: kernel {kernel} of {NOTEBOOK} shut down" in server_journal(sandbox, instance),
+             timeout=30, what="the pre-started kernel's timeout")
+    # Asked as `nbh cull` asks, which is not activity.
+    assert sandbox.api(instance, "api/kernels?no_track_activity=1") == []
+    assert sandbox.api(instance, "api/sessions?no_track_activity=1") == []
+    assert active(systemd, instance)
+
+    def culled() -> bool:
+        run_unit(sandbox, "nbh-cull.service")  # as the timer does
+        return not active(systemd, instance)
+    wait_for(culled, timeout=30, every=1, what="the cull of the kernel-less server")
+    (event,) = sandbox.journal("NBH_EVENT=cull", f"NBH_STUDENT={instance.student}")
+    assert "no kernel" in event["NBH_REASON"], event
+    assert systemd.state(instance.socket).SubState == "listening"  # comes back on the next request
