@@ -34,6 +34,12 @@ c.SystemdSpawner.dynamic_users = True  # a user of systemd's own per server
 # Short: a dynamic user takes its unit's name, at most 31 characters.
 c.SystemdSpawner.unit_name_template = "jh-{USERNAME}"
 c.Spawner.cmd = [f"{prefix}/bin/jupyterhub-singleuser"]
+# 20 servers started at once on 2 cores take longer than JupyterHub's 30 s
+# for a server to answer (http_timeout): with the defaults, some of those
+# starts fail ("didn't respond in 30 seconds"). The bench measures how long
+# they take, as it waits for ours.
+c.Spawner.http_timeout = 120
+c.Spawner.start_timeout = 120
 c.Spawner.default_url = "/notebooks/" + env["NBH_PEER_NOTEBOOK"]
 # The course's notebook copied into the student's home on the first start,
 # as nbhosting's entry copies it into the workspace.
