@@ -292,10 +292,13 @@ def table(results: dict) -> str:
     ]
     for name, value, form in MEASURES:
         ours, asis, norfc = (value(results[k]) for k in ("nbhosting", "asis", "norfc"))
+        name = name.replace("20", str(results["asis"]["twenty_at_once"]["count"]), 1) if "at once" in name else name
         lines.append(f"| {name} | {form.format(asis)} | {form.format(ours)} | {ours / asis:.2f} "
                      f"| {form.format(norfc)} | {ours / norfc:.2f} |")
     versions = ", ".join(f"{k} {v}" for k, v in results["peer_versions"].items())
-    lines += ["", f"ratio: nbhosting / JupyterHub. JupyterHub: {versions}; configurable-http-proxy "
+    runs = ", ".join(f"{what} {results['nbhosting'][key]['n']}" for what, key in (
+        ("cold starts", "cold_s"), ("warm requests", "warm_proxy_ms"), ("first results", "first_result_s")))
+    lines += ["", f"runs of each: {runs}; ratio: nbhosting / JupyterHub. JupyterHub: {versions}; configurable-http-proxy "
               f"{results['proxy_version']['configurable-http-proxy']}. Hub and proxy PSS apart: "
               f"{results['asis']['hub_and_proxy_pss_kib'] / 1024:.0f} MiB"]
     for key in ("nbhosting", "asis", "norfc"):
