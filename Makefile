@@ -13,7 +13,7 @@ APT_PACKAGES := podman uidmap crun fuse-overlayfs slirp4netns debootstrap nginx 
 	polkitd pkexec dbus systemd libsystemd-dev pkg-config python3-venv python3-dev \
 	curl make util-linux git openssl chromium chromium-driver rpm rpmlint nodejs
 
-.PHONY: deps venv static image test unit-test bench demo demo-down install rpm check-config clean
+.PHONY: deps venv static image test unit-test bench bench-peer demo demo-down install rpm check-config clean
 
 # Debian packages; daemons are not started on the host (policy-rc.d).
 .stamp-deps: Makefile
@@ -68,6 +68,13 @@ test: venv image
 
 bench: venv image
 	@$(WITH_IMAGE) $(VENV)/bin/python -m bench
+
+# JupyterHub beside us (bench/peer/): installed from PyPI and npm at pinned
+# versions under /var/cache/nbhosting by bench/peer/install (cached), and
+# measured in the sandbox in the same run as nbhosting. Not part of `make test`.
+bench-peer: venv image
+	@command -v npm > /dev/null || { echo "bench-peer needs Node.js and npm" >&2; exit 1; }
+	@$(WITH_IMAGE) PEER=$$(bench/peer/install) && $(VENV)/bin/python -m bench.peer "$$PEER"
 
 demo: venv image
 	@$(WITH_IMAGE) $(SANDBOX) up

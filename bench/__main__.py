@@ -14,6 +14,8 @@ machine is small (2 cores) and shared, so compare ratios, not absolutes.
 - 20 servers started at once;
 - the LMS entry through nginx and nbh-web, with signed URLs (the default
   mode), and the warm entry of each authorization mode side by side;
+- open -> first cell result: a new student's Chromium from the entry URL
+  to the output of print(6 * 7) (bench/firstresult.py; ``--first`` alone);
 - how long a push to a course's repository takes to be checked out with
   nbh-autopull.timer at its shortest period (bench/courses.py);
 - a warm LTI 1.3 launch (login, then the id_token's POST) beside a warm
@@ -71,20 +73,23 @@ def get_status(connection: http.client.HTTPConnection, url: str, token: str) -> 
         raise RuntimeError(f"{url}: {response.status} {body[:200]!r}")
 
 
+async def cold_start(systemd: Systemd, instance: Instance) -> tuple[float, float]:
+    """One cold start of a stopped server whose socket is up: (seconds, host CPU seconds)."""
+    token = sandbox.server_token(instance)
+    await systemd.stop_instance(instance)
+    await asyncio.sleep(1)  # let the stop's own work settle out of the CPU figure
+    cpu, start = sandbox_cpu_usec(), time.perf_counter()
+    connection = sandbox.UnixHTTPConnection(str(sandbox.path(instance.listen_socket)))
+    get_status(connection, instance.base_url + "api/status", token)
+    wall, cpu = time.perf_counter() - start, (sandbox_cpu_usec() - cpu) / 1e6
+    connection.close()
+    return wall, cpu
+
+
 async def cold_starts(systemd: Systemd, instance: Instance) -> tuple[list[float], list[float]]:
-    token, walls, cpus = sandbox.server_token(instance), [], []
-    socket_path = str(sandbox.path(instance.listen_socket))
     await systemd.start(instance.socket)
-    for _ in range(COLD_RUNS):
-        await systemd.stop_instance(instance)
-        await asyncio.sleep(1)  # let the stop's own work settle out of the CPU figure
-        cpu, start = sandbox_cpu_usec(), time.perf_counter()
-        connection = sandbox.UnixHTTPConnection(socket_path)
-        get_status(connection, instance.base_url + "api/status", token)
-        walls.append(time.perf_counter() - start)
-        cpus.append((sandbox_cpu_usec() - cpu) / 1e6)
-        connection.close()
-    return walls, cpus
+    runs = [await cold_start(systemd, instance) for _ in range(COLD_RUNS)]
+    return [wall for wall, _ in runs], [cpu for _, cpu in runs]
 
 
 def warm(url: str, connection: http.client.HTTPConnection, token: str) -> list[float]:
@@ -132,19 +137,55 @@ async def at_once(systemd: Systemd, count: int) -> dict:
 # -- the LMS entry, through nginx and nbh-web --------------------------------
 
 ENTRY_NOTEBOOK = "w1/intro"
+# The notebook of the first result (bench/firstresult.py): one cell, print(6 * 7).
+FIRST_NOTEBOOK = "w1/first"
+FIRST_RUNS = int(os.environ.get("NBH_BENCH_FIRST", "5"))
+
+
+def first_notebook() -> dict:
+    return {"cells": [{"cell_type": "code", "execution_count": None, "id": "first", "metadata": {},
+                       "outputs": [], "source": ["print(6 * 7)"]}],
+            "metadata": {"kernelspec": {"display_name": "Python 3", "language": "python", "name": "python3"}},
+            "nbformat": 4, "nbformat_minor": 5}
 
 
 def make_course() -> None:
-    """A course with one notebook, from a git repository, as an operator makes it."""
+    """A course of two notebooks, from a git repository, as an operator makes it."""
     sandbox.make_course(COURSE, {f"{ENTRY_NOTEBOOK}.ipynb": {"cells": [], "metadata": {}, "nbformat": 4,
-                                                             "nbformat_minor": 5}})
+                                                             "nbformat_minor": 5},
+                                 f"{FIRST_NOTEBOOK}.ipynb": first_notebook()})
 
 
-def entry_path(student: str) -> str:
+def entry_path(student: str, notebook: str = ENTRY_NOTEBOOK) -> str:
     """The entry URL as the LMS signs it (web.auth = "signed", the default)."""
     key = access.read_key(sandbox.path(str(access.LMS_KEY_PATH)))
-    query = access.signed_query(key, COURSE, ENTRY_NOTEBOOK, student, ttl=3600)
-    return f"/ipythonExercice/{COURSE}/{ENTRY_NOTEBOOK}/{student}?{query}"
+    query = access.signed_query(key, COURSE, notebook, student, ttl=3600)
+    return f"/ipythonExercice/{COURSE}/{notebook}/{student}?{query}"
+
+
+def first_result_url(student: str) -> str:
+    """What a new student's browser opens: the entry URL of the first result's notebook."""
+    return sandbox.SITE_URL + entry_path(student, FIRST_NOTEBOOK)
+
+
+def first_result_summary(runs: list[dict]) -> dict:
+    """Percentiles of the first results, and the median time to each of their steps."""
+    return {**percentiles([run["result"] for run in runs]),
+            "phases_p50": {step: statistics.median(run[step] for run in runs) for step in runs[0]}}
+
+
+async def first_results(systemd: Systemd) -> dict:
+    """Open -> first cell result (bench/firstresult.py), each time a new student."""
+    from .firstresult import first_result  # noqa: PLC0415 -- selenium, only when measured
+    loop = asyncio.get_running_loop()
+    runs = []
+    for i in range(-1, FIRST_RUNS):  # -1: the browser's first open, not counted
+        student, phases = f"first-{RUN}-{i}", {}
+        await loop.run_in_executor(None, first_result, first_result_url(student), phases)
+        if i >= 0:
+            runs.append(phases)
+        await systemd.stop_instance(Instance(COURSE, student))
+    return first_result_summary(runs)
 
 
 _client_addresses = (f"127.1.{n // 250}.{1 + n % 250}" for n in itertools.count())
@@ -382,6 +423,7 @@ async def main() -> dict:
         await systemd.stop_instance(instance)
         crowd = await at_once(systemd, 20)
         entry = await entries(systemd)
+        entry["first_result_s"] = await first_results(systemd)
         from . import idle  # noqa: PLC0415 -- it imports this module's helpers
         idle_results = await idle.run(systemd)
         from . import courses  # noqa: PLC0415 -- it imports this module's helpers
@@ -442,6 +484,9 @@ def table(results: dict) -> str:
         row("20 students arriving at once", f"all in {entry['twenty_arriving']['all_in_s']:.1f} s, each "
             f"{entry['twenty_arriving']['each_s']['p50']:.1f} s ({entry['twenty_arriving']['each_s']['p95']:.1f} s)",
             "p95 < 10 s"),
+        *([row("open -> first cell result (42), new student",
+                f"{entry['first_result_s']['p50']:.2f} s ({entry['first_result_s']['p95']:.2f} s)", "")]
+          if "first_result_s" in entry else []),
         row("warm entries (redirect), 4 clients", f"{entry['warm_entries_per_s']:.0f} /s", ""),
         row("front end CPU per warm entry", f"{entry['front_end_cpu_ms_per_entry']:.2f} ms "
             f"(= {1000 / entry['front_end_cpu_ms_per_entry']:.0f} /s on one core)", ""),
@@ -493,6 +538,17 @@ async def lti_only() -> dict:
     return results
 
 
+async def first_only() -> dict:
+    """`python -m bench --first`: open -> first cell result alone, not written."""
+    sandbox.up()
+    make_course()
+    systemd = await Systemd.connect(f"unix:path={sandbox.path('/run/dbus/system_bus_socket')}")
+    try:
+        return await first_results(systemd)
+    finally:
+        await systemd.close()
+
+
 if __name__ == "__main__":
     if os.geteuid() != 0:
         sys.exit("bench: run as root (make bench)")
@@ -523,6 +579,9 @@ if __name__ == "__main__":
         found["kernel"] = asyncio.run(kernel.run())
         RESULTS.write_text(json.dumps(found, indent=2) + "\n")
         print("\n".join(kernel.table(found["kernel"])))
+        sys.exit(0)
+    if sys.argv[1:] == ["--first"]:  # open -> first cell result alone, not written
+        print(json.dumps(asyncio.run(first_only()), indent=2))
         sys.exit(0)
     if sys.argv[1:] == ["--table"]:  # the table of the last run again
         print(table(json.loads(RESULTS.read_text())))

@@ -1,0 +1,1 @@
+"""make bench-peer: JupyterHub measured beside nbhosting (see __main__.py)."""
