@@ -24,7 +24,6 @@ import atexit
 import shutil
 import tempfile
 import time
-from pathlib import Path
 from urllib.parse import urlsplit
 
 from selenium import webdriver
@@ -35,14 +34,9 @@ from selenium.webdriver.common.by import By
 from selenium.webdriver.common.keys import Keys
 from selenium.webdriver.support.ui import WebDriverWait
 
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMEDRIVER = Path("/usr/bin/chromedriver")
 # As tests/test_browser.py runs it: as root, without a display, a GPU or /dev/shm room.
-CHROMIUM_ARGS = (
-    "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--disable-quic",
-    "--no-first-run", "--disable-background-networking", "--disable-component-update", "--disable-sync",
-    "--window-size=1400,1000",
-)
+from tests.test_browser import CHROMEDRIVER, CHROMIUM, CHROMIUM_ARGS
+
 TIMEOUT = 120  # seconds
 SOURCE = "print(6 * 7)"
 # The execution indicator's states, recorded by the page itself.

@@ -25,7 +25,7 @@ from pathlib import Path
 from nbhosting import access, podman, sandbox
 from nbhosting.names import Instance
 
-from .__main__ import RESULTS, fetch, lms_client, percentiles
+from .__main__ import RESULTS, fetch, lms_client, open_notebook, percentiles
 
 COURSE, BASE_COURSE = "bench-menus", "bench-menus-base"
 BIG = "w1/fifty-cells.ipynb"
@@ -88,20 +88,7 @@ def entry(course: str, student: str, notebook: str) -> str:
 
 
 def cold_open(course: str, student: str) -> float:
-    connection = lms_client(timeout=120)
-    began = time.perf_counter()
-    status, location, body = fetch(connection, entry(course, student, INTRO), sandbox.LMS_ORIGINS[0] + "/")
-    if status == 200:  # the "starting" page
-        wait = body.split(b'new EventSource("')[1].split(b'"')[0].decode()
-        _, _, events = fetch(connection, wait)
-        location = json.loads(events.strip().split(b"\n")[-1].split(b"data: ")[1])["url"]
-    elif status != 302:
-        raise RuntimeError(f"entry: {status} {body[:200]!r}")
-    status, _, _ = fetch(connection, location)
-    if status != 200:
-        raise RuntimeError(f"notebook page: {status}")
-    connection.close()
-    return time.perf_counter() - began
+    return open_notebook(student, entry(course, student, INTRO))
 
 
 def stop(instance: Instance) -> None:

@@ -76,20 +76,19 @@ def make_courses(sandbox) -> None:
     sandbox.run("nbh", "course", "set", LAB_COURSE, "interface=lab", f"hide={','.join(LAB_HIDDEN)}")
 
 
-@pytest.fixture
-def pair(sandbox, systemd, student):
-    make_courses(sandbox)
-    instance = Instance(COURSE, student)
-    yield instance
-    systemd.stop_instance(instance)
+def a_pair(course: str):
+    """A fixture: a new student of this course, whose server is stopped afterwards."""
+    @pytest.fixture
+    def fixture(sandbox, systemd, student):
+        make_courses(sandbox)
+        instance = Instance(course, student)
+        yield instance
+        systemd.stop_instance(instance)
+    return fixture
 
 
-@pytest.fixture
-def lab_pair(sandbox, systemd, student):
-    make_courses(sandbox)
-    instance = Instance(LAB_COURSE, student)
-    yield instance
-    systemd.stop_instance(instance)
+pair = a_pair(COURSE)
+lab_pair = a_pair(LAB_COURSE)
 
 
 # -- driving Notebook's menus and dialogs -----------------------------------------
