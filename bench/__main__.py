@@ -539,15 +539,28 @@ async def lti_only() -> dict:
     return results
 
 
-async def first_only() -> dict:
-    """`python -m bench --first`: open -> first cell result alone, not written."""
+async def in_sandbox(measure, make=make_course) -> dict:
+    """One part of the benchmarks alone: the sandbox up, its course made,
+    `measure(systemd)` with a client of the sandbox's systemd."""
     sandbox.up()
-    make_course()
+    make()
     systemd = await Systemd.connect(f"unix:path={sandbox.path('/run/dbus/system_bus_socket')}")
     try:
-        return await first_results(systemd)
+        return await measure(systemd)
     finally:
         await systemd.close()
+
+
+def write_key(key: str, figures: dict) -> None:
+    """One part's figures into bench/results.json, the others' kept."""
+    results = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
+    results[key] = figures
+    RESULTS.write_text(json.dumps(results, indent=2) + "\n")
+
+
+async def first_only() -> dict:
+    """`python -m bench --first`: open -> first cell result alone, not written."""
+    return await in_sandbox(first_results)
 
 
 if __name__ == "__main__":
@@ -568,18 +581,15 @@ if __name__ == "__main__":
     if sys.argv[1:] == ["--dormant"]:  # written under its own key, the others' kept
         from . import dormant  # noqa: PLC0415
         figures = asyncio.run(dormant.run())
-        results = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
-        results["dormant"] = figures
-        RESULTS.write_text(json.dumps(results, indent=2) + "\n")
+        write_key("dormant", figures)
         print("\n".join(dormant.table(figures)))
         print(f"\nwritten to {RESULTS} (key dormant)")
         sys.exit(0)
     if sys.argv[1:] == ["--kernel"]:  # the kernel pre-start, off vs on (bench/kernel.py), into the results
         from . import kernel  # noqa: PLC0415
-        found = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
-        found["kernel"] = asyncio.run(kernel.run())
-        RESULTS.write_text(json.dumps(found, indent=2) + "\n")
-        print("\n".join(kernel.table(found["kernel"])))
+        figures = asyncio.run(kernel.run())
+        write_key("kernel", figures)
+        print("\n".join(kernel.table(figures)))
         sys.exit(0)
     if sys.argv[1:] == ["--first"]:  # open -> first cell result alone, not written
         print(json.dumps(asyncio.run(first_only()), indent=2))

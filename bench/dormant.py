@@ -170,13 +170,8 @@ async def measure(systemd: Systemd) -> dict:
 
 
 async def run() -> dict:
-    sandbox.up()
-    make_course()
-    systemd = await Systemd.connect(f"unix:path={sandbox.path('/run/dbus/system_bus_socket')}")
-    try:
-        return await measure(systemd)
-    finally:
-        await systemd.close()
+    from .__main__ import in_sandbox  # noqa: PLC0415
+    return await in_sandbox(measure, make_course)
 
 
 def table(results: dict) -> list[str]:

@@ -25,7 +25,7 @@ from pathlib import Path
 from nbhosting import access, podman, sandbox
 from nbhosting.names import Instance
 
-from .__main__ import RESULTS, fetch, lms_client, open_notebook, percentiles
+from .__main__ import fetch, lms_client, open_notebook, percentiles, write_key
 
 COURSE, BASE_COURSE = "bench-menus", "bench-menus-base"
 BIG = "w1/fifty-cells.ipynb"
@@ -143,9 +143,7 @@ def run(baseline: Path | None) -> dict:
 def main(argv: list[str]) -> dict:
     baseline = Path(argv[0]) if argv else None
     result = run(baseline)
-    results = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
-    results["menus"] = result  # the other keys as they were
-    RESULTS.write_text(json.dumps(results, indent=2) + "\n")
+    write_key("menus", result)
     return result
 
 
