@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import asyncio
 import http.client
+import importlib
 import itertools
 import json
 import os
@@ -502,24 +503,11 @@ def table(results: dict) -> str:
                                   ("warm LTI launch: login, then launch POST (redirect)", lti["lti"]),
                                   ("warm LTI launch: the login alone", lti["lti_login"]),
                                   ("warm LTI launch: the launch POST alone", lti["lti_launch"]))]
-    if "idle" in results:
-        from . import idle  # noqa: PLC0415
-        lines += idle.table(results["idle"])
-    if "courses" in results:
-        from . import courses  # noqa: PLC0415
-        lines += courses.table(results["courses"])
-    if "events" in results:
-        from . import events as event_store  # noqa: PLC0415
-        lines += event_store.table(results["events"])
-    if "staff_pages" in results:
-        from . import staff as staff_pages  # noqa: PLC0415
-        lines += staff_pages.table(results["staff_pages"])
-    if "dormant" in results:
-        from . import dormant  # noqa: PLC0415
-        lines += dormant.table(results["dormant"])
-    if "kernel" in results:
-        from . import kernel  # noqa: PLC0415
-        lines += kernel.table(results["kernel"])
+    # the parts measured by a module of their own: key in the results -> module
+    for key, part in (("idle", "idle"), ("courses", "courses"), ("events", "events"),
+                      ("staff_pages", "staff"), ("dormant", "dormant"), ("kernel", "kernel")):
+        if key in results:
+            lines += importlib.import_module(f".{part}", __package__).table(results[key])
     return "\n".join(lines)
 
 

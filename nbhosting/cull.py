@@ -36,8 +36,10 @@ class AskError(Exception):
     pass
 
 
-async def get_json(instance: Instance, url: str, token: str) -> object:
-    """GET on the server's own socket (nbh-upstream@), bounded in size and time.
+async def get_json(instance: Instance, url: str, token: str, method: str = "GET",
+                   body: dict | None = None) -> object:
+    """GET (or `method`, with a JSON body) on the server's own socket
+    (nbh-upstream@), its JSON answer bounded in size and time.
 
     The server runs a student's code and may answer anything: a refusal, a
     never-ending or compressed body, garbage. Each of those is an AskError
@@ -46,8 +48,8 @@ async def get_json(instance: Instance, url: str, token: str) -> object:
     headers = {"Authorization": f"token {token}", "Accept-Encoding": "identity"}
     try:
         async with client(instance) as http:
-            return await asyncio.wait_for(_read(http, f"http://localhost{instance.base_url}{url}", headers),
-                                          ASK_TIMEOUT)
+            return await asyncio.wait_for(
+                _read(http, method, f"http://localhost{instance.base_url}{url}", headers, body), ASK_TIMEOUT)
     except (httpx.HTTPError, OSError, TimeoutError) as error:
         raise AskError(f"cannot ask {instance.path}: {error or type(error).__name__}") from None
 
@@ -59,8 +61,8 @@ def client(instance: Instance) -> httpx.AsyncClient:
     return httpx.AsyncClient(transport=transport, timeout=ASK_TIMEOUT)
 
 
-async def _read(client: httpx.AsyncClient, url: str, headers: dict) -> object:
-    async with client.stream("GET", url, headers=headers) as response:
+async def _read(client: httpx.AsyncClient, method: str, url: str, headers: dict, body: dict | None) -> object:
+    async with client.stream(method, url, headers=headers, json=body) as response:
         if response.status_code != 200:
             raise AskError(f"answered {response.status_code} to {url}")
         if response.headers.get("Content-Encoding", "identity") != "identity":

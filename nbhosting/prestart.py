@@ -11,10 +11,8 @@ from __future__ import annotations
 
 import logging
 
-import httpx
-
 from . import tokens
-from .cull import ASK_TIMEOUT, client
+from .cull import AskError, get_json
 from .names import Instance
 
 log = logging.getLogger("nbh-web")
@@ -22,19 +20,12 @@ log = logging.getLogger("nbh-web")
 
 async def prestart(instance: Instance, secret: bytes, notebook: str, timeout: int) -> bool:
     """Ask for the notebook's kernel; whether one was started (False when the
-    notebook has a session already, or names no kernel the server has)."""
-    headers = {"Authorization": f"token {tokens.instance_token(secret, instance)}"}
+    notebook has a session already, or names no kernel the server has). The
+    server's answer is bounded as the cull's are: it runs a student's code."""
     try:
-        async with client(instance) as http:
-            response = await http.post(f"http://localhost{instance.base_url}nbh/prestart", headers=headers,
-                                       json={"path": notebook, "timeout": timeout}, timeout=ASK_TIMEOUT)
-    except (httpx.HTTPError, OSError) as error:
-        log.warning("prestart %s: %s", instance.path, error or type(error).__name__)
+        answer = await get_json(instance, "nbh/prestart", tokens.instance_token(secret, instance), "POST",
+                                {"path": notebook, "timeout": timeout})
+    except AskError as error:  # 404: an image without nbh_prestart
+        log.info("prestart %s: %s", instance.path, error)
         return False
-    if response.status_code != 200:  # 404: an image without nbh_prestart
-        log.info("prestart %s: answered %d", instance.path, response.status_code)
-        return False
-    try:
-        return response.json().get("started") is True
-    except (ValueError, AttributeError):
-        return False
+    return isinstance(answer, dict) and answer.get("started") is True
