@@ -11,11 +11,10 @@ in systemd.
 
 from __future__ import annotations
 
-import shutil
-from pathlib import Path
-
 import asyncio
+import shutil
 import time
+from pathlib import Path
 
 from . import course_images, dormant, events, podman
 from .names import BadName, Instance
