@@ -14,6 +14,11 @@ fresh kernel: the variables are gone, the notebook carries on.
   close just before Jupyter gets SIGTERM: a tab connected a moment ago counts.
 - restore() starts their kernels, called by nbh_ready before READY=1, so no
   request reaches the server before they are there.
+- KernelManager also answers for a kernel in the moment between
+  jupyter_client listing it and jupyter_server giving it its activity
+  (jupyter/notebook#5345, enterprise_gateway#1395): a request for the
+  kernels or the server's status then answered 500. The pre-start makes
+  that moment common: the page's first requests come while it starts.
 - KernelConnection tells a tab reconnecting to a restored kernel that it is
   idle: the new kernel's "starting" went out before any tab listened, and
   Notebook counts no status caused by its own kernel_info requests.
@@ -28,6 +33,7 @@ import os
 import re
 import time
 
+from jupyter_server._tz import utcnow
 from jupyter_server.services.kernels.connection.channels import ZMQChannelsWebsocketConnection
 from jupyter_server.services.kernels.kernelmanager import AsyncMappingKernelManager
 
@@ -51,6 +57,13 @@ class KernelManager(AsyncMappingKernelManager):
     def notify_disconnect(self, kernel_id):
         self._disconnected_at[kernel_id] = time.monotonic()
         super().notify_disconnect(kernel_id)
+
+    def kernel_model(self, kernel_id):
+        kernel = self._kernels.get(kernel_id)
+        if kernel is not None and not kernel.trait_has_value("last_activity"):
+            # The markers jupyter_server sets a moment later, on the same loop.
+            kernel.execution_state, kernel.last_activity = "starting", utcnow()
+        return super().kernel_model(kernel_id)
 
     def tab_connected(self, kernel_id):
         if self._kernel_connections.get(kernel_id, 0) > 0:
