@@ -59,6 +59,7 @@ c.ServerApp.jpserver_extensions = {
     "nbh_ready": True,  # sd_notify READY=1 once listening, see nbh_ready.py
     "nbh_menus": True,  # the File menu's reset, share and student id, see nbh_menus.py
     "nbh_prestart": True,  # the kernel started as the page loads, see nbh_prestart.py
+    "nbh_exporters": True,  # api/nbconvert answered from the image, see nbh_exporters.py
     "jupyter_lsp": False,
 }
 
