@@ -3,28 +3,21 @@
 Side by side in one run, with the pre-start off (web.prestart_timeout = 0)
 and on (the default), interleaved run by run, each run a new student:
 
-- open -> first cell result: real Chromium navigates to the signed entry
-  URL, waits for the notebook's kernel to be idle with the page connected
-  to it, runs the first cell (print(6 * 7)) and waits for "42" (seconds from
-  the navigation to the 42);
+- open -> first cell result: bench/firstresult.py's first_result(), as
+  `make bench` and `make bench-peer` measure it, with its steps (the cell
+  shown, the page's kernel idle);
 - the CPU of that open: the student's server units' cgroups (Jupyter, its
   kernel, conmon, the proxy) once the 42 shows, and the whole sandbox's over
   the open (with nbh-web, nginx, systemd, podman);
 - 20 new students at once through the entry URL, to the notebook page
   (bench.__main__.open_notebook), p95;
 - PSS of one server with one idle kernel, and the kernel's part.
-
-NOTE for the lead: this is not bench/firstresult.py's first_result() (the
-`peer` branch); `open_to_42` measures the same span its own way, so that
-the two can be reconciled (keep one).
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
 import os
-import statistics
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -39,8 +32,6 @@ NOTEBOOK = "w1/first.ipynb"
 RUN = os.getpid()
 RUNS = int(os.environ.get("NBH_BENCH_KERNEL_RUNS", "7"))
 CROWD = 20
-POLL = 0.05
-TIMEOUT = 60
 
 
 def make_course() -> None:
@@ -55,11 +46,15 @@ def set_prestart(timeout: int) -> None:
     sandbox.run(["systemctl", "reset-failed", "nbh-web.service"])
 
 
-def entry_url(student: str) -> str:
+def entry_path(student: str) -> str:
     key = access.read_key(sandbox.path(str(access.LMS_KEY_PATH)))
     notebook = NOTEBOOK.removesuffix(".ipynb")
     query = access.signed_query(key, COURSE, notebook, student, ttl=3600)
-    return f"{sandbox.SITE_URL}/ipythonExercice/{COURSE}/{quote(notebook)}/{student}?{query}"
+    return f"/ipythonExercice/{COURSE}/{quote(notebook)}/{student}?{query}"
+
+
+def entry_url(student: str) -> str:
+    return sandbox.SITE_URL + entry_path(student)
 
 
 def unit_cpu_s(instance: Instance) -> float:
@@ -72,61 +67,6 @@ def unit_cpu_s(instance: Instance) -> float:
             total += int(next(line.split()[1] for line in stat.read_text().splitlines()
                               if line.startswith("usage_usec")))
     return total / 1e6
-
-
-def browser():
-    from selenium import webdriver  # noqa: PLC0415
-    from selenium.webdriver.chrome.service import Service  # noqa: PLC0415
-
-    from tests.test_browser import CHROMEDRIVER, CHROMIUM, CHROMIUM_ARGS  # noqa: PLC0415
-    options = webdriver.ChromeOptions()
-    options.binary_location = str(CHROMIUM)
-    for argument in CHROMIUM_ARGS:
-        options.add_argument(argument)
-    driver = webdriver.Chrome(options=options, service=Service(str(CHROMEDRIVER)))
-    driver.set_page_load_timeout(TIMEOUT)
-    return driver
-
-
-def wait(what: str, condition, timeout: float = TIMEOUT):
-    deadline = time.perf_counter() + timeout
-    while time.perf_counter() < deadline:
-        if found := condition():
-            return found
-        time.sleep(POLL)
-    raise RuntimeError(f"waited {timeout} s for {what}")
-
-
-def open_to_42(driver, url: str, instance: Instance, marks: dict | None = None) -> float:
-    """Seconds from navigating to the entry URL until the first cell's 42 shows:
-    the page loaded, its kernel idle and connected (the server's count of the
-    kernel's connections, as tests/test_browser.py waits), the cell run.
-    marks: filled with the seconds to the cell shown and to the kernel connected."""
-    marks = {} if marks is None else marks
-    from selenium.webdriver.common.action_chains import ActionChains  # noqa: PLC0415
-    from selenium.webdriver.common.by import By  # noqa: PLC0415
-    from selenium.webdriver.common.keys import Keys  # noqa: PLC0415
-    editor = ".jp-Notebook .jp-Cell .jp-InputArea-editor"
-    start = time.perf_counter()
-    driver.get(url)
-    wait("the cell", lambda: "6 * 7" in (driver.execute_script(
-        f"return document.querySelector({json.dumps(editor)})?.textContent ?? ''")))
-
-    def connected() -> bool:
-        if driver.execute_script("return document.querySelector('.jp-Notebook-ExecutionIndicator')"
-                                 "?.dataset.status") != "idle":
-            return False
-        status, body = sandbox.request(instance, "GET", "api/kernels?no_track_activity=1")
-        return status == 200 and any(k["execution_state"] == "idle" and k["connections"] > 0
-                                     for k in json.loads(body))
-    marks["cell_shown_s"] = time.perf_counter() - start
-    wait("the kernel, idle and connected", connected)
-    marks["kernel_connected_s"] = time.perf_counter() - start
-    driver.find_element(By.CSS_SELECTOR, editor).click()
-    ActionChains(driver).key_down(Keys.SHIFT).send_keys(Keys.ENTER).key_up(Keys.SHIFT).perform()
-    wait("42", lambda: driver.execute_script(
-        "return document.querySelector('.jp-Notebook .jp-Cell .jp-OutputArea')?.textContent ?? ''").strip() == "42")
-    return time.perf_counter() - start
 
 
 def kernel_memory(instance: Instance) -> dict:
@@ -147,44 +87,40 @@ def kernel_memory(instance: Instance) -> dict:
     return {"total_pss_kib": sum(by_name.values()), "kernel_pss_kib": kernel, "processes": by_name}
 
 
-def percentiles(samples: list[float]) -> dict:
-    ordered = sorted(samples)
-    p95 = ordered[min(len(ordered) - 1, round(0.95 * (len(ordered) - 1)))]
-    return {"p50": statistics.median(ordered), "p95": p95, "n": len(ordered), "all": ordered}
-
-
 async def crowd(systemd: Systemd, tag: str) -> dict:
     """20 new students at once through the entry URL, to the notebook page;
     then until their pre-started kernels (if any) have started."""
     from . import __main__ as main  # noqa: PLC0415 -- its entry client
-    main.COURSE, main.ENTRY_NOTEBOOK = COURSE, NOTEBOOK.removesuffix(".ipynb")
     students = [f"crowd{tag}-{RUN}-{i}" for i in range(CROWD)]
+    paths = [entry_path(student) for student in students]
     cpu = main.sandbox_cpu_usec()
     with ThreadPoolExecutor(CROWD) as pool:
         began = time.perf_counter()
-        each = list(pool.map(main.open_notebook, students))
+        each = list(pool.map(main.open_notebook, students, paths))
         all_in = time.perf_counter() - began
     cpu = (main.sandbox_cpu_usec() - cpu) / 1e6
     await asyncio.gather(*(systemd.stop_instance(Instance(COURSE, s)) for s in students))
-    return {"all_in_s": all_in, "each_s": percentiles(each), "sandbox_cpu_s": cpu}
+    return {"all_in_s": all_in, "each_s": main.percentiles(each), "sandbox_cpu_s": cpu}
 
 
 async def run() -> dict:
     sandbox.up()
     make_course()
     from . import __main__ as main  # noqa: PLC0415
+    from .firstresult import close, first_result  # noqa: PLC0415 -- selenium, only when measured
     systemd = await Systemd.connect(f"unix:path={sandbox.path('/run/dbus/system_bus_socket')}")
     loop = asyncio.get_running_loop()
-    driver = await loop.run_in_executor(None, browser)
     modes = {"off": 0, "on": 60}
-    keys = ("open_to_42_s", "cell_shown_s", "kernel_connected_s", "server_cpu_s", "sandbox_cpu_s")
+    # first_result's steps, by the names these results have had since the first run
+    steps = {"result": "open_to_42_s", "cell": "cell_shown_s", "kernel": "kernel_connected_s"}
+    keys = (*steps.values(), "server_cpu_s", "sandbox_cpu_s")
     results = {mode: {key: [] for key in keys} for mode in modes}
     memory = None
     try:
         # a first open, not counted: the browser's and the host's caches
         set_prestart(60)
         warmup = Instance(COURSE, f"warmup-{RUN}")
-        await loop.run_in_executor(None, open_to_42, driver, entry_url(warmup.student), warmup)
+        await loop.run_in_executor(None, first_result, entry_url(warmup.student))
         await systemd.stop_instance(warmup)
         for n in range(RUNS):
             for mode, timeout in (modes.items() if n % 2 else reversed(modes.items())):
@@ -192,29 +128,26 @@ async def run() -> dict:
                 instance = Instance(COURSE, f"k{mode}-{RUN}-{n}")
                 await asyncio.sleep(1)  # the previous run's stop settled
                 cpu = main.sandbox_cpu_usec()
-                marks: dict = {}
-                wall = await loop.run_in_executor(None, open_to_42, driver, entry_url(instance.student), instance,
-                                                  marks)
-                for key, value in marks.items():
-                    results[mode][key].append(value)
+                phases: dict = {}
+                await loop.run_in_executor(None, first_result, entry_url(instance.student), phases)
                 results[mode]["sandbox_cpu_s"].append((main.sandbox_cpu_usec() - cpu) / 1e6)
-                results[mode]["open_to_42_s"].append(wall)
+                for step, key in steps.items():
+                    results[mode][key].append(phases[step])
                 results[mode]["server_cpu_s"].append(unit_cpu_s(instance))
                 if memory is None and mode == "on":
-                    await loop.run_in_executor(None, driver.get, "about:blank")  # the tab closed
-                    await asyncio.sleep(3)  # idle
+                    await asyncio.sleep(3)  # idle, the tab closed (first_result leaves about:blank)
                     memory = kernel_memory(instance)
                 await systemd.stop_instance(instance)
         for mode, timeout in modes.items():
             set_prestart(timeout)
             results[mode]["twenty_at_once"] = await crowd(systemd, mode)
     finally:
-        await loop.run_in_executor(None, driver.quit)
+        await loop.run_in_executor(None, close)
         set_prestart(60)
         await systemd.close()
     for mode in results.values():
         for key in keys:
-            mode[key] = percentiles(mode[key])
+            mode[key] = {**main.percentiles(mode[key]), "all": sorted(mode[key])}
     return {"prestart": results, "memory_one_idle_kernel": memory}
 
 
@@ -228,7 +161,7 @@ def table(results: dict) -> list[str]:
              "| measure | off | on | target |", "| --- | --- | --- | --- |",
              row("open -> first cell result (Chromium)", "open_to_42_s", target="<= 1.0 s"),
              row("  of which: open -> the cell shown", "cell_shown_s"),
-             row("  of which: open -> the kernel idle, the page connected", "kernel_connected_s"),
+             row("  of which: open -> the page's kernel idle", "kernel_connected_s"),
              row("CPU of the server's units per open (Jupyter, kernel, conmon, proxy)", "server_cpu_s",
                  target="<= 0.9 s"),
              row("CPU of the whole sandbox per open", "sandbox_cpu_s")]

@@ -110,7 +110,7 @@ def pid() -> int | None:
         return None
     try:
         stat = Path(f"/proc/{value}/stat").read_text()
-    except FileNotFoundError:
+    except (FileNotFoundError, ProcessLookupError):  # gone before or while it is read
         return None
     # "PID (comm) state ...": systemd, and not a zombie
     comm, state = stat[stat.index("(") + 1:stat.rindex(")")], stat[stat.rindex(")") + 2]
