@@ -191,7 +191,7 @@ async function whoami() {
 
 // The course may hide menu entries and toolbar items from its students
 // (`nbh course set COURSE hide=...`): command ids and toolbar item names.
-function hide(app, mainMenu, tracker, names) {
+function hide(mainMenu, names) {
   if (!names.length) {
     return;
   }
@@ -249,7 +249,7 @@ const plugin = {
     }
     app.restored
       .then(() => call('whoami'))
-      .then(me => hide(app, mainMenu, tracker, me.hide || []))
+      .then(me => hide(mainMenu, me.hide || []))
       .catch(error => console.warn('nbhosting: no course settings', error));
   }
 };
