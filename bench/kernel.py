@@ -88,8 +88,8 @@ def kernel_memory(instance: Instance) -> dict:
 
 
 async def crowd(systemd: Systemd, tag: str) -> dict:
-    """20 new students at once through the entry URL, to the notebook page;
-    then until their pre-started kernels (if any) have started."""
+    """20 new students at once through the entry URL, to the notebook page
+    (their pre-started kernels, if any, starting meanwhile)."""
     from . import __main__ as main  # noqa: PLC0415 -- its entry client
     students = [f"crowd{tag}-{RUN}-{i}" for i in range(CROWD)]
     paths = [entry_path(student) for student in students]
