@@ -370,3 +370,4 @@ def test_the_plotting_libraries_come_from_the_host_cached_for_long(sandbox, seed
         assert response.status_code == 200 and len(response.content) > 10000, script
         assert response.headers["Cache-Control"] == "public, max-age=31536000, immutable"
         assert "javascript" in response.headers["Content-Type"]
+        assert response.headers["Content-Encoding"] == "gzip"  # httpx asks for it, and unpacks it
