@@ -116,6 +116,7 @@ def _folded(fields: list[str], x: dict, mark: str | dict, y_title: str, **encodi
 
 
 GIB = 1 << 30
+HOST_BYTES = ["mem_available_bytes", "mem_total_bytes", "workspaces_free_bytes", "containers_free_bytes"]
 SPECS = {
     "students_per_notebook": {
         "mark": "bar",
@@ -152,10 +153,9 @@ SPECS = {
          "encoding": {"x": {"field": "time", "type": "temporal"},
                       "y": {"field": "load1", "type": "quantitative", "title": "load (1 min)"}}},
         {"width": WIDTH, "height": 160,
-         **_folded(["mem_available_bytes", "mem_total_bytes", "workspaces_free_bytes", "containers_free_bytes"],
-                   {"field": "time", "type": "temporal"}, "line", "GiB"),
-         "transform": [{"fold": ["mem_available_bytes", "mem_total_bytes", "workspaces_free_bytes",
-                                 "containers_free_bytes"], "as": ["series", "bytes"]},
+         **_folded(HOST_BYTES, {"field": "time", "type": "temporal"}, "line", "GiB"),
+         # in GiB: folded as bytes, then divided
+         "transform": [{"fold": HOST_BYTES, "as": ["series", "bytes"]},
                        {"calculate": f"datum.bytes / {GIB}", "as": "value"}]},
     ]},
     "start_latency": {
