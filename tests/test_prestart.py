@@ -50,6 +50,12 @@ def test_the_page_adopts_the_kernel_started_for_it(sandbox, server, browser):
         wait_for_kernel_idle(browser, sandbox, server)
         run_first_cell(browser)
         browser.wait("the cell's output 42", lambda: first_cell_output(browser) == "42")
+        # Nor did the page ask for anything its server refuses (the language
+        # server's plugin asked for lsp/status, a 404: images/jupyter/page_config.json).
+        refused = browser.driver.execute_script(
+            "return performance.getEntriesByType('resource')"
+            ".filter(e => e.responseStatus >= 400).map(e => `${e.responseStatus} ${e.name}`)")
+        assert refused == []
     (session,) = sandbox.api(server, "api/sessions")
     kernels = [k["id"] for k in sandbox.api(server, "api/kernels")]
     assert prestarted(sandbox, server) == {session["kernel"]["id"]: NOTEBOOK}

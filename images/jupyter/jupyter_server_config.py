@@ -61,6 +61,9 @@ c.ServerApp.jpserver_extensions = {
     "nbh_prestart": True,  # the kernel started as the page loads, see nbh_prestart.py
     "nbh_exporters": True,  # api/nbconvert answered from the image, see nbh_exporters.py
     "jupyter_lsp": False,
+    # Reads the classic Notebook's configuration, which no image has, and
+    # imports IPython to list its nbextensions folder: 0.02 s at every start.
+    "notebook_shim": False,
 }
 
 # A notebook fresh from the course opens trusted (nbh_menus.py). Jupyter's
