@@ -110,6 +110,34 @@ def test_a_culled_server_comes_back_with_the_work_and_reconnects(sandbox, system
     systemd.stop_instance(instance)
 
 
+def test_what_the_student_ran_stays_trusted_after_a_restart(sandbox, systemd, course, student):
+    """Jupyter signs a notebook saved with the outputs the student's own runs
+    made, so that its HTML and scripts show when it opens again. Culled and
+    started again, the server still knows that signature: it is kept in the
+    workspace, not in memory."""
+    instance = Instance(course, student)
+    html = {"output_type": "display_data", "metadata": {},
+            "data": {"text/html": "<b>mine</b>", "text/plain": "<IPython.core.display.HTML object>"}}
+    notebook = {"nbformat": 4, "nbformat_minor": 5, "metadata": {}, "cells": [
+        {"cell_type": "code", "id": "mine", "execution_count": 1, "metadata": {"trusted": True},
+         "source": "HTML('<b>mine</b>')", "outputs": [html]}]}
+
+    def trusted() -> bool:
+        cell = sandbox.api(instance, "api/contents/mine.ipynb")["content"]["cells"][0]
+        return cell["metadata"].get("trusted")
+
+    systemd.start_instance(instance)
+    sandbox.api(instance, "api/contents/mine.ipynb", method="PUT",
+                body={"type": "notebook", "format": "json", "content": notebook})
+    assert trusted() is True
+    systemd.stop_instance(instance)
+    systemd.start_instance(instance)
+    assert trusted() is True
+    log = sandbox.run("journalctl", "--no-pager", "-u", instance.service).stdout
+    assert "signatures database" not in log
+    systemd.stop_instance(instance)
+
+
 def test_a_tab_left_open_keeps_its_session_and_kernel_ids(sandbox, systemd, course, student, cull_config):
     """What Notebook 7 needs to carry on: after a cull, the sessions that had
     a tab connected are back under the same ids, with a new kernel; the

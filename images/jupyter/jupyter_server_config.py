@@ -69,10 +69,12 @@ c.ServerApp.jpserver_extensions = {
 # A notebook fresh from the course opens trusted (nbh_menus.py). Jupyter's
 # own trust of what the student ran survives a restart: the signatures are
 # kept in the workspace, under a key the host derives for this student
-# (the home folder, where Jupyter keeps both by default, is a tmpfs).
+# (the home folder, where Jupyter keeps both by default, is a tmpfs). The
+# file is at the workspace's top, which exists: SQLite makes no folder, and
+# in one it cannot open Jupyter falls back to memory, with a warning.
 c.ServerApp.contents_manager_class = "nbh_menus.ContentsManager"
 c.NotebookNotary.secret_file = f"{RUN}/notary-secret"
-c.NotebookNotary.db_file = "/home/jovyan/work/.nbh/nbsignatures.db"
+c.NotebookNotary.db_file = "/home/jovyan/work/.nbh-signatures.db"
 
 # Asked for by the page with no token (a <link>, an <img>): in a cross-site
 # iframe, with no cookie, they would be refused and log a 403. There is no
