@@ -60,6 +60,7 @@ c.ServerApp.jpserver_extensions = {
     "nbh_menus": True,  # the File menu's reset, share and student id, see nbh_menus.py
     "nbh_prestart": True,  # the kernel started as the page loads, see nbh_prestart.py
     "nbh_exporters": True,  # api/nbconvert answered from the image, see nbh_exporters.py
+    "nbh_validators": True,  # nbformat's validators generated with the image, see nbh_validators.py
     "jupyter_lsp": False,
     # Reads the classic Notebook's configuration, which no image has, and
     # imports IPython to list its nbextensions folder: 0.02 s at every start.
