@@ -86,7 +86,10 @@ def install(log=None) -> None:
         if name is None and not relax_add_props:
             key = (validator.get_current_validator().name, version, version_minor, relax_add_props)
             if key not in validator.validators:
-                checker = precompiled(version, version_minor)
+                try:
+                    checker = precompiled(version, version_minor)
+                except Exception:  # nbformat changed inside: its own validator, as without us
+                    checker = None
                 if checker is not None:
                     validator.validators[key] = checker
                 if log:
