@@ -110,6 +110,20 @@ def test_a_culled_server_comes_back_with_the_work_and_reconnects(sandbox, system
     systemd.stop_instance(instance)
 
 
+def test_a_server_stopped_and_started_again_quickly_is_not_locked_out(sandbox, systemd, course, student):
+    """Each start of the server starts its upstream socket again: seven in a
+    few seconds, as a cull and a tab's next request each time, all answer."""
+    instance = Instance(course, student)
+    systemd.start_instance(instance)
+    for _ in range(7):
+        systemd.stop_instance(instance)
+        status, _ = sandbox.request(instance, "GET", "api/status")
+        assert status == 200
+    systemd.stop_instance(instance)
+    failed = sandbox.run("systemctl", "list-units", "--failed", "--no-legend", "--plain").stdout
+    assert instance.name not in failed, failed
+
+
 def test_what_the_student_ran_stays_trusted_after_a_restart(sandbox, systemd, course, student):
     """Jupyter signs a notebook saved with the outputs the student's own runs
     made, so that its HTML and scripts show when it opens again. Culled and
