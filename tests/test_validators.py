@@ -24,7 +24,7 @@ NOTEBOOK = "w1/w1-s1-c1-intro"
 # while compiling a validator fails; then, with a schema the image's modules
 # were not made from, nbformat's own (compiled) validator.
 CHECK = """
-import json, sys
+import json
 import fastjsonschema, nbformat
 from nbformat import validator
 import nbh_validators
