@@ -52,10 +52,10 @@ def generate(folder: str) -> None:
             f.write(fastjsonschema.compile_to_code(schema_json))
 
 
-def precompiled(version, minor):
-    """nbformat's fastjsonschema validator for that version, made from the
-    image's module; None if there is none or its schema is not this one."""
-    if version != 4 or not isinstance(minor, int) or validator.get_current_validator().name != "fastjsonschema":
+def precompiled(cls, version, minor):
+    """nbformat's validator `cls` (fastjsonschema's) for that version, made
+    from the image's module; None if there is none or its schema is not this one."""
+    if version != 4 or not isinstance(minor, int) or cls.name != "fastjsonschema":
         return None
     try:
         module = importlib.import_module(f"{PACKAGE}.v4_{minor}")
@@ -64,7 +64,6 @@ def precompiled(version, minor):
     schema_json = schema(minor)
     if getattr(module, "SCHEMA_SHA256", None) != digest(schema_json):
         return None
-    cls = validator.get_current_validator()
     checker = cls.__new__(cls)
     JsonSchemaValidator.__init__(checker, schema_json)  # its errors' details, as nbformat's own
     checker._validator = module.validate
@@ -84,10 +83,11 @@ def install(log=None) -> None:
         if version == 4 and version_minor is None:
             version_minor = v4.nbformat_minor
         if name is None and not relax_add_props:
-            key = (validator.get_current_validator().name, version, version_minor, relax_add_props)
+            cls = validator.get_current_validator()
+            key = (cls.name, version, version_minor, relax_add_props)
             if key not in validator.validators:
                 try:
-                    checker = precompiled(version, version_minor)
+                    checker = precompiled(cls, version, version_minor)
                 except Exception:  # nbformat changed inside: its own validator, as without us
                     checker = None
                 if checker is not None:
