@@ -13,7 +13,8 @@ machine is small (2 cores) and shared, so compare ratios, not absolutes.
 - memory: PSS of every process of the server's units, against Jupyter alone;
 - 20 servers started at once;
 - the LMS entry through nginx and nbh-web, with signed URLs (the default
-  mode), and the warm entry of each authorization mode side by side;
+  mode), and the warm entry of each authorization mode side by side
+  (``--entry`` alone);
 - open -> first cell result: a new student's Chromium from the entry URL
   to the output of print(6 * 7) (bench/firstresult.py; ``--first`` alone);
 - how long a push to a course's repository takes to be checked out with
@@ -578,6 +579,9 @@ if __name__ == "__main__":
         figures = asyncio.run(kernel.run())
         write_key("kernel", figures)
         print("\n".join(kernel.table(figures)))
+        sys.exit(0)
+    if sys.argv[1:] == ["--entry"]:  # the entry's figures alone, not written
+        print(json.dumps(asyncio.run(in_sandbox(entries)), indent=2))
         sys.exit(0)
     if sys.argv[1:] == ["--first"]:  # open -> first cell result alone, not written
         print(json.dumps(asyncio.run(first_only()), indent=2))
