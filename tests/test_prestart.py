@@ -69,16 +69,34 @@ def test_one_kernel_per_notebook_however_often_it_is_opened(sandbox, systemd, co
     stop(instance)
     entry(course, NOTEBOOK.removesuffix(".ipynb"), student)
     wait_for(lambda: prestarted(sandbox, instance), what="the first notebook's kernel")
-    entry(course, NOTEBOOK.removesuffix(".ipynb"), student)  # again: it has its session
-    wait_for(lambda: f"nbh_prestart: {NOTEBOOK} has a session already" in server_journal(sandbox, instance),
-             what="the second open's answer")
+    entry(course, NOTEBOOK.removesuffix(".ipynb"), student)  # again: nbh-web does not ask again
     entry(course, OTHER, student)  # another notebook: a kernel of its own
     wait_for(lambda: len(prestarted(sandbox, instance)) == 2, what="the second notebook's kernel")
+    assert "has a session already" not in server_journal(sandbox, instance)
+    # Asked again, as nbh-web does once web.prestart_timeout has passed: nothing more.
+    again = sandbox.api(instance, "nbh/prestart", method="POST", body={"path": NOTEBOOK, "timeout": 60})
+    assert again["started"] is False
+    wait_for(lambda: f"nbh_prestart: {NOTEBOOK} has a session already" in server_journal(sandbox, instance),
+             what="the server's answer to a second ask")
     sessions = {s["path"]: s["kernel"]["id"] for s in sandbox.api(instance, "api/sessions")}
     assert sessions == {path: kernel for kernel, path in prestarted(sandbox, instance).items()}
     assert set(sessions) == {NOTEBOOK, f"{OTHER}.ipynb"}
     assert sorted(k["id"] for k in sandbox.api(instance, "api/kernels")) == sorted(sessions.values())
     assert sorted(started(sandbox, instance)) == sorted(sessions.values())
+
+
+def test_a_server_started_again_has_its_kernel_started_again(sandbox, systemd, course, student, stop):
+    """nbh-web asks once per notebook within web.prestart_timeout, but a new
+    server has none of the kernels asked of the one before."""
+    instance = Instance(course, student)
+    stop(instance)
+    entry(course, NOTEBOOK.removesuffix(".ipynb"), student)
+    wait_for(lambda: prestarted(sandbox, instance), what="the kernel of the first server")
+    systemd.stop_instance(instance)  # as the cull would, or a crash
+    entry(course, NOTEBOOK.removesuffix(".ipynb"), student)
+    wait_for(lambda: len(prestarted(sandbox, instance)) == 2, what="the kernel of the second server")
+    (session,) = sandbox.api(instance, "api/sessions")
+    assert session["path"] == NOTEBOOK
 
 
 def test_a_kernel_no_page_takes_goes_and_the_server_is_culled_as_any_idle_one(

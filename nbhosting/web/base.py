@@ -36,6 +36,9 @@ class Frontend:
         self._systemd: Systemd | None = None
         self._starts: dict[Instance, asyncio.Task] = {}
         self._prestarts: set[asyncio.Task] = set()
+        # (instance, notebook) -> when its kernel was asked for (time.monotonic()),
+        # for web.prestart_timeout; oldest first, as they were asked.
+        self._prestarted: dict[tuple[Instance, str], float] = {}
         self.admission = capacity.Admission(settings.limits)
 
     async def systemd(self) -> Systemd:
@@ -66,16 +69,32 @@ class Frontend:
         if state in ("active", "activating", "reloading"):  # counted already
             await systemd.start_instance(instance)
             return
+        # A new server: none of the kernels asked of the one before are in it.
+        for key in [key for key in self._prestarted if key[0] == instance]:
+            del self._prestarted[key]
         limits = await courses.limits_for_start(systemd, self.settings, instance)
         async with self.admission.admit(systemd, instance):
             await systemd.start_instance(instance, limits)
 
     def prestart(self, instance: Instance, notebook: str) -> None:
         """Start the notebook's kernel in the running server, not awaited:
-        it starts while the browser loads the page (web.prestart_timeout)."""
+        it starts while the browser loads the page (web.prestart_timeout).
+
+        Asked once per notebook within the timeout: the kernel asked for is
+        still there, adopted or waiting for its page, and a warm entry is
+        spared a request to the server."""
         timeout = self.settings.web.prestart_timeout
         if not timeout:
             return
+        now = time.monotonic()
+        while self._prestarted:
+            oldest, asked = next(iter(self._prestarted.items()))
+            if asked > now - timeout:
+                break
+            del self._prestarted[oldest]
+        if (instance, notebook) in self._prestarted:
+            return
+        self._prestarted[instance, notebook] = now
         task = asyncio.ensure_future(prestart.prestart(instance, self.secret, notebook, timeout))
         self._prestarts.add(task)  # the loop keeps only a weak reference
         task.add_done_callback(self._prestarts.discard)
