@@ -9,6 +9,9 @@
 import os
 import sys
 
+from jupyter_client.kernelspec import KernelSpecManager
+from jupyter_core.paths import jupyter_path
+
 c = get_config()  # noqa: F821 -- provided by traitlets when it loads this file
 
 RUN = "/run/nbh"
@@ -88,6 +91,18 @@ c.ServerApp.kernel_manager_class = "nbh_sessions.KernelManager"
 c.ServerApp.kernel_websocket_connection_class = "nbh_sessions.KernelConnection"
 # The page adopts the kernel the front end started for it (nbh_prestart.py).
 c.ServerApp.session_manager_class = "nbh_prestart.SessionManager"
+
+
+class JupyterKernelSpecManager(KernelSpecManager):
+    """Kernels in Jupyter's folders, where the image has them, and not also
+    in IPython's, which jupyter_client finds by importing IPython into the
+    server as the page lists the kernels (kernel_dirs is no setting)."""
+
+    def _kernel_dirs_default(self):
+        return jupyter_path("kernels")
+
+
+c.ServerApp.kernel_spec_manager_class = JupyterKernelSpecManager
 
 # The workspace is a bind mount: a trash would land in it (.Trash-0) or fail.
 c.FileContentsManager.delete_to_trash = False
