@@ -541,9 +541,10 @@ async def in_sandbox(measure, make=make_course) -> dict:
 
 
 def write_key(key: str, figures: dict) -> None:
-    """One part's figures into bench/results.json, the others' kept."""
+    """One part's figures into bench/results.json, the others' kept, with
+    when they were measured (machine.when is the last full run's)."""
     results = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
-    results[key] = figures
+    results[key] = {**figures, "when": time.strftime("%Y-%m-%d %H:%M")}
     RESULTS.write_text(json.dumps(results, indent=2) + "\n")
 
 
