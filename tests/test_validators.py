@@ -67,10 +67,10 @@ print("ok")
 """
 
 # In the image: every settings schema it has passes the generated validator,
-# jsonschema never asked; a bad schema is refused by jsonschema, which says
+# jsonschema never asked, and is left as it was read; a bad schema is refused by jsonschema, which says
 # why; with a meta-schema the module was not made from, jsonschema alone.
 SETTINGS_CHECK = """
-import glob, json, sys
+import copy, glob, json, sys
 import jsonschema
 from jsonschema import Draft7Validator
 import nbh_validators
@@ -86,7 +86,10 @@ def refuse(*args, **kwargs):
 Draft7Validator.iter_errors = refuse
 for path in paths:
     with open(path) as f:
-        Draft7Validator.check_schema(json.load(f))
+        schema = json.load(f)
+    read = copy.deepcopy(schema)
+    Draft7Validator.check_schema(schema)
+    assert schema == read, f"{path}: changed by its check"
 Draft7Validator.iter_errors = iter_errors
 try:
     Draft7Validator.check_schema({"type": "object", "properties": {"a": {"type": 12}}})

@@ -65,7 +65,9 @@ def generate(folder: str) -> None:
 
     meta = copy.deepcopy(Draft7Validator.META_SCHEMA)  # fastjsonschema changes what it is given
     made_for = digest(meta)
-    code = fastjsonschema.compile_to_code(meta)
+    # jsonschema only reads the schema; fastjsonschema by default fills in the
+    # meta-schema's defaults, which would change what the page is sent.
+    code = fastjsonschema.compile_to_code(meta, use_default=False)
     entry = re.search(r"^def (validate\w*)\(", code, re.M).group(1)
     with open(os.path.join(folder, f"{META_MODULE}.py"), "w") as f:
         f.write(f"SCHEMA_SHA256 = {made_for!r}\n")
