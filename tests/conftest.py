@@ -47,6 +47,12 @@ class Sandbox:
         assert status in (200, 201), (status, body[:500])
         return json.loads(body)
 
+    def in_image(self, script: str):
+        """A Python script run in the test image, as the containers' account,
+        with no network and nothing of a student's: the completed process."""
+        return self.run(*podman.argv(["run", "--rm", "--network=none", sandbox_module.IMAGE,
+                                      "python3", "-c", script]), check=False)
+
     def containers(self) -> list[str]:
         """Names of every container of the containers' account, running or not."""
         result = self.run(*podman.argv(["ps", "--all", "--format", "{{.Names}}"]))

@@ -10,7 +10,6 @@ import json
 import pytest
 
 from nbhosting import podman
-from nbhosting import sandbox as nbh_sandbox
 from nbhosting.names import Instance
 
 from .test_prestart import server_journal
@@ -54,7 +53,6 @@ print(nbh_exporters.cached())
 
 
 def test_with_another_exporter_installed_the_list_is_stale(sandbox):
-    result = sandbox.run(*podman.argv(["run", "--rm", "--network=none", nbh_sandbox.IMAGE,
-                                       "python3", "-c", ANOTHER_EXPORTER]), check=False)
+    result = sandbox.in_image(ANOTHER_EXPORTER)
     assert result.returncode == 0, result.stderr[-2000:]
     assert result.stdout.strip() == "None"

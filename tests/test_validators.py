@@ -12,8 +12,6 @@ import re
 
 import pytest
 
-from nbhosting import podman
-from nbhosting import sandbox as nbh_sandbox
 from nbhosting.names import Instance
 
 from .test_prestart import server_journal
@@ -123,25 +121,20 @@ print("ok")
 """
 
 
-def in_image(sandbox, script: str):
-    return sandbox.run(*podman.argv(["run", "--rm", "--network=none", nbh_sandbox.IMAGE, "python3", "-c", script]),
-                       check=False)
-
-
 def test_notebooks_are_checked_by_the_validators_made_with_the_image(sandbox):
-    result = in_image(sandbox, CHECK)
+    result = sandbox.in_image(CHECK)
     assert result.returncode == 0, result.stderr[-2000:]
     assert result.stdout.strip() == "ok"
 
 
 def test_settings_schemas_are_checked_by_the_validator_made_with_the_image(sandbox):
-    result = in_image(sandbox, SETTINGS_CHECK)
+    result = sandbox.in_image(SETTINGS_CHECK)
     assert result.returncode == 0, result.stderr[-2000:]
     assert result.stdout.strip() == "ok"
 
 
 def test_the_server_lists_its_kernels_without_importing_ipython(sandbox):
-    result = in_image(sandbox, KERNELS)
+    result = sandbox.in_image(KERNELS)
     assert result.returncode == 0, result.stderr[-2000:]
     assert result.stdout.strip() == "ok"
 

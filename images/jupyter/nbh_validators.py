@@ -31,7 +31,9 @@ import nbformat
 from nbformat import v4, validator
 from nbformat.json_compat import JsonSchemaValidator
 
-PACKAGE = "nbh_validators_v4"  # generated, in the environment's site-packages
+# Generated, in the environment's site-packages: nbformat 4's validators and,
+# despite the name, the settings schemas' meta-schema's.
+PACKAGE = "nbh_validators_v4"
 META_MODULE = "draft7_meta"  # in it: the settings schemas' meta-schema
 
 
