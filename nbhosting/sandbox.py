@@ -336,7 +336,7 @@ def load_image() -> None:
     if not IMAGE_TAR.exists():
         raise SandboxError(f"no test image at {IMAGE_TAR}: run images/build-test-image")
     stamp = STATE / "data" / "image.loaded"
-    tar = IMAGE_TAR.resolve()  # jupyter-test.tar links to the last build
+    tar = IMAGE_TAR.resolve()  # jupyter-test.tar links to the last checkout's image
     built = f"{tar.name} {tar.stat().st_mtime_ns}"
     have = run(nbh_podman.argv(["image", "exists", IMAGE]), check=False).returncode == 0
     if have and stamp.exists() and stamp.read_text() == built:

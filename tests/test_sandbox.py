@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import re
+import subprocess
 import tempfile
 import time
 from pathlib import Path
@@ -174,3 +175,19 @@ ListenStream=/run/nbhosting/upstream/%I.sock
     assert named_paths(text) == {"/usr/bin/nbh-jupyter-run", "/usr/bin/podman", "/var/lib/nbhosting/workspaces",
                                  "/etc/nbhosting/secret", "/var/lib/nbhosting/workspaces", "/run/nbh-jupyter",
                                  "/run/nbhosting/upstream"}
+
+
+def test_the_default_image_is_this_checkouts_even_when_cached():
+    """`sandbox up` without NBH_IMAGE_TAR takes jupyter-test.tar: after another
+    checkout's build (a comparison's), asking again for this checkout's image,
+    cached, must point the link back to it (it stayed on the last one built)."""
+    cache = nbh_sandbox.IMAGE_TAR.parent
+    link, args = cache / "jupyter-test.tar", cache / "jupyter-test.import-args"
+    for name, target in ((link, "jupyter-test-another.tar"), (args, "jupyter-test-another.import-args")):
+        name.unlink(missing_ok=True)
+        name.symlink_to(target)
+    script = Path(__file__).parent.parent / "images" / "build-test-image"
+    out = subprocess.run([script], capture_output=True, text=True, check=True, timeout=1800).stdout
+    image = Path(out.splitlines()[-1])
+    assert link.resolve() == image
+    assert args.resolve() == image.with_suffix(".import-args")
