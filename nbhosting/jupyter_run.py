@@ -7,7 +7,8 @@ build the podman command line for the pair.
 
 ``nbh-jupyter-run --stopped COURSE/STUDENT`` removes the pair's container by
 its name, which comes from the unit's own instance and nothing the container
-could write, and logs the stop.
+could write, and logs the stop. It runs at every stop, the cull's included,
+so the modules only a start needs are imported by the start.
 """
 
 from __future__ import annotations
@@ -16,10 +17,13 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from . import config, courses, events, paths, tokens
+from . import events
 from .names import BadName, Instance
-from .workspace import workspace_dir
+
+if TYPE_CHECKING:
+    from .courses import Course
 
 PODMAN = "/usr/bin/podman"
 DEFAULT_IMAGE = "localhost/nbhosting/jupyter:test"
@@ -31,8 +35,10 @@ PIDS_LIMIT = 256
 JOURNAL_SOCKET = "/run/systemd/journal/socket"
 
 
-def podman_argv(instance: Instance, course: courses.Course, runtime_dir: str, image: str,
+def podman_argv(instance: Instance, course: Course, runtime_dir: str, image: str,
                 lms_origins: str, shared_dir: Path, share_id: str) -> list[str]:
+    from .workspace import workspace_dir  # noqa: PLC0415 (the start's)
+
     return [
         PODMAN, "run",
         # conmon stays as the unit's main process, the podman client exits;
@@ -71,6 +77,8 @@ def prepare(instance: Instance, runtime_dir: str) -> tuple[Path, str]:
     """Write the token (and the notary's key) where the container reads
     them, readable by it only; make the pair's shared pages folder. That
     folder, and its id."""
+    from . import paths, tokens  # noqa: PLC0415 (the start's)
+
     secret = tokens.read_secret()
     for name, value in (("token", tokens.instance_token(secret, instance)),
                         ("notary-secret", tokens.notary_secret(secret, instance))):
@@ -116,6 +124,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     if stop:
         return stopped(instance)
+    from . import config, courses  # noqa: PLC0415 (the start's)
+
     runtime_dir = os.environ.get("RUNTIME_DIRECTORY", "")
     if not runtime_dir:
         print("nbh-jupyter-run: no RUNTIME_DIRECTORY (run it from nbh-jupyter@.service)", file=sys.stderr)
