@@ -3,8 +3,9 @@
 Every start, ready, stop and failure of a server is one journal entry with
 NBH_EVENT=, NBH_COURSE=, NBH_STUDENT= (and more), so that
 ``journalctl NBH_EVENT=start NBH_COURSE=python-mooc`` answers questions.
-Units log their own events through ``nbh-event`` (ExecStartPost=,
-ExecStopPost=), so servers started by socket activation are logged too.
+A server's unit logs its own (``nbh-jupyter-run``, ExecStart= and
+ExecStopPost=; the image's ``nbh_ready`` for "ready"), so servers started
+by socket activation are logged too.
 nbh-events.service keeps them all in the event store (store.py).
 """
 
@@ -12,12 +13,9 @@ from __future__ import annotations
 
 import ctypes
 import os
-import subprocess
-import sys
 import syslog
-import time
 
-from .names import BadName, Instance
+from .names import Instance
 
 EVENTS = frozenset({"start", "ready", "stop", "failure", "open", "close", "refused", "full", "cull", "gc",
                     "revoke", "sample", "course-create", "course-set", "course-update", "course-build",
@@ -40,7 +38,7 @@ def _journal_sendv(fields: dict[str, str]) -> None:
     """libsystemd's sd_journal_sendv, which pystemd wraps too; but pystemd's
     module for it imports its whole package first (its D-Bus classes, lxml):
     0.01 to 0.02 CPU second in each of the short processes of a server's start
-    and stop (nbh-jupyter-run, nbh-event). Like pystemd's, a failure to log
+    and stop (nbh-jupyter-run). Like pystemd's, a failure to log
     is not an error of the caller's."""
     global _libsystemd
     if _libsystemd is None:
@@ -92,40 +90,3 @@ def after_stop(instance: Instance, environ: os._Environ | dict) -> None:
             priority=syslog.LOG_WARNING,
             NBH_RESULT=result, NBH_EXIT_CODE=code, NBH_EXIT_STATUS=status,
         )
-
-
-def start_seconds(instance: Instance) -> float | None:
-    """ExecStartPost=: how long since the server's unit left "inactive", its
-    start's duration (systemd's InactiveExitTimestampMonotonic); None if
-    systemd does not say."""
-    try:
-        shown = subprocess.run(["systemctl", "show", "--value", "--property=InactiveExitTimestampMonotonic",
-                                instance.service], capture_output=True, text=True, timeout=10).stdout
-        began = int(shown.strip()) / 1e6
-    except (OSError, subprocess.TimeoutExpired, ValueError):
-        return None
-    return time.clock_gettime(time.CLOCK_MONOTONIC) - began if began else None
-
-
-def main(argv: list[str] | None = None) -> int:
-    """nbh-event ready|stop COURSE/STUDENT, from a unit."""
-    argv = sys.argv[1:] if argv is None else argv
-    try:
-        event, pair = argv
-        instance = Instance.from_path(pair)
-    except (ValueError, BadName) as error:
-        print(f"nbh-event: {error}", file=sys.stderr)
-        return 2
-    if event == "ready":
-        seconds = start_seconds(instance)
-        if seconds is None:
-            send("ready", instance, f"{instance.path} is ready")
-        else:
-            send("ready", instance, f"{instance.path} is ready after {seconds:.2f} s",
-                 NBH_START_SECONDS=f"{seconds:.3f}")
-    elif event == "stop":
-        after_stop(instance, os.environ)
-    else:
-        print(f"nbh-event: unknown event {event!r}", file=sys.stderr)
-        return 2
-    return 0

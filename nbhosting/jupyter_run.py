@@ -36,7 +36,7 @@ JOURNAL_SOCKET = "/run/systemd/journal/socket"
 
 
 def podman_argv(instance: Instance, course: Course, runtime_dir: str, image: str,
-                lms_origins: str, shared_dir: Path, share_id: str) -> list[str]:
+                lms_origins: str, shared_dir: Path, share_id: str, started_at: str) -> list[str]:
     from .workspace import workspace_dir  # noqa: PLC0415 (the start's)
 
     return [
@@ -64,6 +64,8 @@ def podman_argv(instance: Instance, course: Course, runtime_dir: str, image: str
         "--env", f"NBH_STUDENT={instance.student}",
         "--env", f"NBH_SHARE_URL=/shared/{instance.course}/{share_id}/",
         "--env", f"NBH_HIDE={','.join(course.hide)}",
+        # for the "ready" event's seconds, which the image's nbh_ready logs
+        "--env", f"NBH_STARTED_AT={started_at}",
         "--volume", f"{runtime_dir}:/run/nbh:ro",
         "--volume", f"{workspace_dir(instance)}:/home/jovyan/work",
         "--volume", f"{course.path}:/home/jovyan/course:ro",
@@ -96,6 +98,15 @@ def prepare(instance: Instance, runtime_dir: str) -> tuple[Path, str]:
             continue
         folder.chmod(mode)  # whatever the umask
     return shared, share_id
+
+
+def started_at() -> str:
+    """CLOCK_BOOTTIME seconds at which systemd forked this ExecStart=, as the
+    unit left "inactive": the kernel's record of this process (to 1/CLK_TCK s),
+    so that no other process is spawned at each start to ask systemd."""
+    with open("/proc/self/stat") as stat:
+        ticks = int(stat.read().rsplit(")", 1)[1].split()[19])  # field 22, starttime
+    return f"{ticks / os.sysconf('SC_CLK_TCK'):.2f}"
 
 
 def stopped(instance: Instance) -> int:
@@ -144,7 +155,7 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     events.send("start", instance, f"starting {instance.path} with {image}", NBH_IMAGE=image)
     argv = podman_argv(instance, course, runtime_dir, image, " ".join(settings.web.lms_origins),
-                       shared_dir, share_id)
+                       shared_dir, share_id, started_at())
     os.execv(argv[0], argv)
 
 

@@ -475,7 +475,7 @@ def install(from_rpm: Path | None) -> None:
 def install_checkout() -> None:
     """What the RPM and its scriptlets install, from this checkout."""
     sh("make", "--no-print-directory", "-C", str(REPO), "install", "DESTDIR=/", "PREFIX=/usr")
-    for script in ("nbh", "nbh-jupyter-run", "nbh-event", "nbh-web", "nbh-events", "nbh-metrics"):
+    for script in ("nbh", "nbh-jupyter-run", "nbh-web", "nbh-events", "nbh-metrics"):
         Path("/usr/bin", script).symlink_to(REPO / ".venv/bin" / script)
     sh("systemd-sysusers", "/usr/lib/sysusers.d/nbhosting.conf")
     sh("systemd-tmpfiles", "--create", "/usr/lib/tmpfiles.d/nbhosting.conf")

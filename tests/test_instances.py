@@ -136,12 +136,22 @@ def test_unknown_course_fails_with_its_reason(sandbox, systemd, student):
 def test_events_in_the_journal(sandbox, systemd, course, student):
     instance = Instance(course, student)
     systemd.start_instance(instance)
+    began = int(sandbox.run("systemctl", "show", "--value", "--property=InactiveExitTimestampMonotonic",
+                            instance.service).stdout) / 1e6
     systemd.stop_instance(instance)
     events = [e["NBH_EVENT"] for e in sandbox.journal(f"NBH_STUDENT={student}", f"NBH_COURSE={course}")]
     assert events == ["start", "ready", "stop"]
     start = sandbox.journal("NBH_EVENT=start", f"NBH_STUDENT={student}")[0]
     assert start["NBH_INSTANCE"] == instance.name
     assert start["_SYSTEMD_UNIT"] == instance.service
+    # "ready" comes from the server itself (nbh_ready), nothing spawned for
+    # it, with the seconds since the unit left "inactive", as systemd has them
+    ready = sandbox.journal("NBH_EVENT=ready", f"NBH_STUDENT={student}")[0]
+    assert ready["_SYSTEMD_UNIT"] == instance.service and ready["_COMM"] != "nbh-event", ready
+    assert ready["MESSAGE"].startswith(f"{instance.path} is ready after "), ready["MESSAGE"]
+    since = int(ready["__MONOTONIC_TIMESTAMP"]) / 1e6 - began
+    assert abs(float(ready["NBH_START_SECONDS"]) - since) < 0.5, (ready["NBH_START_SECONDS"], since)
+    assert sandbox.run("systemctl", "show", "--value", "--property=ExecStartPost", instance.service).stdout.strip() == ""
     # Jupyter took SIGTERM on its loop (nbh_ready), where a log line being
     # written cannot make it miss the stop
     said = [e["MESSAGE"] for e in sandbox.journal(f"CONTAINER_NAME={instance.container}")]

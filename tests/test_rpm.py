@@ -319,7 +319,7 @@ def test_the_sandbox_booted_from_the_rpm_serves_a_notebook(rpm_sandbox):
 
     sandbox = rpm_sandbox
     # what runs is the package's, not the checkout's
-    for command in ("nbh", "nbh-web", "nbh-jupyter-run", "nbh-event"):
+    for command in ("nbh", "nbh-web", "nbh-jupyter-run"):
         assert sandbox.run("rpm", "--dbpath", rpminstall.DBPATH, "-qf", f"/usr/bin/{command}").stdout.startswith(
             "nbhosting-"), command
         assert not sandbox.path(f"/usr/bin/{command}").is_symlink()

@@ -6,8 +6,7 @@ read-only, the workspace read-write, and the student's shared pages folder
 read-write; nothing here needs more.
 
 Its events go to the host's journal through the journal's socket, which the
-host mounts in. journald takes the unit (hence course and student) from the
-sender's cgroup; the store believes that, not the fields sent here.
+host mounts in (nbh_journal.py).
 """
 
 from __future__ import annotations
@@ -17,8 +16,6 @@ import json
 import os
 import re
 import secrets
-import socket
-import struct
 import tempfile
 import time
 from pathlib import Path
@@ -28,10 +25,11 @@ from jupyter_server.services.contents.largefilemanager import AsyncLargeFileMana
 from jupyter_server.utils import url_path_join
 from tornado import web
 
+from nbh_journal import event
+
 WORK = Path("/home/jovyan/work")
 COURSE = Path("/home/jovyan/course")
 SHARED = Path("/home/jovyan/shared")
-JOURNAL = "/run/systemd/journal/socket"
 PAGE_RE = re.compile(r"[a-z2-7]{26}")
 # nbconvert's pages load require.js and MathJax from a CDN: not here.
 NO_CDN = {"require_js_url": "", "mathjax_url": ""}
@@ -39,28 +37,6 @@ NO_CDN = {"require_js_url": "", "mathjax_url": ""}
 
 def _jupyter_server_extension_points():
     return [{"module": "nbh_menus"}]
-
-
-def journal_send(**fields: str) -> None:
-    """One entry in the host's journal (its native protocol), best effort."""
-    data = bytearray()
-    for key, value in fields.items():
-        raw = str(value).encode()
-        if b"\n" in raw:
-            data += key.encode() + b"\n" + struct.pack("<Q", len(raw)) + raw + b"\n"
-        else:
-            data += key.encode() + b"=" + raw + b"\n"
-    try:
-        with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as journal:
-            journal.sendto(bytes(data), JOURNAL)
-    except OSError:
-        pass
-
-
-def event(name: str, message: str, **fields: str) -> None:
-    journal_send(MESSAGE=message, PRIORITY="6", SYSLOG_IDENTIFIER="nbhosting", NBH_EVENT=name,
-                 NBH_COURSE=os.environ.get("NBH_COURSE", ""), NBH_STUDENT=os.environ.get("NBH_STUDENT", ""),
-                 **fields)
 
 
 def inside(root: Path, relative: str) -> Path:
