@@ -114,12 +114,12 @@ def follow(path: Path, settings: config.Config) -> None:
     reader = open_journal(store.saved_cursor(db))
     log.info("following the journal into %s (schema %d)", path, store.VERSION)
     daemon.notify("READY=1")
-    forgot = 0.0
+    forgot: float | None = None  # at start, then every FORGET_EVERY: whatever the machine's uptime
     while True:
         read = catch_up(db, reader)
         if read:
             log.debug("stored %d events", read)
-        if settings.events.keep_days and time.monotonic() - forgot > FORGET_EVERY:
+        if settings.events.keep_days and (forgot is None or time.monotonic() - forgot > FORGET_EVERY):
             removed = store.forget_before(db, time.time() - settings.events.keep_days * 86400)
             if removed:
                 log.info("removed %d events older than %d days (events.keep_days)", removed,
