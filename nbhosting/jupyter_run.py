@@ -1,9 +1,16 @@
 """ExecStart and ExecStopPost of nbh-jupyter@.service.
 
+``nbh-jupyter-run --derive COURSE/STUDENT`` (ExecStartPre=+, root) reads
+the host secret and writes what is derived from it for this pair alone (the
+server's token, the notary's key, the shared pages' id) into the server's
+runtime folder. The containers' account never holds the secret: a container
+that escapes to it finds the tokens of the servers that run, not the means
+to make any other (or a staff session).
+
 ``nbh-jupyter-run COURSE/STUDENT`` checks the pair, then execs podman. It
 runs as the containers' account at every server start, so it imports little
-and does only what a unit setting cannot: derive the server's token and
-build the podman command line for the pair.
+and does only what a unit setting cannot: make the pair's shared pages
+folder and build the podman command line for the pair.
 
 ``nbh-jupyter-run --stopped COURSE/STUDENT`` removes the pair's container by
 its name, which comes from the unit's own instance and nothing the container
@@ -46,6 +53,9 @@ def podman_argv(instance: Instance, course: Course, runtime_dir: str, image: str
         # The unit's listening socket (LISTEN_FDS) is passed on to Jupyter.
         "--detach", "--sdnotify=container",
         "--rm", "--replace", "--name", instance.container,
+        # the image is the site's or a course's build, in local storage: a
+        # name that is not there fails the start, it is never fetched
+        "--pull=never",
         "--network=none",
         "--security-opt", "label=disable",
         # A student's code needs no privilege: no capability, no setuid, a
@@ -75,21 +85,32 @@ def podman_argv(instance: Instance, course: Course, runtime_dir: str, image: str
     ]
 
 
-def prepare(instance: Instance, runtime_dir: str) -> tuple[Path, str]:
-    """Write the token (and the notary's key) where the container reads
-    them, readable by it only; make the pair's shared pages folder. That
-    folder, and its id."""
-    from . import paths, tokens  # noqa: PLC0415 (the start's)
+# What --derive writes into the runtime folder (mounted read-only at /run/nbh
+# in the container): each derived from the host secret for the pair alone.
+DERIVED = ("token", "notary-secret", "share-id")
+
+
+def derive(instance: Instance, runtime_dir: str) -> None:
+    """As root: the pair's derived values, each a file of mode 0400 owned by the
+    folder's owner (the unit's User=). That account can write in the folder,
+    so nothing in it is followed: no link, no file that was there before."""
+    from . import nofollow, tokens  # noqa: PLC0415 (the start's)
 
     secret = tokens.read_secret()
-    for name, value in (("token", tokens.instance_token(secret, instance)),
-                        ("notary-secret", tokens.notary_secret(secret, instance))):
-        path = Path(runtime_dir) / name
-        path.unlink(missing_ok=True)
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o400)
-        with os.fdopen(fd, "w") as file:
-            file.write(value)
-    share_id = tokens.share_id(secret, instance)
+    values = {"token": tokens.instance_token(secret, instance),
+              "notary-secret": tokens.notary_secret(secret, instance),
+              "share-id": tokens.share_id(secret, instance)}
+    nofollow.write_owned(runtime_dir, {name: values[name] for name in DERIVED})
+
+
+def prepare(instance: Instance, runtime_dir: str) -> tuple[Path, str]:
+    """Make the pair's shared pages folder, named by the id --derive wrote.
+    That folder, and its id."""
+    from . import paths, tokens  # noqa: PLC0415 (the start's)
+
+    share_id = (Path(runtime_dir) / "share-id").read_text()
+    if not tokens.SHARE_ID_RE.fullmatch(share_id):
+        raise ValueError(f"{runtime_dir}/share-id: not a shared pages id (was --derive run?)")
     shared = paths.SHARED_DIR / instance.course / share_id
     for folder, mode in ((shared.parent, 0o710), (shared, 0o750)):
         try:
@@ -126,21 +147,28 @@ def stopped(instance: Instance) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    stop = argv[:1] == ["--stopped"]
+    step = argv[0] if argv[:1] in (["--stopped"], ["--derive"]) else None
     try:
-        (pair,) = argv[1:] if stop else argv
+        (pair,) = argv[1:] if step else argv
         instance = Instance.from_path(pair)
     except (ValueError, BadName) as error:
         print(f"nbh-jupyter-run: {error}", file=sys.stderr)
         return 2
-    if stop:
+    if step == "--stopped":
         return stopped(instance)
-    from . import config, courses  # noqa: PLC0415 (the start's)
-
     runtime_dir = os.environ.get("RUNTIME_DIRECTORY", "")
     if not runtime_dir:
         print("nbh-jupyter-run: no RUNTIME_DIRECTORY (run it from nbh-jupyter@.service)", file=sys.stderr)
         return 2
+    if step == "--derive":
+        try:
+            derive(instance, runtime_dir)
+        except (OSError, ValueError) as error:
+            print(f"nbh-jupyter-run: {error}", file=sys.stderr)
+            return 1
+        return 0
+    from . import config, courses  # noqa: PLC0415 (the start's)
+
     if os.environ.get("LISTEN_FDS") != "1":
         print("nbh-jupyter-run: no listening socket (nbh-upstream@.socket) was passed", file=sys.stderr)
         return 2

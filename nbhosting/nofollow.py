@@ -70,3 +70,25 @@ def _refused(error: OSError, root: Path, relative: str, dir_fd: int | None = Non
     except OSError:
         link = error.errno == errno.ELOOP
     return NotAFile(f"{relative} in {root} is {'a symbolic link' if link else 'not a folder'}")
+
+
+def write_owned(folder: str | Path, files: dict[str, str]) -> None:
+    """As root, new files in a folder that another account writes (a unit's
+    runtime folder): each of mode 0400, owned by the folder's owner. Nothing
+    there is followed nor kept: a link or a file in a name's place is removed
+    first, and the new one is created exclusively."""
+    fd = os.open(folder, DIR_FLAGS)
+    try:
+        owner = os.fstat(fd)
+        for name, text in files.items():
+            try:
+                os.unlink(name, dir_fd=fd)
+            except FileNotFoundError:
+                pass
+            file = os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o400,
+                           dir_fd=fd)
+            with os.fdopen(file, "w") as out:
+                os.fchown(file, owner.st_uid, owner.st_gid)
+                out.write(text)
+    finally:
+        os.close(fd)

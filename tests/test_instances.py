@@ -133,6 +133,21 @@ def test_unknown_course_fails_with_its_reason(sandbox, systemd, student):
     assert "unknown course 'no-such-course'" in logs
 
 
+def test_a_server_never_pulls_its_image(sandbox, systemd, student):
+    """An image that is not in the servers' storage fails the start at once:
+    nothing is fetched from anywhere (".invalid" never resolves)."""
+    course = f"nopull{os.getpid()}"
+    sandbox.make_course(course)
+    assert nbh(sandbox, "course", "set", course, "image=registry.invalid/nbh/absent:1").returncode == 0
+    instance = Instance(course, student)
+    with pytest.raises(UnitFailed, match="exit-code"):
+        systemd.start_instance(instance)
+    logs = sandbox.run("journalctl", "--no-pager", "-u", instance.service).stdout
+    assert "registry.invalid/nbh/absent:1: image not known" in logs, logs[-2000:]
+    assert "Trying to pull" not in logs
+    assert instance.container not in sandbox.containers()
+
+
 def test_events_in_the_journal(sandbox, systemd, course, student):
     instance = Instance(course, student)
     systemd.start_instance(instance)
@@ -379,7 +394,7 @@ def test_the_proxy_reaches_only_the_socket_systemd_made(sandbox, systemd, course
     assert upstream == "root socket", upstream
     assert sandbox.run("stat", "-c", "%U:%G %a", "/run/nbhosting/upstream").stdout.strip() == "root:nbh-jupyter 710"
     runtime = f"/run/nbh-jupyter/{instance.path}"
-    assert sandbox.run("ls", "-A", runtime).stdout.split() == ["notary-secret", "token"]
+    assert sandbox.run("ls", "-A", runtime).stdout.split() == ["notary-secret", "share-id", "token"]
     # the old attack: the server's socket swapped for a link to the front end's
     sandbox.run("ln", "-s", "/run/nbhosting/web.sock", f"{runtime}/jupyter.sock", user="nbh-jupyter")
     out = run_code(sandbox, systemd, instance, """
@@ -396,6 +411,40 @@ except OSError as error:
     assert status == 200 and b"last_activity" in body, (status, body[:200])
     assert sandbox.request(instance, "GET", "api/status", token="not-the-token")[0] == 403
     systemd.stop_instance(instance)
+
+
+def test_the_containers_account_never_holds_the_host_secret(sandbox, systemd, course, student):
+    """A container that escapes to its account (or a build run as it) finds
+    the derived values of the servers that run, not the secret that every
+    token, shared pages id and staff session comes from."""
+    instance = Instance(course, student)
+    systemd.start_instance(instance)
+    assert "started" in sandbox.api(instance, "api/status")  # its own token, derived by root
+    secret = sandbox.path("/etc/nbhosting/secret").read_text().strip()
+    assert len(secret) >= 32
+    assert not sandbox.path(f"/run/credentials/{instance.service}").exists()
+    # -D skip: sockets and FIFOs are not read; the image storage is not searched
+    def found(text: str) -> str:
+        # the runtime folder by name: /run/nbh-jupyter (0710) cannot be listed
+        folders = ("/etc/nbhosting", "/run/credentials", f"/run/nbh-jupyter/{instance.path}", "/run/nbh-podman",
+                   "/var/lib/nbhosting")
+        search = sandbox.run("grep", "-rlsF", "-D", "skip", "--exclude-dir=storage", "-e", text, *folders,
+                             user="nbh-jupyter", check=False)
+        assert search.returncode in (0, 1, 2), search  # 2: some folder it may not read
+        return search.stdout
+    assert found(secret) == ""
+    assert found(sandbox.token(instance)).split() == [f"/run/nbh-jupyter/{instance.path}/token"]  # it did search
+    readable = sandbox.run("cat", "/etc/nbhosting/secret", user="nbh-jupyter", check=False)
+    assert readable.returncode != 0 and "Permission denied" in readable.stderr
+    # what it holds instead: this pair's token, which opens this server only
+    runtime = f"/run/nbh-jupyter/{instance.path}"
+    token = sandbox.run("cat", f"{runtime}/token", user="nbh-jupyter").stdout
+    assert token == sandbox.token(instance)
+    other = Instance(course, student + "o")
+    systemd.start_instance(other)
+    assert sandbox.request(other, "GET", "api/status", token=token)[0] == 403
+    for each in (instance, other):
+        systemd.stop_instance(each)
 
 
 def test_local_accounts_see_no_student_and_start_no_server(sandbox, systemd, course, student):

@@ -104,7 +104,8 @@ def test_up_cleans_what_a_crashed_run_left(sandbox_session):
 # Settings that name a path the unit needs at start (or the folder that it
 # makes its own in), and where a specifier (%I, %t, ...) starts in a value.
 PATH_SETTINGS = ("ReadWritePaths", "ReadOnlyPaths", "InaccessiblePaths", "WorkingDirectory", "EnvironmentFile",
-                 "LoadCredential", "ListenStream", "ExecStart", "ExecStartPost", "ExecStopPost")
+                 "LoadCredential", "ListenStream", "ExecStartPre", "ExecStart", "ExecStartPost",
+                 "ExecStopPost")
 STATE_ROOTS = {"StateDirectory": "/var/lib", "RuntimeDirectory": "/run", "CacheDirectory": "/var/cache",
                "LogsDirectory": "/var/log", "ConfigurationDirectory": "/etc"}
 
@@ -118,6 +119,8 @@ def named_paths(unit_text: str) -> set[str]:
         if not sep or line.startswith(("#", ";")):
             continue
         for word in value.split():
+            if word.startswith("-") and not key.startswith("Exec"):
+                continue  # a path the unit may do without
             word = word.lstrip("-+!@:")
             if key == "LoadCredential":
                 word = word.partition(":")[2]
@@ -129,7 +132,7 @@ def named_paths(unit_text: str) -> set[str]:
                 word = word.split("%")[0].rsplit("/", 1)[0]  # the folder it is made in
             if word:
                 found.add(word)
-            if key in ("ExecStart", "ExecStartPost", "ExecStopPost", "LoadCredential"):
+            if key in ("ExecStartPre", "ExecStart", "ExecStartPost", "ExecStopPost", "LoadCredential"):
                 break  # the program (or the credential's file), not its arguments
     return found
 
@@ -167,13 +170,14 @@ ExecStart=/usr/bin/nbh-jupyter-run %I
 ExecStopPost=-/usr/bin/podman rm --cidfile %t/x
 ReadWritePaths=/var/lib/nbhosting/workspaces
 LoadCredential=nbh-secret:/etc/nbhosting/secret
+InaccessiblePaths=/etc/nbhosting -/run/credentials
 StateDirectory=nbhosting/workspaces/%I
 RuntimeDirectory=nbh-jupyter/%I
 ListenStream=/run/nbhosting/upstream/%I.sock
 # ReadWritePaths=/not/this
 """
     assert named_paths(text) == {"/usr/bin/nbh-jupyter-run", "/usr/bin/podman", "/var/lib/nbhosting/workspaces",
-                                 "/etc/nbhosting/secret", "/var/lib/nbhosting/workspaces", "/run/nbh-jupyter",
+                                 "/etc/nbhosting/secret", "/etc/nbhosting", "/var/lib/nbhosting/workspaces", "/run/nbh-jupyter",
                                  "/run/nbhosting/upstream"}
 
 

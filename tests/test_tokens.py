@@ -55,3 +55,32 @@ def test_bump_writes_the_next_generation_readable_by_the_group(tmp_path):
     assert sorted(p.name for p in (store / "python-mooc").iterdir()) == ["alice"]  # nothing left aside
     new = tokens.server_token(SECRET, ALICE.path, tokens.generation(ALICE, store))
     assert new != old
+
+
+def test_derive_writes_the_pairs_values_and_follows_nothing_planted(tmp_path, monkeypatch):
+    """nbh-jupyter-run --derive runs as root in a folder the containers'
+    account can write: a link planted there is replaced, never followed."""
+    from nbhosting import jupyter_run
+
+    credentials = tmp_path / "credentials"
+    credentials.mkdir()
+    (credentials / tokens.SECRET_CREDENTIAL).write_bytes(SECRET)
+    monkeypatch.setenv("CREDENTIALS_DIRECTORY", str(credentials))
+    runtime = tmp_path / "runtime"
+    runtime.mkdir()
+    victim = tmp_path / "victim"
+    victim.write_text("root's file")
+    (runtime / "token").symlink_to(victim)
+    (runtime / "share-id").write_text("planted")
+    jupyter_run.derive(ALICE, str(runtime))
+    assert victim.read_text() == "root's file"
+    assert sorted(path.name for path in runtime.iterdir()) == sorted(jupyter_run.DERIVED)
+    assert (runtime / "token").read_text() == tokens.server_token(SECRET, ALICE.path)
+    assert (runtime / "share-id").read_text() == tokens.share_id(SECRET, ALICE)
+    assert (runtime / "notary-secret").read_text() == tokens.notary_secret(SECRET, ALICE)
+    for path in runtime.iterdir():
+        assert not path.is_symlink() and stat.S_IMODE(path.stat().st_mode) == 0o400
+    # a link in place of the folder itself is refused
+    (tmp_path / "linked").symlink_to(runtime)
+    with pytest.raises(OSError):
+        jupyter_run.derive(ALICE, str(tmp_path / "linked"))
