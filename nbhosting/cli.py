@@ -267,14 +267,17 @@ async def course_create(args) -> None:
                         NBH_COURSE=args.name)
 
 
-def _in_unit(action: str, name: str, work) -> str:
-    """What the course's unit runs: the work, and its event either way."""
+def _in_unit(action: str, name: str, work, done: bool = True) -> str:
+    """What the course's unit runs: the work, and its event (a failure, or
+    when done, the action's)."""
     try:
         result = work(name)
     except (courses.CourseError, courses.UnknownCourse, OSError) as error:
         events.journal_only("failure", f"course {name}: {action} failed: {error}", NBH_COURSE=name,
                             NBH_ACTION=action, NBH_REASON=str(error))
         raise
+    if not done:
+        return result
     events.journal_only(f"course-{action}", f"course {name}: {action} done: {result}", NBH_COURSE=name,
                         NBH_RESULT=result)
     return result
@@ -288,8 +291,13 @@ async def course_update(args) -> None:
 
 
 async def course_build(args) -> None:
-    if args.here:
-        print(f"{args.name}: built {_in_unit('build', args.name, course_images.build)}")
+    """The unit's three steps (course_images.py), or the unit started and followed."""
+    if args.step == "prepare":
+        _in_unit("build", args.name, course_images.prepare, done=False)
+    elif args.step == "build":
+        _in_unit("build", args.name, course_images.build, done=False)
+    elif args.step == "install":
+        print(f"{args.name}: built {_in_unit('build', args.name, course_images.install)}")
     else:
         await _follow_unit("build", args.name)
 
@@ -385,7 +393,8 @@ def course_parser(commands) -> None:
     sub.set_defaults(run=course_update)
     sub = course_commands.add_parser("build", help="build the course's own image (nbh-course-build@)")
     sub.add_argument("name")
-    sub.add_argument("--here", **here)
+    sub.add_argument("--step", choices=("prepare", "build", "install"),
+                     help="one step of nbh-course-build@.service, in this process")
     sub.set_defaults(run=course_build)
     sub = course_commands.add_parser("set", help="change settings: " + ", ".join(courses.SETTINGS))
     sub.add_argument("name")

@@ -1,13 +1,23 @@
 """A course's own image, built from the Containerfile its repository ships.
 
-``nbh-course-build@<course>.service`` runs ``build`` as the containers'
-account, with the unit's memory, CPU and time limits: ``podman build`` of
-``.nbhosting/Containerfile`` (or ``Dockerfile``) with the course's work tree
-as its context, no network and no pull, ``FROM`` the site's base image
-(the build argument ``NBH_BASE_IMAGE``). The image is tagged with the
-commit it was built from, and recorded in ``builds/<course>.json``: a
-course whose image setting is "course" starts its next servers from it.
-Running servers keep the image they started with.
+A course's Containerfile is its staff's input to the host, and a build that
+escapes its container (buildah has had such bugs) must find nothing to
+steal. ``nbh-course-build@<course>.service`` runs in three steps:
+
+- ``prepare`` (root, outside the unit's sandbox): checks the Containerfile
+  (containerfile.py), exports the site's base image from the servers'
+  storage into an archive the builds may read (once per image id), and
+  writes the build's plan into the unit's runtime folder;
+- ``build`` (account nbh-build, its own image storage per course, in a
+  mount namespace without the host's secrets, workspaces, sockets or any
+  course but this one, read-only, and without network): ``podman build``
+  ``FROM`` the base image (build argument ``NBH_BASE_IMAGE``), then saves
+  the image into an archive;
+- ``install`` (root): checks the archive (a regular file of the builds'
+  account, one image of the planned name, no name nor link out of it in
+  the tar), loads it into the servers' storage and records it in
+  ``builds/<course>.json``: a course whose image setting is "course" starts
+  its next servers from it. Running servers keep the image they started with.
 """
 
 from __future__ import annotations
@@ -15,14 +25,28 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import pwd
+import stat
 import subprocess
 import sys
+import tarfile
+import tempfile
 import time
+from pathlib import Path
 
-from . import courses, paths, podman
+from . import containerfile, courses, nofollow, paths, podman
 from .jupyter_run import DEFAULT_IMAGE, PODMAN
 
 REPOSITORY = "localhost/nbhosting/course-"
+BUILD_USER = "nbh-build"
+# The builds' account's: base/ (the base image's archives, root's) and one
+# folder per course (its StateDirectory=: image storage, the built archive).
+BUILD_ROOT = Path("/var/lib/nbh-build")
+BASE_ARCHIVES = BUILD_ROOT / "base"
+PLAN = "plan.json"
+BUILT = "built.tar"
+# A built image larger than this is refused (the archive is uncompressed).
+MAX_ARCHIVE = 16 << 30
 
 
 def base_image() -> str:
@@ -37,8 +61,58 @@ def containerfile_digest(course: courses.Course) -> str | None:
     return hashlib.sha256((course.path / relative).read_bytes()).hexdigest()
 
 
-def build(name: str) -> str:
-    """Build and record the course's image (in its unit); the image's name."""
+def _runtime_dir() -> str:
+    folder = os.environ.get("RUNTIME_DIRECTORY")
+    if not folder:
+        raise courses.CourseError("no RUNTIME_DIRECTORY (run it from nbh-course-build@.service)")
+    return folder
+
+
+def _read_plan(name: str) -> dict:
+    try:
+        plan = json.loads((Path(_runtime_dir()) / PLAN).read_text())
+    except (OSError, ValueError) as error:
+        raise courses.CourseError(f"no plan of the build (its prepare step): {error}") from None
+    if not isinstance(plan, dict) or plan.get("course") != name:
+        raise courses.CourseError(f"the build's plan is for {plan.get('course')!r}, not {name!r}")
+    return plan
+
+
+def _checked_run(argv: list[str], what: str, **kwargs) -> subprocess.CompletedProcess:
+    result = subprocess.run(argv, stdin=kwargs.pop("stdin", subprocess.DEVNULL), check=False, **kwargs)
+    if result.returncode != 0:
+        raise courses.CourseError(f"{what} failed (exit status {result.returncode}); "
+                                  "the previous image stays in use")
+    return result
+
+
+def export_base(image: str) -> Path:
+    """The base image as an archive the builds may read, made once per image id."""
+    found = podman.run(["image", "inspect", "--format", "{{.Id}}", image])
+    image_id = found.stdout.strip()
+    if found.returncode != 0 or not image_id.isalnum():
+        raise courses.CourseError(f"no base image {image} in the servers' storage")
+    archive = BASE_ARCHIVES / f"{image_id}.tar"
+    if archive.exists():
+        return archive
+    BASE_ARCHIVES.mkdir(parents=True, exist_ok=True)
+    BASE_ARCHIVES.chmod(0o755)  # whatever the unit's UMask=: the builds read it
+    for old in BASE_ARCHIVES.glob("*.tar"):
+        old.unlink()  # the base image changed: builds load the new one
+    print(f"exporting the base image {image} ({image_id[:12]}) for the builds", flush=True)
+    fd, aside = tempfile.mkstemp(prefix=f".{image_id}.", suffix=".new", dir=BASE_ARCHIVES)
+    try:
+        with os.fdopen(fd, "wb") as out:
+            _checked_run(podman.argv(["save", image]), "exporting the base image", stdout=out)
+        os.chmod(aside, 0o644)
+        os.replace(aside, archive)
+    finally:
+        Path(aside).unlink(missing_ok=True)
+    return archive
+
+
+def prepare(name: str) -> str:
+    """Step 1, as root: check, export the base, plan. The image's name."""
     course = courses.load(name)
     relative = courses.containerfile(course)
     if relative is None:
@@ -46,22 +120,99 @@ def build(name: str) -> str:
     commit = courses.status(course).commit
     if commit is None:
         raise courses.CourseError(f"course {name!r} was never updated (nbh course update {name})")
-    digest = containerfile_digest(course)
+    fd = nofollow.open_file(course.path.resolve(), relative)
+    with os.fdopen(fd, "rb") as file:
+        text = file.read()
+    refused = containerfile.refusals(text.decode(errors="replace"))
+    for reason in refused:
+        print(f"refused: {relative}, {reason}", flush=True)
+    if refused:
+        raise courses.CourseError(f"{relative} asks for what a course's build may not have "
+                                  "(see its log); nothing was built, the previous image stays in use")
     image = f"{REPOSITORY}{name}:{commit}"
-    print(f"building {image} from {relative} at {commit}, FROM {base_image()}", flush=True)
+    base = base_image()
+    archive = export_base(base)
+    plan = {"course": name, "image": image, "commit": commit, "base": base, "base_id": archive.stem,
+            "base_archive": str(archive), "containerfile": relative,
+            "digest": hashlib.sha256(text).hexdigest(), "context": str(course.path)}
+    nofollow.write_owned(_runtime_dir(), {PLAN: json.dumps(plan)})
+    print(f"building {image} from {relative} at {commit}, FROM {base}", flush=True)
+    return image
+
+
+def build(name: str) -> str:
+    """Step 2, as the builds' account in the unit's sandbox: build and save."""
+    plan = _read_plan(name)
+    have = subprocess.run([PODMAN, "image", "inspect", "--format", "{{.Id}}", plan["base"]],
+                          capture_output=True, text=True, check=False).stdout.strip()
+    if have != plan["base_id"]:
+        print(f"loading the base image {plan['base']} into this course's build storage", flush=True)
+        _checked_run([PODMAN, "load", "--quiet", "--input", plan["base_archive"]], "loading the base image",
+                     stdout=subprocess.DEVNULL)
     argv = [PODMAN, "build", "--pull=never", "--network=none", "--layers=false",
-            "--build-arg", f"NBH_BASE_IMAGE={base_image()}", "--file", str(course.path / relative),
-            "--tag", image, "--", str(course.path)]
+            "--build-arg", f"NBH_BASE_IMAGE={plan['base']}",
+            "--file", str(Path(plan["context"]) / plan["containerfile"]),
+            "--tag", plan["image"], "--", plan["context"]]
     # Its output goes to the unit's journal, where the staff pages follow it.
-    result = subprocess.run(argv, stdin=subprocess.DEVNULL, stdout=sys.stdout, stderr=subprocess.STDOUT,
-                            check=False)
-    if result.returncode != 0:
-        raise courses.CourseError(f"podman build failed (exit status {result.returncode}); "
-                                  "the previous image stays in use")
-    record = {"image": image, "commit": commit, "containerfile": digest, "time": time.time()}
+    _checked_run(argv, "podman build", stdout=sys.stdout, stderr=subprocess.STDOUT)
+    archive = Path(os.environ["STATE_DIRECTORY"]) / BUILT
+    archive.unlink(missing_ok=True)
+    _checked_run([PODMAN, "save", "--output", str(archive), plan["image"]], "saving the image")
+    subprocess.run([PODMAN, "rmi", plan["image"]], stdout=subprocess.DEVNULL, check=False)  # kept: the base
+    return plan["image"]
+
+
+def check_archive(fd: int, image: str) -> None:
+    """A docker-archive of exactly this image: files, folders and links, none
+    leading out of the archive. CourseError otherwise."""
+    info = os.fstat(fd)
+    if not stat.S_ISREG(info.st_mode) or info.st_uid != pwd.getpwnam(BUILD_USER).pw_uid:
+        raise courses.CourseError("the built archive is not a file of the builds' account")
+    if info.st_size > MAX_ARCHIVE:
+        raise courses.CourseError(f"the built image is larger than {MAX_ARCHIVE >> 30} GiB")
+    manifest = None
+    try:
+        with os.fdopen(os.dup(fd), "rb") as file, tarfile.open(fileobj=file, mode="r:") as archive:
+            for member in archive:
+                name = os.path.normpath(member.name)
+                # podman's docker-archive links a layer's legacy name to its file
+                target = os.path.normpath(os.path.join(os.path.dirname(name), member.linkname))
+                inside = not name.startswith(("/", "..")) and (
+                    member.isfile() or member.isdir() or member.issym() and not target.startswith(("/", "..")))
+                if not inside:
+                    raise courses.CourseError(f"the built archive holds {member.name!r}, not a file in it")
+                if name == "manifest.json" and member.size < 1 << 20:
+                    manifest = json.load(archive.extractfile(member))
+    except (tarfile.TarError, ValueError) as error:
+        raise courses.CourseError(f"the built archive cannot be read: {error}") from None
+    if not (isinstance(manifest, list) and len(manifest) == 1
+            and manifest[0].get("RepoTags") in ([image], [image.removeprefix("localhost/")])):
+        raise courses.CourseError(f"the built archive is not the one image {image}")
+    os.lseek(fd, 0, os.SEEK_SET)
+
+
+def install(name: str) -> str:
+    """Step 3, as root: check the archive, load it for the servers, record it."""
+    plan = _read_plan(name)
+    folder = os.open(BUILD_ROOT / name, nofollow.DIR_FLAGS)
+    try:
+        fd = os.open(BUILT, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=folder)
+        try:
+            check_archive(fd, plan["image"])
+            _checked_run(podman.argv(["load", "--quiet"]), "loading the built image", stdin=fd,
+                         stdout=subprocess.DEVNULL)
+        finally:
+            os.close(fd)
+        os.unlink(BUILT, dir_fd=folder)
+    finally:
+        os.close(folder)
+    if podman.run(["image", "exists", plan["image"]]).returncode != 0:
+        raise courses.CourseError(f"{plan['image']} is not in the servers' storage after its load")
+    record = {"image": plan["image"], "commit": plan["commit"], "containerfile": plan["digest"],
+              "time": time.time()}
     paths.BUILDS_DIR.mkdir(parents=True, exist_ok=True)
     courses._write_atomically(paths.BUILDS_DIR / f"{name}.json", json.dumps(record))
-    return image
+    return plan["image"]
 
 
 def in_use_by_settings() -> set[str]:

@@ -380,6 +380,14 @@ def boot(from_rpm: Path | None) -> None:
     # The image storage, the one thing kept: held here before /var is covered.
     (layers / "storage").mkdir(parents=True)
     sh("mount", "--bind", str(STATE / "data" / "storage"), str(layers / "storage"))
+    # The course builds' image storage on the host's disk too (rootless
+    # overlay mounts on no overlay), but emptied at every boot.
+    builds = STATE / "data" / "builds"
+    if builds.exists():
+        sh("rm", "-rf", "--one-file-system", str(builds))
+    builds.mkdir(mode=0o755, parents=True)
+    (layers / "builds").mkdir()
+    sh("mount", "--bind", str(builds), str(layers / "builds"))
     for top in ("usr", "etc", "var"):
         upper, work = layers / top / "upper", layers / top / "work"
         upper.mkdir(parents=True)
@@ -408,6 +416,7 @@ def boot(from_rpm: Path | None) -> None:
     sh("mount", "--make-rshared", "/")
     install(from_rpm)
     keep_image_storage(layers / "storage")
+    sh("mount", "--bind", str(layers / "builds"), "/var/lib/nbh-build")  # made by tmpfiles.d
     os.execve("/lib/systemd/systemd", ["/lib/systemd/systemd", f"--unit={NAME}.target"],
               {"container": NAME, "PATH": "/usr/sbin:/usr/bin:/sbin:/bin"})
 

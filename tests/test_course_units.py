@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 
 import pytest
 
@@ -136,6 +137,82 @@ def test_failures_keep_what_was_in_use(sandbox, course_name):
     created = nbh(sandbox, "course", "create", f"{course_name}x", "/var/lib/nbhosting/nowhere")
     assert created.returncode == 1 and "does not exist" in created.stderr
     assert nbh(sandbox, "course", "show", f"{course_name}x").returncode == 1
+
+
+# A course's Containerfile that read the host secret on the landed code
+# (CVE-2024-1753: the bind mount's source, a link to / in an earlier stage,
+# was resolved on the host), and a cache mount that climbs out.
+ESCAPES = {
+    "line 6: a bind mount from another stage": (
+        "ARG NBH_BASE_IMAGE\nFROM $NBH_BASE_IMAGE AS b\nUSER root\nRUN ln -s / /r\nFROM $NBH_BASE_IMAGE\n"
+        "RUN --mount=type=bind,from=b,source=/r,target=/h sh -c "
+        "'ls /h/run/credentials; cat /h/run/credentials/nbh-jupyter*/nbh-secret'\n"),
+    "line 3: a cache mount whose source leaves the build's context": (
+        "ARG NBH_BASE_IMAGE\nFROM $NBH_BASE_IMAGE\n"
+        "RUN --mount=type=cache,source=../../..,target=/h sh -c 'ls /h/etc/nbhosting; cat /h/etc/nbhosting/secret'\n"),
+}
+
+
+def test_a_containerfile_that_climbs_out_is_refused_before_it_builds(sandbox, course_name):
+    repo = make_repo(sandbox, course_name, {"a.ipynb": NOTEBOOK, "extra.py": "ANSWER = 42\n",
+                                            ".nbhosting/Containerfile": CONTAINERFILE})
+    assert nbh(sandbox, "course", "create", course_name, repo).returncode == 0
+    secret = sandbox.path("/etc/nbhosting/secret").read_text().strip()
+    for reason, text in ESCAPES.items():
+        commit(sandbox, repo, {".nbhosting/Containerfile": text})
+        assert nbh(sandbox, "course", "update", course_name).returncode == 0
+        built = nbh(sandbox, "course", "build", course_name)
+        assert built.returncode == 1 and "nothing was built" in built.stderr, built.stderr
+        assert f"refused: .nbhosting/Containerfile, {reason}" in built.stdout, built.stdout
+        assert "STEP" not in built.stdout  # podman build never ran
+        assert secret not in built.stdout + built.stderr
+    assert not sandbox.path(f"/var/lib/nbhosting/builds/{course_name}.json").exists()
+    failures = sandbox.journal("NBH_EVENT=failure", f"NBH_COURSE={course_name}")
+    assert [event["NBH_ACTION"] for event in failures] == ["build", "build"]
+
+
+def test_a_build_that_escapes_finds_nothing_to_steal(sandbox, course_name, student):
+    """What a build that escaped its container would have: the host as the
+    builds' account, in the unit's mount namespace. Entered here while a
+    build runs, as such an escape would be."""
+    other = f"{course_name}o"
+    sandbox.make_course(other)
+    repo = make_repo(sandbox, course_name, {"a.ipynb": NOTEBOOK, ".nbhosting/Containerfile": (
+        "ARG NBH_BASE_IMAGE\nFROM $NBH_BASE_IMAGE\nRUN echo build-started; sleep 120\n")})
+    assert nbh(sandbox, "course", "create", course_name, repo).returncode == 0
+    unit = f"nbh-course-build@{course_name}.service"
+    sandbox.run("systemctl", "start", "--no-block", unit)
+    try:
+        deadline = time.monotonic() + 180
+        while "build-started" not in sandbox.run("journalctl", "--no-pager", "-u", unit).stdout:
+            assert time.monotonic() < deadline, sandbox.run("journalctl", "--no-pager", "-u", unit).stdout
+            assert sandbox.run("systemctl", "is-failed", unit, check=False).stdout.strip() != "failed"
+            time.sleep(0.5)
+        pid = sandbox.run("systemctl", "show", "--value", "-p", "MainPID", unit).stdout.strip()
+        assert pid != "0"
+
+        def inside(*argv: str):
+            return sandbox.run("nsenter", "-t", pid, "-m", "-n", "-i", "--", "setpriv", "--reuid=nbh-build",
+                               "--regid=nbh-build", "--init-groups", *argv, check=False)
+        assert inside("id", "-un").stdout.strip() == "nbh-build"
+        assert inside("ls", "-A", "/var/lib/nbhosting").stdout.split() == ["builds", "courses"]
+        courses_seen = inside("ls", "-A", "/var/lib/nbhosting/courses").stdout.split()
+        assert sorted(courses_seen) == sorted([course_name, f".{course_name}.update"])
+        assert inside("touch", "/var/lib/nbhosting/builds/x.json").returncode != 0  # root's records
+        assert inside("ls", "/var/lib/nbhosting/courses/{}".format(course_name)).stdout.split() == ["a.ipynb"]
+        assert inside("touch", f"/var/lib/nbhosting/courses/{course_name}/x").returncode != 0  # read-only
+        for hidden in ("/etc/nbhosting/secret", "/etc/nbhosting/lms-key", "/run/nbhosting/web.sock",
+                       "/run/nbh-podman", "/var/lib/nbhosting/workspaces"):
+            assert inside("ls", hidden).returncode != 0, hidden
+        secret = sandbox.path("/etc/nbhosting/secret").read_text().strip()
+        search = inside("grep", "-rlsF", "-D", "skip", "--exclude-dir=storage", "-e", secret,
+                        "/etc", "/run", "/var/lib", "/home", "/root", "/tmp")
+        assert search.stdout == "", search.stdout
+        assert inside("python3", "-c", "import socket; socket.create_connection(('127.0.0.1', 8780), 2)"
+                      ).returncode != 0  # no network: not even the site's nginx
+    finally:
+        sandbox.run("systemctl", "stop", unit)
+    assert not sandbox.path(f"/var/lib/nbhosting/builds/{course_name}.json").exists()
 
 
 def test_the_front_end_may_start_course_units_and_nothing_near(sandbox, course_name):
