@@ -376,7 +376,7 @@ def lti_beside_signed(signed_student: str, runs: int = WARM_RUNS) -> dict:
     name = f"b{RUN % 10**9}"  # a name per issuer, and the platform's port is new
     sandbox.run(["nbh", "lti", "add", name, "--issuer", platform.url, "--client-id", CLIENT_ID,
                  "--deployment-id", DEPLOYMENT_ID, "--auth-url", platform.url + "/auth",
-                 "--jwks-url", platform.url + "/jwks"])
+                 "--jwks-url", platform.url + "/jwks", "--courses", "*"])
     sub = f"bench-{RUN}"
     try:
         connection = lms_client(timeout=120)

@@ -411,16 +411,17 @@ def course_parser(commands) -> None:
 def lti_add(args) -> None:
     _require_root("lti add", WEB_USER)
     platform = lti.Platform(args.name, args.issuer, tuple(args.client_id), tuple(args.deployment_id),
-                            args.auth_url, args.jwks_url)
+                            args.auth_url, args.jwks_url, tuple(args.courses or ()))
     lti.add(platform)
-    print(f"{platform.name}: registered; its students are lti.{platform.name}.*; "
-          f"nbh-web reads it at the next launch")
+    courses = "every course" if "*" in platform.courses else ", ".join(platform.courses) or "no course yet (--courses)"
+    print(f"{platform.name}: registered; its students are lti.{platform.name}.*; it may launch into "
+          f"{courses}; nbh-web reads it at the next launch")
 
 
 def lti_list(args) -> None:
-    rows = [(p.name, p.issuer, " ".join(p.client_ids), " ".join(p.deployment_ids),
+    rows = [(p.name, p.issuer, " ".join(p.client_ids), " ".join(p.deployment_ids), " ".join(p.courses) or "-",
              "removed" if p.removed else "") for p in lti.all_platforms(removed=True)]
-    _table(("NAME", "ISSUER", "CLIENT IDS", "DEPLOYMENT IDS", ""), rows)
+    _table(("NAME", "ISSUER", "CLIENT IDS", "DEPLOYMENT IDS", "COURSES", ""), rows)
 
 
 def lti_remove(args) -> None:
@@ -451,6 +452,8 @@ def lti_parser(commands) -> None:
     sub.add_argument("--deployment-id", required=True, action="append", help="a deployment id (repeat)")
     sub.add_argument("--auth-url", required=True, help="its OIDC authorization endpoint")
     sub.add_argument("--jwks-url", required=True, help="its public keyset URL")
+    sub.add_argument("--courses", nargs="+", metavar="COURSE",
+                     help="the courses it may launch into, or '*' for all (default: none)")
     sub.set_defaults(run=lti_add)
     lti_commands.add_parser("list", help="the platforms, removed ones too").set_defaults(run=lti_list)
     sub = lti_commands.add_parser("remove", help="refuse its launches from now on (root)")

@@ -98,8 +98,15 @@ class Platform:
     deployment_ids: tuple[str, ...]
     auth_url: str
     jwks_url: str
+    # The courses it may launch: their names, or "*" for every course. None
+    # by default: a platform (its admins, its course authors) launches only
+    # into the courses the site's admin gave it.
+    courses: tuple[str, ...] = ()
     # Kept after `nbh lti remove`, so that the name stays its issuer's.
     removed: bool = False
+
+    def may_launch(self, course: str) -> bool:
+        return "*" in self.courses or course in self.courses
 
     def check(self) -> Platform:
         if not isinstance(self.name, str) or not PLATFORM_RE.fullmatch(self.name):
@@ -112,6 +119,9 @@ class Platform:
             for value in values:
                 if not isinstance(value, str) or not value or len(value) > VALUE_MAX or not value.isprintable():
                     raise RegistrationError(f"bad {what} {value!r}: 1 to {VALUE_MAX} printable characters")
+        for course in self.courses:
+            if course != "*" and not (isinstance(course, str) and names.COURSE_RE.fullmatch(course)):
+                raise RegistrationError(f"bad course {course!r}: a course name, or * for every course")
         return self
 
 
@@ -140,7 +150,8 @@ def load(name: str, folder: Path = PLATFORMS_DIR) -> Platform:
     try:
         data = tomllib.loads(path.read_text())
         platform = Platform(name, data["issuer"], tuple(data["client_ids"]), tuple(data["deployment_ids"]),
-                            data["auth_url"], data["jwks_url"], data.get("removed", False))
+                            data["auth_url"], data["jwks_url"], tuple(data.get("courses", ())),
+                            removed=data.get("removed", False))
     except FileNotFoundError:
         raise RegistrationError(f"no platform {name!r}") from None
     except (tomllib.TOMLDecodeError, UnicodeDecodeError, KeyError, TypeError) as error:
@@ -188,7 +199,7 @@ def remove(name: str, folder: Path = PLATFORMS_DIR) -> Platform:
 def _write(platform: Platform, folder: Path) -> None:
     """By hand, as tomllib only reads; json.dumps writes valid TOML strings and arrays."""
     lines = [f"# Written by `nbh lti`.\nissuer = {json.dumps(platform.issuer)}\n"]
-    for key in ("client_ids", "deployment_ids", "auth_url", "jwks_url"):
+    for key in ("client_ids", "deployment_ids", "auth_url", "jwks_url", "courses"):
         value = getattr(platform, key)
         lines.append(f"{key} = {json.dumps(list(value) if isinstance(value, tuple) else value)}\n")
     if platform.removed:
@@ -356,6 +367,9 @@ def verify(id_token: str, key: rsa.RSAPublicKey, platform: Platform, state: dict
     if not isinstance(claims["sub"], str) or not claims["sub"]:
         raise Refused("launch: no sub in the id_token (an anonymous launch)")
     course, notebook = resource(claims)
+    if not platform.may_launch(course):
+        raise Refused(f"launch: platform {platform.name!r} may not launch into the course {course[:40]!r} "
+                      f"(nbh lti add --courses)")
     return Launch(platform, student_name(platform, claims["sub"]), course, notebook, claims["nonce"],
                   max(int(claims["exp"]), int(state["exp"])))
 

@@ -231,6 +231,6 @@ def registered_platform(sandbox):
     platform = FakePlatform().start()
     sandbox.run("nbh", "lti", "add", "fake", "--issuer", platform.url, "--client-id", CLIENT_ID,
                 "--deployment-id", DEPLOYMENT_ID, "--auth-url", platform.url + "/auth",
-                "--jwks-url", platform.url + "/jwks")
+                "--jwks-url", platform.url + "/jwks", "--courses", "*")
     yield platform
     platform.stop()

@@ -26,7 +26,7 @@ OFFLINE = FakePlatform()  # not started: for its URLs only
 def registration(platform: FakePlatform, name: str = "fake", **changes) -> lti.Platform:
     fields = {"name": name, "issuer": platform.url, "client_ids": (CLIENT_ID,),
               "deployment_ids": (DEPLOYMENT_ID,), "auth_url": platform.url + "/auth",
-              "jwks_url": platform.url + "/jwks"}
+              "jwks_url": platform.url + "/jwks", "courses": ("*",)}
     return lti.Platform(**{**fields, **changes})
 
 
@@ -77,6 +77,21 @@ def test_a_good_launch_names_the_student_course_and_notebook(platform, folders):
     assert (result.course, result.notebook) == ("python-mooc", "w1/w1-s1-c1-intro")
     assert result.student == lti.student_name(platform[1], "student-1")
     assert result.expires > time.time()
+
+
+def test_a_platform_launches_only_into_the_courses_it_was_given(folders):
+    """A platform's admins (or a course author there) choose the resource of a
+    launch: nbhosting lets it name only the courses the site gave it."""
+    fake = FakePlatform()
+    given = registration(fake, courses=("python-mooc",))
+    lti.add(given, folders[0])
+    cache_keys(fake, given, folders[1])
+    assert lti.load("fake", folders[0]).courses == ("python-mooc",)
+    assert launch((fake, given), folders).course == "python-mooc"
+    with pytest.raises(lti.Refused, match="may not launch into the course 'other'"):
+        launch((fake, given), folders, custom={"course": "other", "notebook": "a"})
+    with pytest.raises(lti.Refused, match="may not launch into the course 'python-mooc'"):
+        launch((fake, registration(fake, courses=())), folders)  # the default: none
 
 
 def test_the_login_redirects_with_the_oidc_request(platform, folders):
@@ -266,6 +281,7 @@ def test_a_platforms_name_stays_its_issuers(folders):
     {"issuer": "http://lms.example.org"}, {"issuer": "ftp://lms"}, {"issuer": "https://"},
     {"jwks_url": "https://lms.example.org/jwks#x"}, {"auth_url": "https://lms example.org/"},
     {"client_ids": ()}, {"deployment_ids": ("",)}, {"client_ids": ("a\nb",)},
+    {"courses": ("../x",)}, {"courses": ("*all",)}, {"courses": ("",)},
 ])
 def test_bad_registrations(changes):
     with pytest.raises(lti.RegistrationError):

@@ -22,7 +22,7 @@ from nbhosting import sandbox as nbh_sandbox
 from nbhosting.names import Instance
 
 from .conftest import nbh
-from .lti_platform import CLIENT_ID, FakePlatform, new_key
+from .lti_platform import CLIENT_ID, DEPLOYMENT_ID, FakePlatform, new_key
 from .test_fuzz_entry import instance_units
 from .test_web import NOTEBOOK, follow_start, get, signed, workspace_file
 
@@ -150,6 +150,24 @@ def test_bad_launches_are_refused_and_start_nothing(sandbox, course, lti_platfor
     response, _, _ = launch(lti_platform, sub, course, changes=changes, **token())
     assert_refused(response, since, reason, units, sandbox)
     assert not workspace_file(sandbox, course, lti_platform.student(sub), "").exists()
+
+
+def test_a_platform_launches_only_into_its_courses(sandbox, course, lti_platform, student):
+    """Its registration names the courses it may launch into: a launch naming
+    another is refused, with its refused event, and starts nothing."""
+    register = ("lti", "add", "fake", "--issuer", lti_platform.url, "--client-id", CLIENT_ID,
+                "--deployment-id", DEPLOYMENT_ID, "--auth-url", lti_platform.url + "/auth",
+                "--jwks-url", lti_platform.url + "/jwks", "--courses")
+    added = nbh(sandbox, *register, "another-course")
+    assert added.returncode == 0 and "it may launch into another-course" in added.stdout, added
+    try:
+        sub = f"course-{student}"
+        units, since = instance_units(sandbox), time.time()
+        response, _, _ = launch(lti_platform, sub, course)
+        assert_refused(response, since, f"may not launch into the course {course!r}", units, sandbox)
+        assert not workspace_file(sandbox, course, lti_platform.student(sub), "").exists()
+    finally:
+        assert nbh(sandbox, *register, "*").returncode == 0
 
 
 def test_a_tampered_state_is_refused(sandbox, course, lti_platform, student):
