@@ -31,6 +31,7 @@ from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timezone
 from pathlib import Path
 from types import SimpleNamespace
+from urllib.parse import urlsplit
 
 from nbhosting import config, sandbox, stats, store
 from nbhosting.store import Event
@@ -170,7 +171,9 @@ def stats_page_http(path: Path, query: str) -> list[float]:
     csvs = [f"{base}/staff/courses/{COURSE}/stats/{plot}.csv?{query}" for plot in stats.PLOTS]
 
     def get(url: str) -> int:
-        with urllib.request.urlopen(url, timeout=120) as response:
+        # the staff pages answer on their own origin only (web.staff_url)
+        request = urllib.request.Request(url, headers={"Host": urlsplit(config.Web().staff_origin).netloc})
+        with urllib.request.urlopen(request, timeout=120) as response:
             assert response.status == 200, url
             return len(response.read())
     walls = []

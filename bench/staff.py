@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import re
 import time
+from urllib.parse import urlsplit
 
 import httpx
 
@@ -45,7 +46,8 @@ def logged_in() -> httpx.Client:
                          check=False)
     if result.returncode and "exists already" not in result.stderr:
         raise RuntimeError(result.stderr)
-    client = httpx.Client(base_url=sandbox.SITE_URL, timeout=60)
+    staff_host = {"Host": urlsplit(sandbox.STAFF_URL).netloc}  # the staff pages' own origin
+    client = httpx.Client(base_url=sandbox.SITE_URL, headers=staff_host, timeout=60)
     page = client.get("/staff/login")
     xsrf = re.search(r'name="_xsrf" value="([^"]+)"', page.text).group(1)
     response = client.post("/staff/login", data={"name": ACCOUNT, "password": PASSWORD, "_xsrf": xsrf},

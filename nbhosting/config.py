@@ -11,6 +11,7 @@ import re
 import tomllib
 from dataclasses import dataclass, fields
 from pathlib import Path
+from urllib.parse import urlsplit
 
 DEFAULT_PATH = Path("/etc/nbhosting/nbhosting.toml")
 
@@ -37,8 +38,14 @@ class Limits:
     # New workspaces (students the host has never seen) a minute, in bursts
     # of as many; past it, such an entry gets "the host is busy" (503).
     new_workspaces_per_minute: int = 120
+    # Images, besides the site's and a course's own build, that a course's
+    # staff may choose for their course (an admin may set any).
+    images: tuple = ()
 
     def check(self) -> None:
+        for image in self.images:
+            if not isinstance(image, str) or not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._/:@-]{0,254}", image):
+                raise ConfigError(f"limits.images: {image!r} is not an image reference")
         if not _BYTES.fullmatch(self.memory_max):
             raise ConfigError(f"limits.memory_max: {self.memory_max!r} is not a size like 2G")
         if not _PERCENT.fullmatch(self.cpu_quota):
@@ -89,6 +96,10 @@ class Web:
     start_page_after: float = 1.5
     # This site as the LMS reaches it, for `nbh sign`.
     public_url: str = "https://localhost"
+    # The staff pages' own origin, where no student's server nor shared page
+    # is served (nginx serves /staff/ only on a host whose name begins with
+    # "staff."); empty: https://staff.<public_url's host>.
+    staff_url: str = ""
     # An entry starts the notebook's kernel while the browser loads the
     # page (nbhosting/prestart.py); one that no page takes within this many
     # seconds is shut down. 0: no pre-start, the page starts its kernel.
@@ -115,6 +126,19 @@ class Web:
             raise ConfigError("web.prestart_timeout: must be between 0 (off) and 3600 seconds")
         if not re.fullmatch(r"https?://[^\s/]+", self.public_url):
             raise ConfigError(f"web.public_url: {self.public_url!r} is not like https://host")
+        staff = urlsplit(self.staff_origin)
+        if not _ORIGIN.fullmatch(self.staff_origin) or not (staff.hostname or "").startswith("staff."):
+            raise ConfigError(f"web.staff_url: {self.staff_origin!r} is not like https://staff.example.org "
+                              "(a host name that begins with 'staff.', which nginx serves the staff pages on)")
+        if staff.hostname == urlsplit(self.public_url).hostname:
+            raise ConfigError("web.staff_url: the staff pages need an origin of their own, not public_url's")
+
+    @property
+    def staff_origin(self) -> str:
+        if self.staff_url:
+            return self.staff_url
+        scheme, _, host = self.public_url.partition("://")
+        return f"{scheme}://staff.{host}"
 
     @property
     def frame_ancestors(self) -> str:

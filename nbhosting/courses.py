@@ -272,6 +272,22 @@ def unregister_if_never_cloned(name: str) -> bool:
     return True
 
 
+def staff_may_set(changed: dict[str, object], limits_images: tuple, memory_max: int, cpu_quota: int,
+                  idle_timeout: int) -> None:
+    """What a course's staff (not an admin) may set, within the site's own
+    limits: the site's image, the course's own build or an image an admin
+    allowed (never another course's build); no more memory, CPU or idle time
+    than the site gives a server. CourseError naming the bound."""
+    image = changed.get("image")
+    if image is not None and image != OWN_IMAGE and image not in limits_images:
+        raise CourseError(f"image {image!r} is not allowed to a course's staff: the site's (empty), "
+                          f"{OWN_IMAGE!r} or one of limits.images ({', '.join(limits_images) or 'none'})")
+    for key, most in (("memory_max", memory_max), ("cpu_quota", cpu_quota), ("idle_timeout", idle_timeout)):
+        value = changed.get(key)
+        if isinstance(value, int) and value > most:
+            raise CourseError(f"{key} {value} is over the site's {most}: an admin may set it")
+
+
 def change(name: str, **values: object) -> Course:
     """Change some settings, checked as load() checks them; written atomically."""
     course = load(name)

@@ -73,6 +73,9 @@ BOOT_TIMEOUT = 60
 # that the notebook is in a cross-site iframe as on a real LMS.
 HTTP_PORT, HTTPS_PORT, LMS_PORT = 8780, 8743, 8790
 SITE_URL = f"http://127.0.0.1:{HTTP_PORT}"
+# The staff pages' own origin (Chromium resolves *.localhost to loopback; a
+# client that does not sends "Host: staff.localhost" to 127.0.0.1).
+STAFF_URL = f"http://staff.localhost:{HTTP_PORT}"
 LMS_ORIGINS = (f"http://localhost:{LMS_PORT}", f"http://localhost:{LMS_PORT + 1}")
 LMS_ROOT = "/var/lib/nbhosting/sandbox-lms"
 CONFIG = f"""\
@@ -80,6 +83,7 @@ CONFIG = f"""\
 [web]
 lms_origins = {json.dumps(LMS_ORIGINS)}
 public_url = "{SITE_URL}"
+staff_url = "{STAFF_URL}"
 """
 
 

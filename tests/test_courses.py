@@ -469,3 +469,21 @@ def test_cli_create_twice(capsys, upstream):
     nbh(capsys, "course", "create", "--here", "python-mooc", str(upstream))
     assert nbh(capsys, "course", "create", "python-mooc", str(upstream)) == (
         1, "", "nbh: course 'python-mooc' already exists\n")
+
+
+@pytest.mark.parametrize("changed, words", [
+    ({"image": "localhost/nbhosting/course-other:abc1234"}, "is not allowed to a course's staff"),
+    ({"image": "registry.invalid/x:1"}, "is not allowed"),
+    ({"memory_max": 2 * 2**30 + 1}, "memory_max 2147483649 is over the site's 2147483648"),
+    ({"cpu_quota": 101}, "cpu_quota 101 is over"),
+    ({"idle_timeout": 1801}, "idle_timeout 1801 is over"),
+])
+def test_staff_may_not_set_past_the_sites_limits(changed, words):
+    with pytest.raises(CourseError, match=words):
+        courses.staff_may_set(changed, ("allowed/image:1",), 2 * 2**30, 100, 1800)
+
+
+def test_staff_may_set_within_the_sites_limits():
+    for changed in ({"image": None}, {"image": courses.OWN_IMAGE}, {"image": "allowed/image:1"},
+                    {"memory_max": 2**30, "cpu_quota": 100, "idle_timeout": 1800}, {"memory_max": None}):
+        courses.staff_may_set(changed, ("allowed/image:1",), 2 * 2**30, 100, 1800)

@@ -94,7 +94,8 @@ def test_only_static_scripts_and_styles_are_compressed(sandbox, running):
     finally:
         sandbox.run("rm", "/etc/nbhosting/maintenance")
     # The front end's pages: the staff login form carries its XSRF token.
-    login = get("/staff/login", referer=None, headers=accept)
+    staff_host = {"Host": urlsplit(nbh_sandbox.STAFF_URL).netloc}
+    login = get("/staff/login", referer=None, headers={**accept, **staff_host})
     assert login.status == 200 and b"_xsrf" in login.body and login.getheader("Content-Encoding") is None
 
 
@@ -117,7 +118,8 @@ def test_no_cookie_from_a_students_server(sandbox, running):
 
 class HostileServer(http.server.BaseHTTPRequestHandler):
     """What a student's code could serve on its socket: a worker claiming the
-    whole site, and a cookie for the front end's paths."""
+    whole site, a cookie for the front end's paths, and a Referer policy that
+    would send its pages' addresses (and their tokens) anywhere."""
 
     requests: list[str] = []
 
@@ -128,12 +130,28 @@ class HostileServer(http.server.BaseHTTPRequestHandler):
         self.send_header("Content-Type", "text/javascript")
         self.send_header("Service-Worker-Allowed", "/")
         self.send_header("Set-Cookie", "stolen=1; Path=/")
+        self.send_header("Referrer-Policy", "unsafe-url")
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()
         self.wfile.write(body)
 
     def log_message(self, *args) -> None:
         pass
+
+
+def test_students_pages_send_no_referer_and_the_site_asks_for_https(sandbox, running):
+    """A notebook page's address holds its token: a link or an <img> to
+    another student's path must not carry it there."""
+    instance, url = running
+    page = get(url, referer=None)
+    assert page.status == 200
+    script = re.search(rb'<script defer="defer" src="([^"]+)"', page.body).group(1).decode()
+    for path in (url, script, f"{instance.base_url}api/status"):  # a page, a static file, a 403
+        response = get(path, referer=None)
+        assert response.headers.get_all("Referrer-Policy") == ["no-referrer"], (path, response.status)
+        assert response.getheader("Strict-Transport-Security") == "max-age=31536000", path
+    for path in ("/staff/login", "/_static/vega-embed.min.js", "/nowhere"):
+        assert get(path, referer=None).getheader("Strict-Transport-Security") == "max-age=31536000", path
 
 
 def test_hostile_headers_from_a_students_server_are_dropped(sandbox, running):
@@ -153,11 +171,13 @@ def test_hostile_headers_from_a_students_server_are_dropped(sandbox, running):
         response.read()
         direct.close()
         assert response.getheader("Service-Worker-Allowed") == "/" and response.getheader("Set-Cookie")
+        assert response.getheader("Referrer-Policy") == "unsafe-url"
 
         served = get(f"{hostile.base_url}sw.js", referer=None)
         assert served.status == 200 and b"addEventListener" in served.body
         assert served.getheader("Service-Worker-Allowed") is None
         assert served.getheader("Set-Cookie") is None
+        assert served.headers.get_all("Referrer-Policy") == ["no-referrer"]
 
         HostileServer.requests.clear()
         assert get(f"{hostile.base_url}sw.js", referer=None, headers={"Service-Worker": "script"}).status == 403

@@ -21,6 +21,7 @@ pytestmark = pytest.mark.sandbox
 
 SITE = nbh_sandbox.SITE_URL
 TLS_SITE = f"https://127.0.0.1:{nbh_sandbox.HTTPS_PORT}"
+STAFF_HOST = urlsplit(nbh_sandbox.STAFF_URL).hostname
 PASSWORD = "a staff password"
 OTHER_COURSE = "other-course"
 NOTEBOOK = "w1/w1-s1-c1-intro.ipynb"
@@ -51,7 +52,10 @@ class Staff:
     """A browser's worth of cookies on the site, and the forms' CSRF token."""
 
     def __init__(self, site: str = SITE):
-        self.http = httpx.Client(base_url=site, follow_redirects=False, timeout=60, verify=False)
+        # The staff pages' origin, web.staff_url: staff.localhost, which a
+        # browser resolves to loopback and this client is told (Host).
+        host = {"Host": f"{STAFF_HOST}:{urlsplit(site).port}"}
+        self.http = httpx.Client(base_url=site, headers=host, follow_redirects=False, timeout=60, verify=False)
         _open.append(self.http)
 
     def get(self, path: str, **kwargs) -> httpx.Response:
@@ -229,6 +233,29 @@ def test_a_course_staff_member_sees_and_changes_only_their_courses(sandbox, syst
     assert event["NBH_COURSE"] == mine
 
 
+def test_a_course_staff_member_stays_within_the_sites_limits(sandbox, teacher, courses, admin):
+    """Not another course's build (its Containerfile is another staff's), nor
+    more memory, CPU or idle time than the site gives a server: an admin may."""
+    mine, other = courses
+    client = logged_in(teacher)
+    before = settings_text(sandbox, mine)
+    for field, value, words in (("image", f"localhost/nbhosting/course-{other}:abc1234", "is not allowed"),
+                                ("image", "registry.invalid/any:1", "is not allowed"),
+                                ("memory_max", "4G", "over the site"), ("cpu_quota", "200%", "over the site"),
+                                ("idle_timeout", "86400", "over the site")):
+        response = client.post(f"/staff/courses/{mine}/settings", {field: value})
+        assert response.status_code == 400, (field, value, response.status_code)
+        assert words in response.text, (field, response.text[:2000])
+    assert settings_text(sandbox, mine) == before
+    response = client.post(f"/staff/courses/{mine}/settings", {"image": "course", "memory_max": "1G"})
+    assert response.status_code == 303
+    assert 'image = "course"' in settings_text(sandbox, mine)
+    response = logged_in(admin).post(f"/staff/courses/{mine}/settings", {"memory_max": "4G", "cpu_quota": "200%"})
+    assert response.status_code == 303
+    assert "memory_max = 4294967296" in settings_text(sandbox, mine)
+    assert nbh(sandbox, "course", "set", mine, "image=", "memory_max=", "cpu_quota=").returncode == 0
+
+
 def test_a_bad_setting_gets_the_form_back_with_the_message(sandbox, admin, course):
     client = logged_in(admin)
     before = settings_text(sandbox, course)
@@ -321,8 +348,10 @@ def test_open_a_notebook_as_myself(sandbox, systemd, admin, course):
         response = client.post(f"/staff/courses/{course}/open", {"notebook": NOTEBOOK})
         assert response.status_code == 303, response.text[:500]
         location = response.headers["Location"]
-        assert urlsplit(location).path == f"/nb/{course}/staff.admin/notebooks/{NOTEBOOK}"
-        assert client.get(location).status_code == 200  # Jupyter, on its token
+        # on the students' origin: never a notebook on the staff pages'
+        assert location.startswith(f"{SITE}/nb/{course}/staff.admin/notebooks/{NOTEBOOK}?token="), location
+        assert get(location.removeprefix(SITE), referer=None).status == 200  # Jupyter, on its token
+        assert client.get(location.removeprefix(SITE)).status_code == 404  # nothing of it on the staff origin
         assert sandbox.path(f"/var/lib/nbhosting/workspaces/{course}/staff.admin/{NOTEBOOK}").is_file()
         assert systemd.state(instance.service).ActiveState == "active"
         page = client.get(f"/staff/courses/{course}").text

@@ -23,6 +23,7 @@ from .test_staff import PASSWORD, add_account, fresh_name, settings_text
 pytestmark = pytest.mark.sandbox
 
 SITE = nbh_sandbox.SITE_URL
+STAFF_SITE = nbh_sandbox.STAFF_URL  # the staff pages' own origin
 ANSWER = "4242"
 # A course whose image adds a module, shipped in its repository, to the
 # site's base image; its build says something, waits, then says more, so
@@ -58,7 +59,7 @@ def screenshot(browser: Browser, name: str) -> None:
 
 
 def log_in(browser: Browser, name: str) -> None:
-    browser.driver.get(f"{SITE}/staff/")
+    browser.driver.get(f"{STAFF_SITE}/staff/")
     browser.wait("the login page", lambda: "/staff/login" in browser.driver.current_url)
     fill(browser, "name", name)
     fill(browser, "password", PASSWORD)
@@ -102,7 +103,7 @@ def test_an_admin_creates_updates_builds_and_opens_a_course(sandbox, systemd, br
         assert run_log(browser), "no output of the clone in the page"
 
         # The idle timeout, and the course's own image, in the settings form.
-        browser.driver.get(f"{SITE}/staff/courses/{name}")
+        browser.driver.get(f"{STAFF_SITE}/staff/courses/{name}")
         fill(browser, "idle_timeout", "900")
         fill(browser, "image", "course")
         click(browser, "save")
@@ -122,25 +123,26 @@ def test_an_admin_creates_updates_builds_and_opens_a_course(sandbox, systemd, br
         assert "nbh-build-step-two" in run_log(browser)
 
         # The list and the course page, kept.
-        browser.driver.get(f"{SITE}/staff/")
+        browser.driver.get(f"{STAFF_SITE}/staff/")
         browser.wait("the course in the list", lambda: browser.driver.find_elements(By.LINK_TEXT, name))
         screenshot(browser, "admin-courses")
-        browser.driver.get(f"{SITE}/staff/courses/{name}")
+        browser.driver.get(f"{STAFF_SITE}/staff/courses/{name}")
         screenshot(browser, "admin-course")
 
         # A notebook as myself: the course's own image, which has the module.
         browser.driver.find_element(By.CSS_SELECTOR, f'button[name="notebook"][value="{IMPORTS}"]').click()
         browser.wait("the notebook", lambda: "nbh_extra" in first_cell_source(browser))
-        assert f"/nb/{name}/staff.admin/notebooks/{IMPORTS}" in browser.driver.current_url
+        # on the students' origin, never on the staff pages'
+        assert browser.driver.current_url.startswith(f"{SITE}/nb/{name}/staff.admin/notebooks/{IMPORTS}")
         wait_for_kernel_idle(browser, sandbox, own)
         run_first_cell(browser)
         browser.wait(f"the cell's output {ANSWER}", lambda: first_cell_output(browser) == ANSWER)
 
         # Logged out, /staff/ is the login page again.
-        browser.driver.get(f"{SITE}/staff/")
+        browser.driver.get(f"{STAFF_SITE}/staff/")
         click(browser, "logout")
         browser.wait("the login page", lambda: "/staff/login" in browser.driver.current_url)
-        browser.driver.get(f"{SITE}/staff/courses/{name}")
+        browser.driver.get(f"{STAFF_SITE}/staff/courses/{name}")
         browser.wait("the login page, again", lambda: "/staff/login" in browser.driver.current_url)
         assert not browser.driver.find_elements(By.ID, "who")
     finally:
@@ -158,8 +160,8 @@ def test_a_course_staff_member_sees_their_course_only(sandbox, browser):
     assert browser.driver.find_elements(By.LINK_TEXT, mine)
     assert not browser.driver.find_elements(By.LINK_TEXT, other)
     screenshot(browser, "teacher-courses")
-    browser.driver.get(f"{SITE}/staff/courses/{mine}")
+    browser.driver.get(f"{STAFF_SITE}/staff/courses/{mine}")
     assert browser.driver.find_element(By.ID, "staff").get_attribute("readonly") is not None
     screenshot(browser, "teacher-course")
-    browser.driver.get(f"{SITE}/staff/courses/{other}")
+    browser.driver.get(f"{STAFF_SITE}/staff/courses/{other}")
     assert "403" in browser.driver.title

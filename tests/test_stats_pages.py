@@ -26,12 +26,13 @@ from nbhosting import stats
 
 from .conftest import COURSE_NOTEBOOKS, nbh
 from .test_browser import ARTIFACTS, Browser, browser  # noqa: F401 -- the browser fixture
-from .test_staff import add_account, fresh_name, logged_in
+from .test_staff import Staff, add_account, fresh_name, logged_in
 from .test_staff_browser import log_in
 
 pytestmark = pytest.mark.sandbox
 
 SITE = nbh_sandbox.SITE_URL
+STAFF_SITE = nbh_sandbox.STAFF_URL  # the staff pages' own origin
 DB = "/var/lib/nbhosting/events/events.db"
 # Days long past, where nothing but this data set is (the sampler's own
 # samples of the host are all of today).
@@ -283,10 +284,10 @@ def test_a_staff_member_sees_every_plot_drawn_from_its_csv(sandbox, seeded, brow
     browser.diagnostics.append(("nbh-web", lambda: sandbox.run(
         "journalctl", "--no-pager", "-o", "cat", "-n", "30", "--unit", "nbh-web.service", check=False).stdout))
     log_in(browser, name)
-    browser.driver.get(f"{SITE}/staff/courses/{seeded}")
+    browser.driver.get(f"{STAFF_SITE}/staff/courses/{seeded}")
     browser.driver.find_element(By.ID, "stats").click()
     browser.wait("the stats page", lambda: browser.driver.current_url.endswith(f"/staff/courses/{seeded}/stats"))
-    browser.driver.get(f"{SITE}/staff/courses/{seeded}/stats?{RANGE}")
+    browser.driver.get(f"{STAFF_SITE}/staff/courses/{seeded}/stats?{RANGE}")
 
     charts = {e.get_attribute("data-plot"): e for e in browser.driver.find_elements(By.CSS_SELECTOR, "div.chart")}
     assert list(charts) == list(stats.PLOTS)
@@ -340,13 +341,10 @@ def test_who_may_not_see_a_courses_stats_gets_no_data(sandbox, seeded):
         assert "stud0" not in response.text and "text/csv" not in response.headers["Content-Type"]
     assert client.get(f"/staff/courses/{other}/stats").status_code == 200
 
-    anonymous = httpx.Client(base_url=SITE, follow_redirects=False, timeout=60)  # a student: no session
-    try:
-        for path in pages:
-            response = anonymous.get(path)
-            assert response.status_code == 303 and response.headers["Location"].startswith("/staff/login?"), path
-    finally:
-        anonymous.close()
+    anonymous = Staff()  # a student: no session
+    for path in pages:
+        response = anonymous.get(path)
+        assert response.status_code == 303 and response.headers["Location"].startswith("/staff/login?"), path
 
     add_account("admin", "--admin")
     admin = logged_in("admin")

@@ -23,7 +23,7 @@ import syslog
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import quote, urlencode
+from urllib.parse import quote, urlencode, urlsplit
 
 import tornado.iostream
 import tornado.web
@@ -69,9 +69,12 @@ class StaffHandler(BaseHandler):
     def set_default_headers(self) -> None:
         super().set_default_headers()
         self.nonce = secrets.token_urlsafe(16)
+        # form-action: "Open" redirects to the notebook, on the students' origin
+        students = self.frontend.settings.web.public_url
         self.set_header("Content-Security-Policy", (
             f"default-src 'none'; style-src 'nonce-{self.nonce}'; script-src 'nonce-{self.nonce}'; "
-            "connect-src 'self'; img-src 'self'; form-action 'self'; base-uri 'none'; frame-ancestors 'none'"))
+            f"connect-src 'self'; img-src 'self'; form-action 'self' {students}; base-uri 'none'; "
+            "frame-ancestors 'none'"))
         self.set_header("X-Frame-Options", "DENY")
 
     def get_current_user(self) -> staff.Account | None:
@@ -85,6 +88,7 @@ class StaffHandler(BaseHandler):
     def prepare(self) -> None:
         if self.request.method not in ("GET", "POST"):
             raise tornado.web.HTTPError(405, "%s %s", self.request.method, self.request.path)
+        self.check_origin()
         if self.login_required and not self.current_user:
             # Nothing done, whatever was asked: to the login page, and back after.
             target = self.request.path if self.request.method == "GET" else "/staff/"
@@ -92,6 +96,20 @@ class StaffHandler(BaseHandler):
             return
         if self.request.method == "POST":
             self.check_xsrf_cookie()
+
+    def check_origin(self) -> None:
+        """The staff pages answer on their own origin only (web.staff_url, where
+        nginx serves no student's server), and take a browser's POST from it
+        only: a script of a student's server or of a course's notebook, on the
+        students' origin (same-site or not), acts on nothing here."""
+        staff_host = urlsplit(self.frontend.settings.web.staff_origin).hostname
+        if self.request.host_name != staff_host:
+            raise tornado.web.HTTPError(404, "staff page %s asked on %s, not on web.staff_url",
+                                        self.request.path, self.request.host_name, reason="Not found")
+        origin = self.request.headers.get("Origin")  # every browser sends it with a POST
+        if self.request.method == "POST" and origin is not None and urlsplit(origin).hostname != staff_host:
+            raise tornado.web.HTTPError(403, "POST %s from the origin %r", self.request.path, origin[:100],
+                                        reason="Not from the staff pages")
 
     def write_error(self, status_code: int, **kwargs) -> None:
         if status_code == 405:
@@ -365,6 +383,12 @@ class SettingsHandler(CourseHandler):
         try:
             values = {key: courses.parse_setting(key, text) for key, text in form.items()}
             changed = {key: value for key, value in values.items() if value != getattr(course, key)}
+            if not self.account.admin:
+                site = self.frontend.settings
+                courses.staff_may_set(changed, site.limits.images,
+                                      courses.parse_setting("memory_max", site.limits.memory_max),
+                                      courses.parse_setting("cpu_quota", site.limits.cpu_quota),
+                                      site.cull.idle_timeout)
             if changed:
                 course = courses.change(name, **changed)
         except courses.CourseError as error:
@@ -527,7 +551,9 @@ class OpenHandler(StaffHandler):
             raise tornado.web.HTTPError(500, "%s", str(error), reason="The notebook could not be copied") from None
         self.event("staff-open", f"opened {notebook} in {instance.path}", course.name,
                    NBH_STUDENT=instance.student, NBH_NOTEBOOK=notebook)
-        self.redirect(self.frontend.notebook_url(instance, notebook, course.interface), status=303)
+        # on the students' side: never a notebook on the staff pages' origin
+        url = self.frontend.notebook_url(instance, notebook, course.interface)
+        self.redirect(self.frontend.settings.web.public_url + url, status=303)
 
 
 class StaffNotFoundHandler(StaffHandler):
