@@ -29,7 +29,7 @@ UNIT_DIR = "/usr/lib/systemd/system"
 # Directives whose path is a socket that systemd makes: its folder must exist.
 SOCKET_KEYS = {"ListenStream", "ListenDatagram", "ListenSequentialPacket", "ListenFIFO"}
 ACCOUNT_KEYS = {"User", "Group", "SupplementaryGroups", "SocketUser", "SocketGroup"}
-PATH_IN_VALUE = re.compile(r"(?:^|[\s:=+!@-])(/[^\s;\"']*)")
+PATH_IN_VALUE = re.compile(r"(?:^|[\s:=+!@])(/[^\s;:\"']*)")
 
 
 def head(path: str) -> str:
@@ -233,8 +233,10 @@ def test_every_path_a_unit_names_is_installed(root):
     named = []
     for name, text in unit_texts().items():
         for key, value in directives(text):
-            if value.startswith("-"):
-                continue  # optional by its own syntax
+            # a word that begins with "-" is optional by its own syntax (but
+            # an Exec line's "-" is about its exit status)
+            words = value.split() if not key.startswith("Exec") else [value.lstrip("-")]
+            value = " ".join(word for word in words if not word.startswith("-"))
             for path in PATH_IN_VALUE.findall(value.replace("file://", "")):
                 named.append((name, key, socket_folder(path) if key in SOCKET_KEYS else folder_of(path)))
                 if key == "EnvironmentFile":

@@ -105,7 +105,7 @@ def test_up_cleans_what_a_crashed_run_left(sandbox_session):
 # makes its own in), and where a specifier (%I, %t, ...) starts in a value.
 PATH_SETTINGS = ("ReadWritePaths", "ReadOnlyPaths", "InaccessiblePaths", "WorkingDirectory", "EnvironmentFile",
                  "LoadCredential", "ListenStream", "ExecStartPre", "ExecStart", "ExecStartPost",
-                 "ExecStopPost")
+                 "ExecStopPost", "BindPaths", "BindReadOnlyPaths", "TemporaryFileSystem")
 STATE_ROOTS = {"StateDirectory": "/var/lib", "RuntimeDirectory": "/run", "CacheDirectory": "/var/cache",
                "LogsDirectory": "/var/log", "ConfigurationDirectory": "/etc"}
 
@@ -124,6 +124,8 @@ def named_paths(unit_text: str) -> set[str]:
             word = word.lstrip("-+!@:")
             if key == "LoadCredential":
                 word = word.partition(":")[2]
+            elif key in ("BindPaths", "BindReadOnlyPaths", "TemporaryFileSystem"):
+                word = word.partition(":")[0]  # the source (or the path), not its options
             if key in STATE_ROOTS:
                 word = f"{STATE_ROOTS[key]}/{word}"
             elif key not in PATH_SETTINGS or not word.startswith("/"):
@@ -171,13 +173,16 @@ ExecStopPost=-/usr/bin/podman rm --cidfile %t/x
 ReadWritePaths=/var/lib/nbhosting/workspaces
 LoadCredential=nbh-secret:/etc/nbhosting/secret
 InaccessiblePaths=/etc/nbhosting -/run/credentials
+TemporaryFileSystem=/var/lib/nbhosting:ro
+BindReadOnlyPaths=/var/lib/nbhosting/courses/%i -/var/lib/nbhosting/courses/.%i.update
 StateDirectory=nbhosting/workspaces/%I
 RuntimeDirectory=nbh-jupyter/%I
 ListenStream=/run/nbhosting/upstream/%I.sock
 # ReadWritePaths=/not/this
 """
     assert named_paths(text) == {"/usr/bin/nbh-jupyter-run", "/usr/bin/podman", "/var/lib/nbhosting/workspaces",
-                                 "/etc/nbhosting/secret", "/etc/nbhosting", "/var/lib/nbhosting/workspaces", "/run/nbh-jupyter",
+                                 "/etc/nbhosting/secret", "/etc/nbhosting", "/var/lib/nbhosting", "/var/lib/nbhosting/courses",
+                                 "/var/lib/nbhosting/workspaces", "/run/nbh-jupyter",
                                  "/run/nbhosting/upstream"}
 
 
