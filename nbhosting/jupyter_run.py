@@ -15,18 +15,18 @@ folder and build the podman command line for the pair.
 ``nbh-jupyter-run --stopped COURSE/STUDENT`` removes the pair's container by
 its name, which comes from the unit's own instance and nothing the container
 could write, and logs the stop. It runs at every stop, the cull's included,
-so the modules only a start needs are imported by the start.
+so the modules only a start needs are imported by the start, and --derive
+(a process of its own on every start's path) imports only the names and
+the tokens.
 """
 
 from __future__ import annotations
 
 import os
-import subprocess
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from . import events
 from .names import BadName, Instance
 
 if TYPE_CHECKING:
@@ -132,6 +132,9 @@ def started_at() -> str:
 
 def stopped(instance: Instance) -> int:
     """ExecStopPost=: no container left behind, whatever happened; then the event."""
+    import subprocess  # noqa: PLC0415 (the stop's and the start's, not --derive's)
+
+    from . import events  # noqa: PLC0415
     try:
         removed = subprocess.run([PODMAN, "rm", "--force", "--ignore", "--time", "0", instance.container],
                                  stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=60)
@@ -167,7 +170,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"nbh-jupyter-run: {error}", file=sys.stderr)
             return 1
         return 0
-    from . import config, courses  # noqa: PLC0415 (the start's)
+    from . import config, courses, events  # noqa: PLC0415 (the start's)
 
     if os.environ.get("LISTEN_FDS") != "1":
         print("nbh-jupyter-run: no listening socket (nbh-upstream@.socket) was passed", file=sys.stderr)
