@@ -7,12 +7,13 @@ steal. ``nbh-course-build@<course>.service`` runs in three steps:
 - ``prepare`` (root, outside the unit's sandbox): checks the Containerfile
   (containerfile.py), exports the site's base image from the servers'
   storage into an archive the builds may read (once per image id), and
-  writes the build's plan into the unit's runtime folder;
+  writes the build's plan where the build reads it and cannot write;
 - ``build`` (account nbh-build, its own image storage per course, in a
   mount namespace without the host's secrets, workspaces, sockets or any
   course but this one, read-only, and without network): ``podman build``
   ``FROM`` the base image (build argument ``NBH_BASE_IMAGE``), then saves
-  the image into an archive;
+  the image into an archive: all it hands root, which trusts nothing else
+  of it;
 - ``install`` (root): checks the archive (a regular file of the builds'
   account, one image of the planned name, no name nor link out of it in
   the tar), loads it into the servers' storage and records it in
@@ -39,11 +40,14 @@ from .jupyter_run import DEFAULT_IMAGE, PODMAN
 
 REPOSITORY = "localhost/nbhosting/course-"
 BUILD_USER = "nbh-build"
-# The builds' account's: base/ (the base image's archives, root's) and one
-# folder per course (its StateDirectory=: image storage, the built archive).
+# The builds' folder: base/ (the base image's archives, root's) and
+# courses/<course>, the builds' account's (the unit's StateDirectory=: the
+# course's image storage, the built archive).
 BUILD_ROOT = Path("/var/lib/nbh-build")
 BASE_ARCHIVES = BUILD_ROOT / "base"
-PLAN = "plan.json"
+COURSES = BUILD_ROOT / "courses"
+# The plans, root's: the builds' account reads its own and writes none.
+PLANS = Path("/run/nbh-build")
 BUILT = "built.tar"
 # A built image larger than this is refused (the archive is uncompressed).
 MAX_ARCHIVE = 16 << 30
@@ -61,20 +65,19 @@ def containerfile_digest(course: courses.Course) -> str | None:
     return hashlib.sha256((course.path / relative).read_bytes()).hexdigest()
 
 
-def _runtime_dir() -> str:
-    folder = os.environ.get("RUNTIME_DIRECTORY")
-    if not folder:
-        raise courses.CourseError("no RUNTIME_DIRECTORY (run it from nbh-course-build@.service)")
-    return folder
+def _plan_path(name: str) -> Path:
+    """Beside the build's runtime folder, in root's: what the build may not
+    change, since root's install step acts on it."""
+    return PLANS / f"{name}.plan.json"
 
 
 def _read_plan(name: str) -> dict:
     try:
-        plan = json.loads((Path(_runtime_dir()) / PLAN).read_text())
+        plan = json.loads(_plan_path(name).read_text())
     except (OSError, ValueError) as error:
         raise courses.CourseError(f"no plan of the build (its prepare step): {error}") from None
     if not isinstance(plan, dict) or plan.get("course") != name:
-        raise courses.CourseError(f"the build's plan is for {plan.get('course')!r}, not {name!r}")
+        raise courses.CourseError(f"the build's plan is not for {name!r}")
     return plan
 
 
@@ -135,7 +138,7 @@ def prepare(name: str) -> str:
     plan = {"course": name, "image": image, "commit": commit, "base": base, "base_id": archive.stem,
             "base_archive": str(archive), "containerfile": relative,
             "digest": hashlib.sha256(text).hexdigest(), "context": str(course.path)}
-    nofollow.write_owned(_runtime_dir(), {PLAN: json.dumps(plan)})
+    courses._write_atomically(_plan_path(name), json.dumps(plan))
     print(f"building {image} from {relative} at {commit}, FROM {base}", flush=True)
     return image
 
@@ -162,11 +165,11 @@ def build(name: str) -> str:
     return plan["image"]
 
 
-def check_archive(fd: int, image: str) -> None:
-    """A docker-archive of exactly this image: files, folders and links, none
-    leading out of the archive. CourseError otherwise."""
+def check_archive(fd: int, image: str, owner: int) -> None:
+    """A docker-archive of exactly this image, a file of this owner: files,
+    folders and links, none leading out of the archive. CourseError otherwise."""
     info = os.fstat(fd)
-    if not stat.S_ISREG(info.st_mode) or info.st_uid != pwd.getpwnam(BUILD_USER).pw_uid:
+    if not stat.S_ISREG(info.st_mode) or info.st_uid != owner:
         raise courses.CourseError("the built archive is not a file of the builds' account")
     if info.st_size > MAX_ARCHIVE:
         raise courses.CourseError(f"the built image is larger than {MAX_ARCHIVE >> 30} GiB")
@@ -194,11 +197,11 @@ def check_archive(fd: int, image: str) -> None:
 def install(name: str) -> str:
     """Step 3, as root: check the archive, load it for the servers, record it."""
     plan = _read_plan(name)
-    folder = os.open(BUILD_ROOT / name, nofollow.DIR_FLAGS)
+    folder = os.open(COURSES / name, nofollow.DIR_FLAGS)
     try:
         fd = os.open(BUILT, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=folder)
         try:
-            check_archive(fd, plan["image"])
+            check_archive(fd, plan["image"], pwd.getpwnam(BUILD_USER).pw_uid)
             _checked_run(podman.argv(["load", "--quiet"]), "loading the built image", stdin=fd,
                          stdout=subprocess.DEVNULL)
         finally:

@@ -132,7 +132,7 @@ def started_at() -> str:
 
 def stopped(instance: Instance) -> int:
     """ExecStopPost=: no container left behind, whatever happened; then the event."""
-    import subprocess  # noqa: PLC0415 (the stop's and the start's, not --derive's)
+    import subprocess  # noqa: PLC0415 (the stop's only)
 
     from . import events  # noqa: PLC0415
     try:

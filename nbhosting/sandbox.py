@@ -418,9 +418,11 @@ def boot(from_rpm: Path | None) -> None:
     sh("mount", "-t", "cgroup2", "cgroup2", "/sys/fs/cgroup")
     # rootless podman needs shared mount propagation
     sh("mount", "--make-rshared", "/")
+    # before the install, whose tmpfiles.d lays it out
+    Path("/var/lib/nbh-build").mkdir(parents=True, exist_ok=True)
+    sh("mount", "--bind", str(layers / "builds"), "/var/lib/nbh-build")
     install(from_rpm)
     keep_image_storage(layers / "storage")
-    sh("mount", "--bind", str(layers / "builds"), "/var/lib/nbh-build")  # made by tmpfiles.d
     os.execve("/lib/systemd/systemd", ["/lib/systemd/systemd", f"--unit={NAME}.target"],
               {"container": NAME, "PATH": "/usr/sbin:/usr/bin:/sbin:/bin"})
 

@@ -46,6 +46,11 @@ def test_no_file_is_the_defaults(tmp_path):
     ("[web]\nstart_page_after = 99", "web.start_page_after: must be between 0 and 30"),
     ("[web]\nprestart_timeout = -1", "web.prestart_timeout: must be between 0 (off) and 3600 seconds"),
     ("[web]\nprestart_timeout = 1.5", "web.prestart_timeout: expected an integer, got a number"),
+    ("[web]\nstaff_url = 'https://admin.example.org'", "web.staff_url: 'https://admin.example.org' is not like"),
+    ("[web]\nstaff_url = 'https://staff.example.org/staff'", "is not like https://staff.example.org"),
+    ("[web]\npublic_url = 'https://staff.example.org'\nstaff_url = 'https://staff.example.org:8443'",
+     "web.staff_url: the staff pages need an origin of their own"),
+    ("[limits]\nimages = ['-rm']", "limits.images: '-rm' is not an image reference"),
     ("[limits]\nmemory_max = 'lots'", "limits.memory_max: 'lots' is not a size"),
     ("[limits]\ntasks_max = 1.5", "limits.tasks_max: expected an integer, got a number"),
     ("[limits]\nmax_running = 0", "limits.max_running: must be at least 1"),
@@ -77,3 +82,9 @@ def test_referer_mode(tmp_path):
     path.write_text("[web]\nauth = 'referer'\nlms_origins = ['https://lms.fun-mooc.fr']\nmin_student_id = 32\n")
     web = config.load(path).web
     assert (web.auth, web.min_student_id) == ("referer", 32)
+
+
+def test_the_staff_pages_origin_defaults_to_staff_dot_the_site():
+    assert config.Web().staff_origin == "https://staff.localhost"
+    assert config.Web(public_url="https://nb.example.org").staff_origin == "https://staff.nb.example.org"
+    assert config.Web(staff_url="https://staff.example.com").staff_origin == "https://staff.example.com"

@@ -199,6 +199,10 @@ def test_a_build_that_escapes_finds_nothing_to_steal(sandbox, course_name, stude
         courses_seen = inside("ls", "-A", "/var/lib/nbhosting/courses").stdout.split()
         assert sorted(courses_seen) == sorted([course_name, f".{course_name}.update"])
         assert inside("touch", "/var/lib/nbhosting/builds/x.json").returncode != 0  # root's records
+        plan = f"/run/nbh-build/{course_name}.plan.json"  # what root's install step acts on
+        assert f'"course": "{course_name}"' in inside("cat", plan).stdout
+        assert inside("sh", "-c", f"echo '{{}}' > {plan}").returncode != 0
+        assert inside("mv", plan, f"/run/nbh-build/{course_name}/moved").returncode != 0
         assert inside("ls", "/var/lib/nbhosting/courses/{}".format(course_name)).stdout.split() == ["a.ipynb"]
         assert inside("touch", f"/var/lib/nbhosting/courses/{course_name}/x").returncode != 0  # read-only
         for hidden in ("/etc/nbhosting/secret", "/etc/nbhosting/lms-key", "/run/nbhosting/web.sock",
