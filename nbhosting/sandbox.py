@@ -502,8 +502,8 @@ def install_checkout() -> None:
     elif in_a_tmp(REPO):
         seen = "PrivateTmp=no\n"
     for unit in ("nbh-web.service", "nbh-cull.service", "nbh-gc.service", "nbh-autopull.service",
-                 "nbh-course-update@.service", "nbh-lti-keys.service", "nbh-events.service",
-                 "nbh-sample.service", "nbh-metrics.service") if seen else ():
+                 "nbh-course-update@.service", "nbh-course-build@.service", "nbh-lti-keys.service",
+                 "nbh-events.service", "nbh-sample.service", "nbh-metrics.service") if seen else ():
         dropin = Path(f"/etc/systemd/system/{unit}.d")
         dropin.mkdir(parents=True)
         (dropin / "sandbox.conf").write_text(f"[Service]\n# the checkout the sandbox runs\n{seen}")
