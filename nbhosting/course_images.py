@@ -40,9 +40,9 @@ from .jupyter_run import DEFAULT_IMAGE, PODMAN
 
 REPOSITORY = "localhost/nbhosting/course-"
 BUILD_USER = "nbh-build"
-# The builds' folder: base/ (the base image's archives, root's) and
-# courses/<course>, the builds' account's (the unit's StateDirectory=: the
-# course's image storage, the built archive).
+# The builds' folder, laid out by tmpfiles.d: base/, the base image's
+# archives (root's; the builds read them), and courses/<course>, the builds'
+# account's (the unit's StateDirectory=: image storage, the built archive).
 BUILD_ROOT = Path("/var/lib/nbh-build")
 BASE_ARCHIVES = BUILD_ROOT / "base"
 COURSES = BUILD_ROOT / "courses"
@@ -98,8 +98,6 @@ def export_base(image: str) -> Path:
     archive = BASE_ARCHIVES / f"{image_id}.tar"
     if archive.exists():
         return archive
-    BASE_ARCHIVES.mkdir(parents=True, exist_ok=True)
-    BASE_ARCHIVES.chmod(0o755)  # whatever the unit's UMask=: the builds read it
     for old in BASE_ARCHIVES.glob("*.tar"):
         old.unlink()  # the base image changed: builds load the new one
     print(f"exporting the base image {image} ({image_id[:12]}) for the builds", flush=True)

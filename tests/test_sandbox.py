@@ -181,8 +181,8 @@ ListenStream=/run/nbhosting/upstream/%I.sock
 # ReadWritePaths=/not/this
 """
     assert named_paths(text) == {"/usr/bin/nbh-jupyter-run", "/usr/bin/podman", "/var/lib/nbhosting/workspaces",
-                                 "/etc/nbhosting/secret", "/etc/nbhosting", "/var/lib/nbhosting", "/var/lib/nbhosting/courses",
-                                 "/var/lib/nbhosting/workspaces", "/run/nbh-jupyter",
+                                 "/etc/nbhosting/secret", "/etc/nbhosting", "/var/lib/nbhosting",
+                                 "/var/lib/nbhosting/courses", "/var/lib/nbhosting/workspaces", "/run/nbh-jupyter",
                                  "/run/nbhosting/upstream"}
 
 
