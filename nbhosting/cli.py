@@ -22,7 +22,7 @@ from urllib.parse import quote
 import httpx
 
 from . import (access, autopull, config, course_images, courses, courseunits, cull, events, gc, lti, sampler,
-               staff, stats, store, tokens)
+               origins, staff, stats, store, tokens)
 from .names import BadName, Instance, check_course, check_student
 from .systemd import Systemd, SystemdError
 
@@ -153,6 +153,8 @@ def setup(args) -> None:
             print(f"created {path}")
     if not lti.TOOL_KEY_PATH.exists() and tokens.create_secret(lti.TOOL_KEY_PATH, web_group, lti.new_tool_key()):
         print(f"created {lti.TOOL_KEY_PATH}")
+    if origins.write_mode(settings.web):
+        print(f"{'wrote' if settings.web.student_origin else 'removed'} {origins.MODE_FLAG}")
     DROPIN_DIR.mkdir(parents=True, exist_ok=True)
     # Sorted before the 50-MemoryMax.conf and 50-CPUQuota.conf that a course's
     # own limits leave (SetUnitProperties, runtime), which must win.

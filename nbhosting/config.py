@@ -67,6 +67,9 @@ class Limits:
 
 
 _ORIGIN = re.compile(r"https?://[A-Za-z0-9.-]+(:[0-9]{1,5})?")
+# nginx routes a host name whose first label is a key (26 base32 letters) to
+# that pair's server: the key, alone, is that label.
+_STUDENT_ORIGIN = re.compile(r"https?://\{key\}(\.[A-Za-z0-9-]+)+(:[0-9]{1,5})?")
 
 
 # How an entry is authorized (web.auth): by a URL the LMS signed, or, for an
@@ -100,6 +103,11 @@ class Web:
     # is served (nginx serves /staff/ only on a host whose name begins with
     # "staff."); empty: https://staff.<public_url's host>.
     staff_url: str = ""
+    # Each student's server on an origin of its own, "https://{key}.<domain>"
+    # ({key}: an opaque id of the pair), so that no student's page reaches
+    # another's storage or frames; it needs a wildcard DNS name and
+    # certificate. Empty: every server under public_url's /nb/.
+    student_origin: str = ""
     # An entry starts the notebook's kernel while the browser loads the
     # page (nbhosting/prestart.py); one that no page takes within this many
     # seconds is shut down. 0: no pre-start, the page starts its kernel.
@@ -132,6 +140,9 @@ class Web:
                               "(a host name that begins with 'staff.', which nginx serves the staff pages on)")
         if staff.hostname == urlsplit(self.public_url).hostname:
             raise ConfigError("web.staff_url: the staff pages need an origin of their own, not public_url's")
+        if self.student_origin and not _STUDENT_ORIGIN.fullmatch(self.student_origin):
+            raise ConfigError(f"web.student_origin: {self.student_origin!r} is not like "
+                              "https://{key}.nb.example.org ({key}, then a host name of the site's)")
 
     @property
     def staff_origin(self) -> str:
@@ -139,6 +150,10 @@ class Web:
             return self.staff_url
         scheme, _, host = self.public_url.partition("://")
         return f"{scheme}://staff.{host}"
+
+    def student_url(self, key: str) -> str:
+        """The origin of the pair whose key this is; "" in single-origin mode."""
+        return self.student_origin.replace("{key}", key, 1)
 
     @property
     def frame_ancestors(self) -> str:

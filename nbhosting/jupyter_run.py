@@ -43,7 +43,10 @@ JOURNAL_SOCKET = "/run/systemd/journal/socket"
 
 
 def podman_argv(instance: Instance, course: Course, runtime_dir: str, image: str,
-                lms_origins: str, shared_dir: Path, share_id: str, started_at: str) -> list[str]:
+                lms_origins: str, shared_dir: Path, share_id: str, started_at: str,
+                share_origin: str = "") -> list[str]:
+    """share_origin: where the shared pages are, when not on the server's
+    own origin (per-student origins: the site's)."""
     from .workspace import workspace_dir  # noqa: PLC0415 (the start's)
 
     return [
@@ -72,7 +75,7 @@ def podman_argv(instance: Instance, course: Course, runtime_dir: str, image: str
         # the File menu's "Show my student id", "Share" and the course's hidden items
         "--env", f"NBH_COURSE={instance.course}",
         "--env", f"NBH_STUDENT={instance.student}",
-        "--env", f"NBH_SHARE_URL=/shared/{instance.course}/{share_id}/",
+        "--env", f"NBH_SHARE_URL={share_origin}/shared/{instance.course}/{share_id}/",
         "--env", f"NBH_HIDE={','.join(course.hide)}",
         # for the "ready" event's seconds, which the image's nbh_ready logs
         "--env", f"NBH_STARTED_AT={started_at}",
@@ -185,8 +188,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"nbh-jupyter-run: {error}", file=sys.stderr)
         return 1
     events.send("start", instance, f"starting {instance.path} with {image}", NBH_IMAGE=image)
-    argv = podman_argv(instance, course, runtime_dir, image, " ".join(settings.web.lms_origins),
-                       shared_dir, share_id, started_at())
+    web = settings.web
+    argv = podman_argv(instance, course, runtime_dir, image, " ".join(web.lms_origins), shared_dir, share_id,
+                       started_at(), share_origin=web.public_url if web.student_origin else "")
     os.execv(argv[0], argv)
 
 

@@ -80,6 +80,13 @@ def share_id(secret: bytes, instance: Instance) -> str:
     return base64.b32encode(digest[:16]).decode().lower()[:26]
 
 
+def origin_key(secret: bytes, instance: Instance) -> str:
+    """The first label of the pair's own origin (web.student_origin): stable,
+    and it names no one, as share_id."""
+    digest = hmac.new(secret, b"origin:" + instance.path.encode(), hashlib.sha256).digest()
+    return base64.b32encode(digest[:16]).decode().lower()[:26]
+
+
 def notary_secret(secret: bytes, instance: Instance) -> str:
     """The key of Jupyter's notebook signatures in the pair's server: the
     same at every start, so what the student ran stays trusted."""

@@ -50,6 +50,10 @@ def test_no_file_is_the_defaults(tmp_path):
     ("[web]\nstaff_url = 'https://staff.example.org/staff'", "is not like https://staff.example.org"),
     ("[web]\npublic_url = 'https://staff.example.org'\nstaff_url = 'https://staff.example.org:8443'",
      "web.staff_url: the staff pages need an origin of their own"),
+    ("[web]\nstudent_origin = 'https://nb.example.org'", "web.student_origin: 'https://nb.example.org' is not like"),
+    ("[web]\nstudent_origin = 'https://x{key}.nb.example.org'", "is not like https://{key}.nb.example.org"),
+    ("[web]\nstudent_origin = 'https://{key}'", "is not like https://{key}.nb.example.org"),
+    ("[web]\nstudent_origin = 'https://{key}.nb.example.org/nb'", "is not like https://{key}.nb.example.org"),
     ("[limits]\nimages = ['-rm']", "limits.images: '-rm' is not an image reference"),
     ("[limits]\nmemory_max = 'lots'", "limits.memory_max: 'lots' is not a size"),
     ("[limits]\ntasks_max = 1.5", "limits.tasks_max: expected an integer, got a number"),
@@ -82,6 +86,13 @@ def test_referer_mode(tmp_path):
     path.write_text("[web]\nauth = 'referer'\nlms_origins = ['https://lms.fun-mooc.fr']\nmin_student_id = 32\n")
     web = config.load(path).web
     assert (web.auth, web.min_student_id) == ("referer", 32)
+
+
+def test_a_pairs_origin_is_the_template_with_its_key():
+    web = config.Web(student_origin="https://{key}.nb.example.org:8443")
+    web.check()
+    assert web.student_url("a" * 26) == f"https://{'a' * 26}.nb.example.org:8443"
+    assert config.Web().student_origin == ""  # single-origin mode by default
 
 
 def test_the_staff_pages_origin_defaults_to_staff_dot_the_site():

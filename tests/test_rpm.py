@@ -274,16 +274,26 @@ def test_the_polkit_rule_names_packaged_units_and_a_packaged_account(root):
 
 def test_the_nginx_site_names_installed_paths(root):
     site = head("nginx/nbhosting.conf")
-    lines = [line.split("#")[0].strip() for line in site.splitlines()]
+    includes = re.findall(r"^\s*include (\S+);", site, re.MULTILINE)
+    assert includes == ["/usr/share/nbhosting/nginx/student-server.conf"] * 2
+    assert includes[0] in root.files
+    # with what the site includes (student-server.conf), as nginx reads it
+    text = site + head("nginx/student-server.conf")
+    lines = [line.split("#")[0].strip() for line in text.splitlines()]
     roots = [line.split()[1].rstrip(";") for line in lines if line.startswith("root ")]
     for page in {line.split()[-1].rstrip(";") for line in lines if line.startswith("error_page ")}:
         assert any(f"{folder}{page}" in root.files for folder in roots), page
-    sockets = re.findall(r"proxy_pass http://unix:([^:]+):;", site)
-    assert sockets
+    # proxy_pass's, and the map's that proxy_pass http://$nbh_server takes
+    sockets = re.findall(r"unix:([^:]+):;", text)
+    assert len(sockets) > 2 and "proxy_pass http://$nbh_server;" in text
     for socket in sockets:
         assert root.provenance(socket_folder(socket)) == "tmpfiles", socket
-    for switch in re.findall(r"if \(-f ([^)\s]+)\)", site):
+    switches = re.findall(r"if \(-f ([^)\s]+)\)", text)
+    assert "$nbh_closed_if" in switches
+    switches += re.findall(r"^\s+\"\"\s+(/\S+);", site.split("map $nbh_key $nbh_closed_if", 1)[1], re.MULTILINE)[:1]
+    for switch in (switch for switch in switches if not switch.startswith("$")):
         assert root.provenance(switch.rsplit("/", 1)[0]) in ("tmpfiles", "package"), switch
+    assert "/etc/nbhosting/student-origins" in switches
     for log in re.findall(r"access_log (\S+)", site):
         assert root.provenance(log.rsplit("/", 1)[0]) == "host", log
     # what the operator provides: named in the README's install section

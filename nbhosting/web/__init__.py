@@ -25,7 +25,7 @@ import tornado.netutil
 import tornado.web
 from pystemd import daemon
 
-from .. import access, config, tokens
+from .. import access, config, origins, tokens
 from .base import Frontend, NotFoundHandler
 from . import lti
 from .entry import EntryHandler, WaitHandler
@@ -99,6 +99,7 @@ async def serve() -> None:
     except FileNotFoundError:
         lms_key = None
     warn_about_mode(settings.web, lms_key)
+    origins.check_mode(settings.web)
     frontend = Frontend(settings, secret, lms_key)
     await frontend.systemd()
     server = tornado.httpserver.HTTPServer(make_app(frontend), xheaders=True, max_body_size=MAX_BODY_SIZE,

@@ -16,7 +16,7 @@ from urllib.parse import quote
 
 import tornado.web
 
-from .. import access, capacity, config, courses, dormant, events, prestart, tokens
+from .. import access, capacity, config, courses, dormant, events, origins, prestart, tokens
 from ..names import Instance
 from ..systemd import Systemd
 
@@ -107,7 +107,17 @@ class Frontend:
         """The notebook's page, in Notebook 7 or (interface "lab") JupyterLab."""
         token = tokens.instance_token(self.secret, instance)
         page = "lab/tree" if interface == "lab" else "notebooks"
-        return f"{instance.base_url}{page}/{quote(notebook)}?token={token}"
+        return f"{self.server_origin(instance)}{instance.base_url}{page}/{quote(notebook)}?token={token}"
+
+    def server_origin(self, instance: Instance) -> str:
+        """Where the pair's server answers: its own origin (web.student_origin,
+        reached through a link made here), or "" for the site's."""
+        web = self.settings.web
+        if not web.student_origin:
+            return ""
+        key = tokens.origin_key(self.secret, instance)
+        origins.link(instance, key)
+        return web.student_url(key)
 
     # Tickets let the "starting" page follow the start without a cookie.
     def ticket(self, course: str, notebook: str, student: str) -> str:

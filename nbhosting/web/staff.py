@@ -23,7 +23,7 @@ import syslog
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import quote, urlencode, urlsplit
+from urllib.parse import quote, urlencode, urljoin, urlsplit
 
 import tornado.iostream
 import tornado.web
@@ -553,7 +553,7 @@ class OpenHandler(StaffHandler):
                    NBH_STUDENT=instance.student, NBH_NOTEBOOK=notebook)
         # on the students' side: never a notebook on the staff pages' origin
         url = self.frontend.notebook_url(instance, notebook, course.interface)
-        self.redirect(self.frontend.settings.web.public_url + url, status=303)
+        self.redirect(urljoin(self.frontend.settings.web.public_url, url), status=303)
 
 
 class StaffNotFoundHandler(StaffHandler):

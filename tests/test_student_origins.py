@@ -1,0 +1,162 @@
+"""Per-student origins (web.student_origin): each pair's server on a host
+name of its own, so that a page of one student's server (their code, or a
+notebook they shared) reaches no other student's storage, frames or server.
+
+In the sandbox the pairs' origins are http://<key>.localhost:8780 (Chromium
+resolves *.localhost to loopback; other clients send the Host header to
+127.0.0.1). The same browser attack runs in the single-origin mode too,
+where it succeeds: the risk the README states for that mode, and the proof
+that the attack can tell the modes apart.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from urllib.parse import urlsplit
+
+import pytest
+
+from nbhosting import origins, podman, tokens
+from nbhosting import sandbox as nbh_sandbox
+from nbhosting.names import Instance
+
+from .conftest import configure
+from .test_browser import NOTEBOOK, browser, entry_url  # noqa: F401 -- the browser fixture
+from .test_web import follow_start, get
+
+pytestmark = pytest.mark.sandbox
+
+ORIGIN = f"http://{{key}}.localhost:{nbh_sandbox.HTTP_PORT}"
+PER_STUDENT = f'student_origin = "{ORIGIN}"\n'
+KEY_HOST = re.compile(rf"http://([a-z2-7]{{26}})\.localhost:{nbh_sandbox.HTTP_PORT}$")
+
+
+def apply(sandbox, extra: str) -> None:
+    """A configuration as an operator applies it: nbh setup, then nbh-web's restart."""
+    sandbox.path("/etc/nbhosting/nbhosting.toml").write_text(nbh_sandbox.CONFIG + extra)
+    sandbox.run("nbh", "setup")
+    configure(sandbox, nbh_sandbox.CONFIG + extra)
+
+
+@pytest.fixture
+def per_student(sandbox):
+    apply(sandbox, PER_STUDENT)
+    yield
+    apply(sandbox, "")
+
+
+@pytest.fixture
+def pairs(sandbox, systemd, course, student):
+    """Two students of the course; their servers are stopped after the test."""
+    both = [Instance(course, student), Instance(course, student + "b")]
+    yield both
+    for instance in both:
+        systemd.stop_instance(instance)
+
+
+def key_of(sandbox, instance: Instance) -> str:
+    return tokens.origin_key(tokens.read_secret(sandbox.path(str(tokens.SECRET_PATH))), instance)
+
+
+def enter(sandbox, instance: Instance) -> str:
+    """The entry, as the LMS's iframe asks it: where it leads."""
+    url = entry_url(sandbox, instance, NOTEBOOK)
+    return follow_start(get(url.removeprefix(nbh_sandbox.SITE_URL), referer=None, timeout=120))
+
+
+def on_host(url: str, host: str | None = None) -> tuple[int, bytes]:
+    """GET url's path from the sandbox's nginx, with url's host (or this one)."""
+    parts = urlsplit(url)
+    path = parts.path + (f"?{parts.query}" if parts.query else "")
+    response = get(path, referer=None, headers={"Host": host or parts.netloc})
+    return response.status, response.body
+
+
+def test_each_pair_answers_on_its_own_origin_and_nowhere_else(sandbox, per_student, pairs):
+    mine, theirs = pairs
+    url = enter(sandbox, mine)
+    origin = f"{urlsplit(url).scheme}://{urlsplit(url).netloc}"
+    key = KEY_HOST.fullmatch(origin).group(1)
+    assert key == key_of(sandbox, mine)
+    assert mine.student not in url.split("/nb/")[0]  # the origin names no one
+    assert urlsplit(url).path.startswith(mine.base_url)
+    link = sandbox.path(f"{origins.KEYS_DIR}/{key}.sock")
+    assert link.is_symlink() and str(link.readlink()) == mine.listen_socket
+    status, body = on_host(url)
+    assert status == 200 and b"<title>" in body, (status, body[:300])
+
+    # the site's origin serves no student's server: the page, Jupyter's scripts
+    assert on_host(url, "127.0.0.1")[0] == 404
+    token = sandbox.token(mine)
+    assert on_host(f"http://x{mine.base_url}static/notebook/main.js?token={token}", "127.0.0.1")[0] == 404
+    # the pair's origin serves its server and nothing else: not another
+    # pair's path (it reaches this pair's server, which has no such page),
+    # not the front end's pages
+    their_url = enter(sandbox, theirs)
+    assert urlsplit(their_url).netloc != urlsplit(url).netloc
+    their_path = urlsplit(their_url).path + "?" + urlsplit(their_url).query
+    assert on_host(their_url)[0] == 200
+    assert on_host("http://x" + their_path, urlsplit(url).netloc)[0] == 404
+    for path in ("/", "/staff/", "/staff/login", f"/shared/{mine.course}/x/y", "/lti/jwks",
+                 entry_url(sandbox, mine, NOTEBOOK).removeprefix(nbh_sandbox.SITE_URL)):
+        assert on_host("http://x" + path, urlsplit(url).netloc)[0] == 404, path
+    # a key that no entry made leads nowhere
+    unknown = "a" * 26
+    assert on_host(f"http://x{mine.base_url}api/status", f"{unknown}.localhost:{nbh_sandbox.HTTP_PORT}")[0] == 503
+    # the shared pages are the site's, as the File menu's Share shows them
+    environment = sandbox.run(*podman.argv(["inspect", mine.container, "--format", "{{json .Config.Env}}"]))
+    share_id = tokens.share_id(tokens.read_secret(sandbox.path(str(tokens.SECRET_PATH))), mine)
+    assert f"NBH_SHARE_URL={nbh_sandbox.SITE_URL}/shared/{mine.course}/{share_id}/" in json.loads(environment.stdout)
+
+
+def test_the_front_end_will_not_start_when_nginx_is_in_the_other_mode(sandbox):
+    try:
+        configure(sandbox, nbh_sandbox.CONFIG + PER_STUDENT)  # no `nbh setup`: no flag for nginx
+        assert not sandbox.path(str(origins.MODE_FLAG)).exists()
+        assert get("/staff/", referer=None).status in (502, 503)
+        log = sandbox.run("journalctl", "--no-pager", "--output=cat", "--lines=20", "--unit", "nbh-web.service").stdout
+        assert "run `nbh setup`" in log, log
+    finally:
+        configure(sandbox, nbh_sandbox.CONFIG)
+    assert get("/staff/login", referer=None, headers={"Host": "staff.localhost"}).status == 200
+
+
+# What a page of one student's server runs in a browser that has another
+# student's notebook open (the link of a shared or sent notebook): read the
+# other's storage, then frame the other's server (its URL given, token and
+# all: the strongest position) and read into it.
+PROBE = """
+const done = arguments[arguments.length - 1], result = {origin: location.origin};
+result.storage = localStorage.getItem("nbh-probe");
+const frame = document.createElement("iframe");
+frame.src = arguments[0];
+frame.onload = () => {
+  try { result.frame = "read " + frame.contentWindow.localStorage.getItem("nbh-probe"); }
+  catch (error) { result.frame = "refused: " + error.name; }
+  done(result);
+};
+document.body.appendChild(frame);
+"""
+
+
+@pytest.mark.parametrize("mode", ["single-origin", "per-student"])
+def test_a_students_page_cannot_read_another_students_storage_nor_frame_their_server(
+        sandbox, pairs, browser, mode, request):
+    if mode == "per-student":
+        request.getfixturevalue("per_student")
+    victim, attacker = pairs
+    victim_url = enter(sandbox, victim)
+    browser.driver.get(victim_url)
+    browser.wait("the victim's notebook", lambda: browser.js("return document.title").endswith(".ipynb"), )
+    browser.js("localStorage.setItem('nbh-probe', 'the victim\\'s')")
+    browser.driver.get(enter(sandbox, attacker))
+    browser.wait("the attacker's notebook", lambda: browser.js("return document.title").endswith(".ipynb"))
+    browser.driver.set_script_timeout(60)
+    result = browser.driver.execute_async_script(PROBE, victim_url)
+    if mode == "single-origin":  # the risk of that mode, which the README states
+        assert result == {"origin": nbh_sandbox.SITE_URL, "storage": "the victim's", "frame": "read the victim's"}
+    else:
+        assert KEY_HOST.fullmatch(result["origin"]) and result["origin"] != urlsplit(victim_url).netloc
+        assert result["storage"] is None, result
+        assert result["frame"] == "refused: SecurityError", result
