@@ -25,7 +25,9 @@ machine is small (2 cores) and shared, so compare ratios, not absolutes.
 - the File menu's share, and the cold open beside an earlier image
   (bench/menus.py, `python -m bench --menus [BASELINE_TAR]`);
 - PID 1's CPU per visit with 10, 5,000 and 50,000 students enrolled, the
-  50,000 before and after the dormant ones are unloaded (bench/dormant.py).
+  50,000 before and after the dormant ones are unloaded (bench/dormant.py);
+- per-student origins beside the single origin (bench/origins.py,
+  ``--origins`` alone).
 """
 
 from __future__ import annotations
@@ -506,7 +508,8 @@ def table(results: dict) -> str:
                                   ("warm LTI launch: the launch POST alone", lti["lti_launch"]))]
     # the parts measured by a module of their own: key in the results -> module
     for key, part in (("idle", "idle"), ("courses", "courses"), ("events", "events"),
-                      ("staff_pages", "staff"), ("dormant", "dormant"), ("kernel", "kernel")):
+                      ("staff_pages", "staff"), ("dormant", "dormant"), ("kernel", "kernel"),
+                      ("origins", "origins")):
         if key in results:
             lines += importlib.import_module(f".{part}", __package__).table(results[key])
     return "\n".join(lines)
@@ -580,6 +583,12 @@ if __name__ == "__main__":
         figures = asyncio.run(kernel.run())
         write_key("kernel", figures)
         print("\n".join(kernel.table(figures)))
+        sys.exit(0)
+    if sys.argv[1:] == ["--origins"]:  # per-student origins beside the single one (bench/origins.py)
+        from . import origins  # noqa: PLC0415
+        figures = asyncio.run(origins.run())
+        write_key("origins", figures)
+        print("\n".join(origins.table(figures)))
         sys.exit(0)
     if sys.argv[1:] == ["--entry"]:  # the entry's figures alone, into the results (the first result's kept)
         figures = asyncio.run(in_sandbox(entries))

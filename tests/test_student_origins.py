@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import re
+import time
 from urllib.parse import urljoin, urlsplit
 
 import pytest
@@ -24,6 +25,10 @@ from nbhosting.names import Instance
 from .conftest import configure
 from .test_browser import (NOTEBOOK, SOURCE, browser, entry_url,  # noqa: F401 -- the browser fixture
                            first_cell_source, wait_for_kernel_idle)
+from .test_lti_launch import NOTEBOOK as LTI_NOTEBOOK
+from .test_lti_launch import launch as lti_launch
+from .test_lti_launch import opened
+from .test_staff import add_account, logged_in
 from .test_web import follow_start, get
 
 pytestmark = pytest.mark.sandbox
@@ -89,8 +94,10 @@ def test_each_pair_answers_on_its_own_origin_and_nowhere_else(sandbox, per_stude
 
     # the site's origin serves no student's server: the page, Jupyter's scripts
     assert on_host(url, "127.0.0.1")[0] == 404
-    token = sandbox.token(mine)
-    assert on_host(f"http://x{mine.base_url}static/notebook/main.js?token={token}", "127.0.0.1")[0] == 404
+    script = re.search(rb'src="([^"]*/static/[^"?]+\.js)', body).group(1).decode()
+    assert urlsplit(script).path.startswith(mine.base_url), script
+    assert on_host(urljoin(url, script))[0] == 200
+    assert on_host(urljoin(url, script), "127.0.0.1")[0] == 404
     # the pair's origin serves its server and nothing else: not another
     # pair's path (it reaches this pair's server, which has no such page),
     # not the front end's pages
@@ -167,3 +174,33 @@ def test_a_students_page_cannot_read_another_students_storage_nor_frame_their_se
         assert result["origin"] != victim_origin
         assert result["storage"] is None, result
         assert result["frame"] == "refused: SecurityError", result
+
+
+def test_an_lti_launch_leads_to_the_pairs_origin(sandbox, course, lti_platform, per_student, student, stop):
+    sub = f"origin-{student}"
+    instance = Instance(course, lti_platform.student(sub))
+    stop(instance)
+    response, _, _ = lti_launch(lti_platform, sub, course)
+    url = opened(response, time.time() - 60)
+    key = key_of(sandbox, instance)
+    assert url == (f"http://{key}.localhost:{nbh_sandbox.HTTP_PORT}/nb/{course}/{instance.student}/notebooks/"
+                   f"{LTI_NOTEBOOK}.ipynb?token={sandbox.token(instance)}")
+    assert on_host(url)[0] == 200
+
+
+def test_open_as_myself_leads_to_the_staff_members_own_origin(sandbox, systemd, course, per_student):
+    add_account("admin", "--admin")
+    instance = Instance(course, "staff.admin")
+    try:
+        client = logged_in("admin")
+        # the browser follows the form's redirect to the pair's origin (CSP form-action)
+        policy = client.get(f"/staff/courses/{course}").headers["Content-Security-Policy"]
+        assert f"form-action 'self' {nbh_sandbox.SITE_URL} http://*.localhost:{nbh_sandbox.HTTP_PORT};" in policy
+        response = client.post(f"/staff/courses/{course}/open", {"notebook": NOTEBOOK})
+        assert response.status_code == 303, response.text[:500]
+        location = response.headers["Location"]
+        assert location.startswith(f"http://{key_of(sandbox, instance)}.localhost:{nbh_sandbox.HTTP_PORT}"
+                                   f"{instance.base_url}notebooks/{NOTEBOOK}?token="), location
+        assert on_host(location)[0] == 200
+    finally:
+        systemd.stop_instance(instance)

@@ -70,7 +70,9 @@ class StaffHandler(BaseHandler):
         super().set_default_headers()
         self.nonce = secrets.token_urlsafe(16)
         # form-action: "Open" redirects to the notebook, on the students' origin
-        students = self.frontend.settings.web.public_url
+        # (the site's, or in the per-student mode, any pair's: "*.<domain>")
+        web = self.frontend.settings.web
+        students = " ".join(filter(None, (web.public_url, web.student_url("*"))))
         self.set_header("Content-Security-Policy", (
             f"default-src 'none'; style-src 'nonce-{self.nonce}'; script-src 'nonce-{self.nonce}'; "
             f"connect-src 'self'; img-src 'self'; form-action 'self' {students}; base-uri 'none'; "
