@@ -9,7 +9,10 @@ twice: the rows and the cursor are committed together, or neither is.
 
 from __future__ import annotations
 
+import functools
 import logging
+import pwd
+import re
 import sqlite3
 import sys
 import time
@@ -18,7 +21,7 @@ from pathlib import Path
 from systemd import daemon, journal
 
 from . import config, events, store
-from .names import BadName, Instance
+from .names import BadName, Instance, check_course
 
 log = logging.getLogger("nbh-events")
 # Entries per transaction: fewer commits when the journal is far ahead.
@@ -30,41 +33,96 @@ FORGET_EVERY = 3600
 COLUMNS = {"NBH_EVENT": "event", "NBH_COURSE": "course", "NBH_STUDENT": "student", "NBH_NOTEBOOK": "notebook"}
 # Said by every event, and derived from its course and student.
 DROPPED = {"NBH_INSTANCE"}
-# A student's unit runs the student's code, which can write to the journal
-# (the image's nbh_menus does, through the socket the host mounts in): its
-# entries name the course and student of the unit (journald's _SYSTEMD_UNIT,
-# from the sender's cgroup), whatever fields they carry, and only these
-# events, about that pair, are believed from it.
+# Whom the store believes, by the fields journald adds itself (the sender's
+# cgroup and credentials), never by those the sender wrote:
+# - root, and the account nbh, which runs only nbhosting's own code (the
+#   front end, the cull, the sampler, autopull): whatever they say;
+# - the units below, which run only nbhosting's code too;
+# - a course's units (their git, their build's containers): that course's
+#   update and build events, about that course alone;
+# - a student's unit, which runs the student's code and can write to the
+#   journal (the image's nbh_menus does, through the socket the host mounts
+#   in): its own events, about its own pair, whatever fields they carry.
+# Anything else (a local account's `logger --journald`, a process of a
+# container that exited before journald read its entry, which journald can
+# then tie to no unit) is dropped.
+TRUSTED_ACCOUNTS = ("root", "nbh")
+OWN_UNITS = frozenset({"nbh-web.service", "nbh-cull.service", "nbh-gc.service", "nbh-sample.service",
+                       "nbh-autopull.service", "nbh-lti-keys.service"})
 STUDENT_UNIT_EVENTS = frozenset({"start", "ready", "stop", "failure", "reset", "share"})
+COURSE_UNIT = re.compile(r"nbh-course-(update|build)@(.+)\.service")
+COURSE_UNIT_EVENTS = frozenset({"course-update", "course-build", "failure"})
+
+
+@functools.cache
+def trusted_uids() -> frozenset[int]:
+    uids = set()
+    for account in TRUSTED_ACCOUNTS:
+        try:
+            uids.add(pwd.getpwnam(account).pw_uid)
+        except KeyError:
+            continue  # not on this host (a unit test's)
+    return frozenset(uids)
+
+
+def text(value: object) -> str:
+    """A field's value as text: a field given twice is its last value, one
+    that is not UTF-8 is kept readable."""
+    if isinstance(value, list):
+        value = value[-1] if value else ""
+    if isinstance(value, bytes):
+        return value.decode("utf-8", "replace")
+    return str(value)
+
+
+def speaker(entry: dict, event: str) -> tuple[str | None, str | None] | None:
+    """Whether the entry is believed: None if not; else the course and
+    student it is about when its sender can speak only for them (None:
+    as the entry says)."""
+    unit = text(entry.get("_SYSTEMD_UNIT", ""))
+    if unit.startswith("nbh-jupyter@"):
+        try:
+            pair = Instance.from_unit(unit)
+        except (ValueError, BadName):
+            return None
+        return (pair.course, pair.student) if event in STUDENT_UNIT_EVENTS else None
+    if match := COURSE_UNIT.fullmatch(unit):
+        try:
+            course = check_course(match.group(2))
+        except BadName:
+            return None
+        return (course, None) if event in COURSE_UNIT_EVENTS else None
+    if unit in OWN_UNITS:
+        return None, None
+    try:
+        uid = int(text(entry.get("_UID", "")))
+    except ValueError:
+        return None
+    return (None, None) if uid in trusted_uids() else None
 
 
 def as_event(entry: dict) -> store.Event | None:
-    """The store's form of a journal entry; None for one that is no event."""
+    """The store's form of a journal entry; None for one that is no event,
+    or that the store does not believe."""
     if "NBH_EVENT" not in entry:
         return None
-    unit = entry.get("_SYSTEMD_UNIT", "")
-    student_unit = None
-    if isinstance(unit, str) and unit.startswith("nbh-jupyter@"):
-        try:
-            student_unit = Instance.from_unit(unit)
-        except (ValueError, BadName):
-            return None
-        if entry["NBH_EVENT"] not in STUDENT_UNIT_EVENTS:
-            return None
-    found = store.Event(time=entry["__REALTIME_TIMESTAMP"].timestamp(), event="")
+    event = text(entry["NBH_EVENT"])
+    about = speaker(entry, event)
+    if about is None:
+        return None
+    found = store.Event(time=entry["__REALTIME_TIMESTAMP"].timestamp(), event=event)
     for key, value in entry.items():
-        if not key.startswith("NBH_") or key in DROPPED:
+        if not key.startswith("NBH_") or key in DROPPED or key == "NBH_EVENT":
             continue
-        if isinstance(value, bytes):  # not UTF-8: kept, readable
-            value = value.decode("utf-8", "replace")
-        elif isinstance(value, list):  # a field given twice: the last one
-            value = str(value[-1])
         if key in COLUMNS:
-            setattr(found, COLUMNS[key], value)
+            setattr(found, COLUMNS[key], text(value))
         else:
-            found.fields[key[4:].lower()] = value
-    if student_unit is not None:
-        found.course, found.student = student_unit.course, student_unit.student
+            found.fields[key[4:].lower()] = text(value)
+    course, student = about
+    if course is not None:
+        found.course = course
+    if student is not None:
+        found.student = student
     return found
 
 
@@ -84,8 +142,9 @@ def open_journal(cursor: str | None) -> journal.Reader:
     return reader
 
 
-def read_batch(reader: journal.Reader, limit: int = BATCH) -> tuple[list[store.Event], dict | None]:
-    """Up to `limit` events, and the last journal entry read (for its cursor)."""
+def read_batch(reader: journal.Reader, limit: int = BATCH) -> tuple[list[tuple[store.Event, str]], dict | None]:
+    """Up to `limit` events with their entries' cursors, and the last journal
+    entry read (for its cursor)."""
     found, last = [], None
     for _ in range(limit):
         entry = reader.get_next()
@@ -93,20 +152,41 @@ def read_batch(reader: journal.Reader, limit: int = BATCH) -> tuple[list[store.E
             break
         last = entry
         event = as_event(entry)
-        if event is not None:
-            found.append(event)
+        if event is None:
+            continue
+        if unparsed := store.unparsed(event):
+            log.warning("entry %s: %s event: %s not a number, kept as text", entry["__CURSOR"], event.event,
+                        ", ".join(unparsed))
+        found.append((event, entry["__CURSOR"]))
     return found, last
 
 
+# What a value in an entry may make SQLite or the store raise; a full disk,
+# a locked or broken database (sqlite3.OperationalError...) is no entry's.
+BAD_VALUE = (OverflowError, ValueError, TypeError, sqlite3.InterfaceError, sqlite3.DataError,
+             sqlite3.IntegrityError)
+
+
 def catch_up(db, reader: journal.Reader, limit: int = BATCH) -> int:
-    """Append what the journal has; the number of entries read."""
-    read = 0
+    """Append what the journal has; the number of events stored."""
+    stored = 0
     while True:
         found, last = read_batch(reader, limit)
         if last is None:
-            return read
-        store.append(db, found, last["__CURSOR"], last["__REALTIME_TIMESTAMP"].timestamp())
-        read += len(found)
+            return stored
+        try:
+            store.append(db, [event for event, _ in found], last["__CURSOR"],
+                         last["__REALTIME_TIMESTAMP"].timestamp())
+            stored += len(found)
+        except BAD_VALUE:
+            # One of them: each alone then, the ones that fail left out.
+            for event, cursor in found:
+                try:
+                    store.append(db, [event], cursor, event.time)
+                    stored += 1
+                except BAD_VALUE as error:
+                    log.warning("entry %s: %s event not stored: %s", cursor, event.event, error)
+            store.append(db, [], last["__CURSOR"], last["__REALTIME_TIMESTAMP"].timestamp())
 
 
 def follow(path: Path, settings: config.Config) -> None:

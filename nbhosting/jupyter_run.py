@@ -134,10 +134,14 @@ def started_at() -> str:
 
 
 def stopped(instance: Instance) -> int:
-    """ExecStopPost=: no container left behind, whatever happened; then the event."""
+    """ExecStopPost=: the event, then no container left behind, whatever
+    happened. The event first: journald ties an entry to its unit by its
+    sender's cgroup, which a process that has exited no longer has, and the
+    store believes a student unit's entries only when tied (follower.py)."""
     import subprocess  # noqa: PLC0415 (the stop's only)
 
     from . import events  # noqa: PLC0415
+    events.after_stop(instance, os.environ)
     try:
         removed = subprocess.run([PODMAN, "rm", "--force", "--ignore", "--time", "0", instance.container],
                                  stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=60)
@@ -147,7 +151,6 @@ def stopped(instance: Instance) -> int:
         if removed.returncode != 0:
             print(f"nbh-jupyter-run: podman rm {instance.container}: {removed.stderr.strip()[-300:]}",
                   file=sys.stderr)
-    events.after_stop(instance, os.environ)
     return 0
 
 

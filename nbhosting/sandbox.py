@@ -138,10 +138,19 @@ def path(inside: str) -> Path:
     return root() / inside.lstrip("/")
 
 
+def primary_group(user: str) -> str:
+    """The account's own group, by its number (nobody's is nogroup)."""
+    for line in path("/etc/passwd").read_text().splitlines():
+        fields = line.split(":")
+        if fields[0] == user and len(fields) > 3:
+            return fields[3]
+    raise SandboxError(f"no account {user!r} in the sandbox")
+
+
 def exec_argv(argv: list[str], user: str | None = None) -> list[str]:
     prefix = ["nsenter", "--target", str(require_pid()), "--mount", "--pid", "--"]
     if user:
-        prefix += ["setpriv", f"--reuid={user}", f"--regid={user}", "--init-groups", "--"]
+        prefix += ["setpriv", f"--reuid={user}", f"--regid={primary_group(user)}", "--init-groups", "--"]
     return prefix + ["env", "-i", "PATH=/usr/sbin:/usr/bin:/sbin:/bin", "LANG=C.UTF-8", *argv]
 
 

@@ -14,6 +14,7 @@ database from one version to the next, each in one transaction.
 from __future__ import annotations
 
 import json
+import math
 import re
 import sqlite3
 import time
@@ -210,22 +211,35 @@ def append(db: sqlite3.Connection, events: list[Event], cursor: str, cursor_time
                    "SET cursor = excluded.cursor, time = excluded.time", (cursor, cursor_time))
 
 
+# What SQLite stores as an INTEGER (a larger Python int overflows it).
+_INTEGER = range(-2**63, 2**63)
+_NUMBER = re.compile(r"-?[0-9]+(\.[0-9]*)?([eE][-+]?[0-9]+)?")
+
+
 def _number(value: object) -> float | int | None:
-    try:
-        return int(value)
-    except (TypeError, ValueError):
-        try:
-            return float(value)
-        except (TypeError, ValueError):
-            return None
+    """A field's number, or None: one that SQLite stores, finite, as its
+    senders write it ("12", "0.25"): no "1_000", "inf" or "nan"."""
+    if not isinstance(value, str) or len(value) > 40 or not _NUMBER.fullmatch(value):
+        return None
+    if value.lstrip("-").isdigit():
+        number = int(value)
+        return number if number in _INTEGER else None
+    number = float(value)
+    return number if math.isfinite(number) else None
+
+
+def unparsed(event: Event) -> list[str]:
+    """The fields of the event that should be numbers and are not (stored
+    as text in `fields`, NULL in their column)."""
+    names = [SECONDS_FIELDS[event.event]] if event.event in SECONDS_FIELDS else []
+    if event.event == "sample":
+        names += SAMPLE_COLUMNS
+    return [name for name in names if name in event.fields and _number(event.fields[name]) is None]
 
 
 def _seconds(value: object) -> float | None:
-    try:
-        seconds = float(value)
-    except (TypeError, ValueError):
-        return None
-    return seconds if 0 <= seconds < 1e9 else None
+    seconds = _number(value)
+    return float(seconds) if seconds is not None and 0 <= seconds < 1e9 else None
 
 
 def forget_before(db: sqlite3.Connection, before: float, batch: int = 10000) -> int:

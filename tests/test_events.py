@@ -175,6 +175,69 @@ def test_a_follower_killed_in_a_burst_loses_nothing_and_doubles_nothing(sandbox)
     print(f"stored at the kill: {at_kill}; restarts: {restarts}")
 
 
+# Entries in journald's native protocol, every field length-prefixed (binary
+# values too), to the journal's socket: what a student's code can send from
+# its container, and a local account from the host.
+SEND = r"""
+import os, socket, struct, sys
+
+def send(fields):
+    data = b"".join(k.encode() + b"\n" + struct.pack("<Q", len(v)) + v + b"\n" for k, v in fields)
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as journal:
+        journal.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4 << 20)
+        journal.sendto(data, "/run/systemd/journal/socket")
+
+def event(name, tag, *more, message=True):
+    fields = [("SYSLOG_IDENTIFIER", b"nbhosting"), ("NBH_EVENT", name.encode()), ("NBH_TAG", tag.encode()), *more]
+    send(fields + ([("MESSAGE", b"forged " + name.encode())] if message else []))
+"""
+HOSTILE = SEND + r"""
+tag = @TAG@
+event("ready", tag, ("NBH_START_SECONDS", b"99999999999999999999"))  # the verified one
+event("ready", tag, ("NBH_START_SECONDS", b"1e999"))
+event("share", tag, ("NBH_NOTEBOOK", b"x" * 150_000))  # huge
+event("reset", tag, ("NBH_NOTEBOOK", bytes(range(256))))  # binary
+event("stop", tag, *[(f"NBH_F{i}", str(i).encode()) for i in range(10000)])  # 10,000 fields
+event("share", tag, message=False)  # no MESSAGE
+event("staff-settings", tag, ("NBH_STAFF", b"admin"), ("NBH_COURSE", b"any"))
+event("open", tag, ("NBH_COURSE", b"any"), ("NBH_STUDENT", b"victim"))
+if os.fork() == 0:  # a child that sends, and exits at once: journald may tie it to no unit
+    event("open", tag, ("NBH_COURSE", b"any"), ("NBH_STUDENT", b"victim"))
+    os._exit(0)
+os.wait()
+print("sent")
+"""
+
+
+def test_no_entry_stops_the_store_and_none_is_believed_beyond_its_sender(sandbox, systemd, course, student):
+    instance = Instance(course, student)
+    tag = f"h{os.getpid()}-{time.monotonic_ns()}"
+    restarts = sandbox.run("systemctl", "show", "-P", "NRestarts", "nbh-events.service").stdout.strip()
+    try:
+        # from a student's code, in their kernel
+        from .test_instances import run_code
+        systemd.start_instance(instance)
+        assert run_code(sandbox, systemd, instance, HOSTILE.replace("@TAG@", repr(tag))).strip() == "sent"
+        # from a local account on the host, and a child of it that exits at once
+        assert sandbox.run("python3", "-c", HOSTILE.replace("@TAG@", repr(tag)), user="nobody").stdout.strip() == "sent"
+        # then a student opens a notebook: the store has it
+        assert get(signed(f"/ipythonExercice/{course}/w1/w1-s1-c1-intro/{student}"), referer=None).status in (200, 302)
+        settled(sandbox, timeout=60)
+    finally:
+        systemd.stop_instance(instance)
+    assert sandbox.run("systemctl", "is-active", "nbh-events.service").stdout.strip() == "active"
+    assert sandbox.run("systemctl", "show", "-P", "NRestarts", "nbh-events.service").stdout.strip() == restarts
+    assert [e["event"] for e in stored(sandbox, "--student", student, "--event", "open")] == ["open"]
+    kept = read_store(sandbox, "SELECT event, course, student, seconds FROM events "
+                      "WHERE json_extract(fields, '$.tag') = ? ORDER BY id", tag)
+    # the student's own events, about their own pair, the bad number not in its column
+    assert {row[0] for row in kept} <= {"ready", "share", "reset", "stop"}, kept
+    assert ("ready", course, student, None) in kept
+    assert all(row[1:3] == (course, student) for row in kept), kept
+    log = sandbox.run("journalctl", "--no-pager", "-o", "cat", "-u", "nbh-events.service").stdout
+    assert "start_seconds not a number, kept as text" in log
+
+
 def metrics() -> dict[tuple[str, tuple], float]:
     connection = http.client.HTTPConnection(*METRICS, timeout=30)
     connection.request("GET", "/metrics")
