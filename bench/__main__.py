@@ -27,7 +27,9 @@ machine is small (2 cores) and shared, so compare ratios, not absolutes.
 - PID 1's CPU per visit with 10, 5,000 and 50,000 students enrolled, the
   50,000 before and after the dormant ones are unloaded (bench/dormant.py);
 - per-student origins beside the single origin (bench/origins.py,
-  ``--origins`` alone).
+  ``--origins`` alone);
+- a warm entry during a login flood and with 100 slow readers of a shared
+  page (bench/bounded.py, ``--bounded`` alone).
 """
 
 from __future__ import annotations
@@ -509,7 +511,7 @@ def table(results: dict) -> str:
     # the parts measured by a module of their own: key in the results -> module
     for key, part in (("idle", "idle"), ("courses", "courses"), ("events", "events"),
                       ("staff_pages", "staff"), ("dormant", "dormant"), ("kernel", "kernel"),
-                      ("origins", "origins")):
+                      ("origins", "origins"), ("bounded", "bounded")):
         if key in results:
             lines += importlib.import_module(f".{part}", __package__).table(results[key])
     return "\n".join(lines)
@@ -583,6 +585,12 @@ if __name__ == "__main__":
         figures = asyncio.run(kernel.run())
         write_key("kernel", figures)
         print("\n".join(kernel.table(figures)))
+        sys.exit(0)
+    if sys.argv[1:] == ["--bounded"]:  # a warm entry under a login flood, slow readers (bench/bounded.py)
+        from . import bounded  # noqa: PLC0415
+        figures = asyncio.run(bounded.run())
+        write_key("bounded", figures)
+        print("\n".join(bounded.table(figures)))
         sys.exit(0)
     if sys.argv[1:] == ["--origins"]:  # per-student origins beside the single one (bench/origins.py)
         from . import origins  # noqa: PLC0415

@@ -249,12 +249,18 @@ class Staff:
     login_attempts: int = 5
     # Wrong passwords from one address, whatever the accounts, in the same window.
     login_attempts_per_address: int = 50
+    # Wrong passwords for one account, whatever the addresses, in the same
+    # window; past them, each try waits twice as long as the one before,
+    # up to login_delay_max seconds.
+    login_attempts_per_account: int = 20
+    login_delay_max: int = 60
     login_window: int = 600
 
     def check(self) -> None:
         if not 60 <= self.session_lifetime <= 30 * 86400:
             raise ConfigError("staff.session_lifetime: must be between 60 seconds and 30 days")
-        for name in ("login_attempts", "login_attempts_per_address", "login_window"):
+        for name in ("login_attempts", "login_attempts_per_address", "login_attempts_per_account",
+                     "login_delay_max", "login_window"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"staff.{name}: must be at least 1")
 

@@ -18,7 +18,9 @@ account's password changes or the account goes.
 
 from __future__ import annotations
 
+import asyncio
 import collections
+import concurrent.futures
 import json
 import os
 import secrets
@@ -213,8 +215,11 @@ def verify(account: Account | None, password: str) -> bool:
 
 
 class LoginLimiter:
-    """Wrong passwords within a window, by (address, account) and by address:
-    past the configured counts, that login gets 429 until the window moves on."""
+    """Wrong passwords within a window, by (address, account), by address,
+    and by account whatever the addresses (a botnet's guesses): past the
+    configured counts, that login gets 429 until the window moves on; past
+    the account's, a delay that doubles with each wrong password, up to
+    login_delay_max (a cap, so that its owner is not kept out for long)."""
 
     def __init__(self, settings: config.Staff, clock=time.monotonic):
         self.settings, self.clock = settings, clock
@@ -230,21 +235,50 @@ class LoginLimiter:
 
     def retry_after(self, address: str, name: str) -> int:
         """Seconds until this login may be tried again; 0: now."""
-        waits = []
+        now, waits = self.clock(), []
         for key, limit in (((address, name), self.settings.login_attempts),
                            ((address,), self.settings.login_attempts_per_address)):
             failures = self._recent(key)
             if len(failures) >= limit:
-                waits.append(failures[-limit] + self.settings.login_window - self.clock())
+                waits.append(failures[-limit] + self.settings.login_window - now)
+        account = self._recent(("account", name))
+        beyond = len(account) - self.settings.login_attempts_per_account
+        if beyond >= 0:
+            waits.append(account[-1] + min(self.settings.login_delay_max, 2.0 ** beyond) - now)
+        waits = [wait for wait in waits if wait > 0]
         return max(1, round(max(waits))) if waits else 0
 
     def failed(self, address: str, name: str) -> None:
         now = self.clock()
-        self._failures[(address, name)].append(now)
-        self._failures[(address,)].append(now)
+        for key in ((address, name), (address,), ("account", name)):
+            self._failures[key].append(now)
 
     def succeeded(self, address: str, name: str) -> None:
         self._failures.pop((address, name), None)
+        self._failures.pop(("account", name), None)
+
+
+class VerifierBusy(RuntimeError):
+    pass
+
+
+class Verifier:
+    """argon2 (0.1 s of CPU and 64 MiB each) on threads of its own, a few at
+    a time, and a bounded queue: a flood of logins waits there, or is turned
+    away, never in the executor where the students' entries copy notebooks."""
+
+    def __init__(self, threads: int = 1, waiting: int = 32):
+        self._pool = concurrent.futures.ThreadPoolExecutor(threads, thread_name_prefix="argon2")
+        self.limit, self.pending = threads + waiting, 0
+
+    async def verify(self, account: Account | None, password: str) -> bool:
+        if self.pending >= self.limit:
+            raise VerifierBusy(f"{self.pending} logins are being checked already")
+        self.pending += 1
+        try:
+            return await asyncio.get_running_loop().run_in_executor(self._pool, verify, account, password)
+        finally:
+            self.pending -= 1
 
 
 # -- sessions ---------------------------------------------------------------------

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import stat
@@ -125,6 +126,44 @@ def test_wrong_passwords_are_limited_per_account_and_address():
     limiter.failed("10.0.0.3", "erin")
     limiter.succeeded("10.0.0.3", "erin")
     assert limiter.retry_after("10.0.0.3", "erin") == 0
+
+
+@pytest.mark.parametrize("origin", [0.0, 3.0, 1e7])  # a clock that began at boot, minutes or months ago
+def test_guesses_from_many_addresses_wait_longer_and_longer(origin):
+    clock = Clock()
+    clock.now = origin
+    limiter = staff.LoginLimiter(config.Staff(login_attempts_per_account=4, login_delay_max=60, login_window=600),
+                                 clock=clock)
+    for n in range(4):  # a botnet: each guess from an address of its own
+        assert limiter.retry_after(f"10.1.0.{n}", "admin") == 0
+        limiter.failed(f"10.1.0.{n}", "admin")
+    waits = []
+    for n in range(4, 12):
+        waits.append(limiter.retry_after(f"10.1.0.{n}", "admin"))
+        clock.now += waits[-1]
+        assert limiter.retry_after(f"10.1.0.{n}", "admin") == 0
+        limiter.failed(f"10.1.0.{n}", "admin")
+    assert waits == [1, 2, 4, 8, 16, 32, 60, 60]
+    assert limiter.retry_after("10.2.0.1", "bob") == 0  # another account
+    # its owner, once let in, clears the delay
+    clock.now += 60
+    limiter.succeeded("10.3.0.1", "admin")
+    assert limiter.retry_after("10.1.0.99", "admin") == 0
+
+
+def test_password_checks_wait_in_a_bounded_queue_of_their_own():
+    verifier = staff.Verifier(threads=1, waiting=2)
+    account = staff.Account("alice", staff._hasher.hash("right"), admin=False)
+
+    async def flood():
+        checks = [asyncio.ensure_future(verifier.verify(account, "wrong")) for _ in range(5)]
+        return await asyncio.gather(*checks, return_exceptions=True)
+
+    results = asyncio.run(flood())
+    assert results[:3] == [False, False, False]
+    assert all(isinstance(r, staff.VerifierBusy) for r in results[3:]), results
+    assert asyncio.run(verifier.verify(account, "right")) is True
+    assert verifier.pending == 0
 
 
 def test_the_notebook_tree_and_where_a_login_may_lead():

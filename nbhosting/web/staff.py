@@ -55,6 +55,7 @@ class StaffSite:
         self.accounts = staff.AccountsFile()
         self.sessions = staff.Sessions(settings.session_lifetime)
         self.limiter = staff.LoginLimiter(settings)
+        self.verifier = staff.Verifier()
 
 
 class StaffHandler(BaseHandler):
@@ -209,7 +210,13 @@ class LoginHandler(StaffHandler):
                          priority=syslog.LOG_WARNING, NBH_ADDRESS=address, NBH_STATUS="429")
             raise RetryLater(wait)
         account = self.site.accounts.get(name)
-        if not await asyncio.get_running_loop().run_in_executor(None, staff.verify, account, password):
+        try:
+            right = await self.site.verifier.verify(account, password)
+        except staff.VerifierBusy as error:
+            events.staff("staff-login-failed", name, f"login of {name!r} refused: {error}",
+                         priority=syslog.LOG_WARNING, NBH_ADDRESS=address, NBH_STATUS="503")
+            raise tornado.web.HTTPError(503, "%s", str(error), reason="Too many logins at once") from None
+        if not right:
             self.site.limiter.failed(address, name)
             events.staff("staff-login-failed", name, f"login of {name!r} failed: wrong name or password",
                          priority=syslog.LOG_WARNING, NBH_ADDRESS=address, NBH_STATUS="403")
