@@ -5,7 +5,8 @@ not running (the warm path pays for neither): ``limits.max_running``, a cap
 on the student servers running or starting on the host, and
 ``limits.new_workspaces_per_minute``, a token bucket on students who have no
 workspace yet, so that a flood of made-up names cannot fill the disk with
-workspaces and the host with units. A student past either gets a page saying
+workspaces and the host with units; and no new workspace at all once the
+workspaces' disk is ``limits.disk_full`` used. A student past either gets a page saying
 to come back in a few minutes, never a half-started server.
 """
 
@@ -17,7 +18,7 @@ import os
 import time
 from collections.abc import AsyncIterator, Callable
 
-from . import config, workspace
+from . import config, paths, workspace
 from .names import Instance
 from .systemd import Systemd
 
@@ -28,6 +29,13 @@ class HostFull(Exception):
     def __init__(self, reason: str, message: str):
         super().__init__(message)
         self.reason = reason
+
+
+def disk_used(path) -> float:
+    """The share of path's file system in use, as df counts it (blocks
+    reserved for root count as used: the students cannot have them)."""
+    stat = os.statvfs(path)
+    return 1 - stat.f_bavail / stat.f_blocks if stat.f_blocks else 1.0
 
 
 class TokenBucket:
@@ -68,10 +76,15 @@ class Admission:
             if len(others) >= self.limits.max_running:
                 raise HostFull("max_running", f"{len(others)} servers run, the cap "
                                               f"(limits.max_running) is {self.limits.max_running}")
-            if not os.path.lexists(workspace.workspace_dir(instance)) and not self.new_workspaces.take():
-                raise HostFull("new_workspaces_per_minute",
-                               f"more new workspaces than limits.new_workspaces_per_minute "
-                               f"({self.limits.new_workspaces_per_minute})")
+            if not os.path.lexists(workspace.workspace_dir(instance)):
+                used = disk_used(paths.WORKSPACES_DIR)
+                if used >= self.limits.disk_full:
+                    raise HostFull("disk", f"the workspaces' disk is {used:.1%} full, past which "
+                                           f"(limits.disk_full, {self.limits.disk_full:.0%}) no workspace is made")
+                if not self.new_workspaces.take():
+                    raise HostFull("new_workspaces_per_minute",
+                                   f"more new workspaces than limits.new_workspaces_per_minute "
+                                   f"({self.limits.new_workspaces_per_minute})")
             self._starting.add(instance.service)
         try:
             yield

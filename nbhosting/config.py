@@ -38,6 +38,10 @@ class Limits:
     # New workspaces (students the host has never seen) a minute, in bursts
     # of as many; past it, such an entry gets "the host is busy" (503).
     new_workspaces_per_minute: int = 120
+    # The share of the workspaces' file system in use (0 to 1) past which no
+    # new workspace is made: a student the host has never seen gets "the
+    # host is full" (503), and the students who have one go on saving.
+    disk_full: float = 0.95
     # Images, besides the site's and a course's own build, that a course's
     # staff may choose for their course (an admin may set any).
     images: tuple = ()
@@ -55,6 +59,8 @@ class Limits:
         for name in ("max_running", "new_workspaces_per_minute"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"limits.{name}: must be at least 1")
+        if not 0 < self.disk_full <= 1:
+            raise ConfigError("limits.disk_full: must be above 0 and at most 1 (the share of the disk in use)")
 
     def dropin(self) -> str:
         return (

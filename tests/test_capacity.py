@@ -153,3 +153,41 @@ def test_the_rate_of_new_workspaces_page(sandbox, systemd, course, student, limi
     finally:
         for instance in (first, second):
             systemd.stop_instance(instance)
+
+
+def test_no_new_workspace_on_a_full_disk(workspaces, monkeypatch):
+    admission = capacity.Admission(config.Limits(disk_full=0.95))
+    monkeypatch.setattr(capacity, "disk_used", lambda path: 0.96)
+    (workspaces / "c" / "known").mkdir(parents=True)
+
+    async def enter(student: str) -> None:
+        async with admission.admit(Running(), Instance("c", student)):
+            pass
+
+    with pytest.raises(capacity.HostFull) as error:
+        asyncio.run(enter("new"))
+    assert error.value.reason == "disk" and "96.0% full" in str(error.value)
+    asyncio.run(enter("known"))  # a student who has a workspace still starts
+    assert 0 < capacity.disk_used(workspaces) < 1
+
+
+@pytest.mark.sandbox
+def test_a_full_disk_turns_new_students_away_and_the_others_save(sandbox, systemd, course, student, limits_config):
+    """disk_full just below what the sandbox's disk has in use: as full as it gets."""
+    known, new = Instance(course, f"{student}-a"), Instance(course, f"{student}-b")
+    try:
+        assert entry(course, NOTEBOOK, known.student).startswith(known.base_url)
+        used = capacity.disk_used(sandbox.path(str(paths.WORKSPACES_DIR)))
+        limits_config(f"disk_full = {used * 0.99:.6f}\n")
+        response = get(entry_path(course, NOTEBOOK, new.student))
+        assert b"The host is full" in response.body
+        assert_refused_and_not_started(sandbox, systemd, new, response, "disk")
+        # the student who has a workspace enters, and saves
+        assert entry(course, NOTEBOOK, known.student).startswith(known.base_url)
+        saved = sandbox.api(known, "api/contents/saved.txt", method="PUT",
+                            body={"type": "file", "format": "text", "content": "kept"})
+        assert saved["name"] == "saved.txt"
+        assert sandbox.path(f"/var/lib/nbhosting/workspaces/{known.path}/saved.txt").read_text() == "kept"
+    finally:
+        for instance in (known, new):
+            systemd.stop_instance(instance)

@@ -142,7 +142,7 @@ class HostBusy(tornado.web.HTTPError):
     """503 with Retry-After, and a page that says to come back."""
 
     def __init__(self, error: capacity.HostFull):
-        if error.reason == "max_running":
+        if error.reason in ("max_running", "disk"):
             reason, self.explanation = "The host is full", "The host is full: try again in a few minutes."
         else:
             reason, self.explanation = ("The host is busy", "Too many new students are arriving at once: "
