@@ -59,6 +59,22 @@ def open_file(root: Path, relative: str) -> int:
     return file
 
 
+def open_dirs(root: Path, parts: tuple[str, ...]) -> int:
+    """A descriptor of the folder root/parts..., reached through no link."""
+    if any(part in ("", ".", "..") for part in parts):
+        raise NotAFile(f"{'/'.join(parts)!r} is not a path inside {root}")
+    fd = os.open(root, DIR_FLAGS)
+    try:
+        for part in parts:
+            child = os.open(part, DIR_FLAGS, dir_fd=fd)
+            os.close(fd)
+            fd = child
+    except OSError:
+        os.close(fd)
+        raise
+    return fd
+
+
 def _refused(error: OSError, root: Path, relative: str, dir_fd: int | None = None) -> OSError:
     """ELOOP: a link (O_NOFOLLOW); ENOTDIR: a link or a file where a folder should be."""
     if error.errno not in (errno.ELOOP, errno.ENOTDIR):

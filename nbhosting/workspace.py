@@ -33,7 +33,7 @@ def workspace_dir(instance: Instance) -> Path:
     return paths.WORKSPACES_DIR / instance.course / instance.student
 
 
-def _open_dirs(root: Path, parts: tuple[str, ...]) -> int:
+def open_dirs(root: Path, parts: tuple[str, ...]) -> int:
     """The folder root/parts..., made as needed, as an fd; no link followed."""
     fd = os.open(root, _DIR_FLAGS)
     try:
@@ -66,7 +66,7 @@ def copy_notebook(instance: Instance, course_dir: Path, notebook: str) -> bool:
 
 
 def _copy(instance: Instance, source: int, relative: PurePosixPath) -> bool:
-    directory = _open_dirs(workspace_dir(instance), relative.parent.parts)
+    directory = open_dirs(workspace_dir(instance), relative.parent.parts)
     try:
         try:
             os.stat(relative.name, dir_fd=directory, follow_symlinks=False)

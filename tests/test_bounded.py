@@ -4,7 +4,6 @@ still opens (how fast is bench/bounded.py's, not a test's)."""
 
 from __future__ import annotations
 
-import os
 import socket
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -35,17 +34,13 @@ def memory_mib(sandbox, unit: str) -> float:
 
 
 def write_page(sandbox, instance: Instance, size: int) -> str:
-    """A page as a student's code can write one in their shared folder."""
+    """A page as a student's code can write one in their shared folder, as
+    the containers' account (the running server made the folder)."""
     secret = tokens.read_secret(sandbox.path(str(tokens.SECRET_PATH)))
     share_id = tokens.share_id(secret, instance)
-    folder = sandbox.path(f"/var/lib/nbhosting/shared/{instance.course}/{share_id}")
-    folder.mkdir(parents=True, exist_ok=True)
     page = "b" * 26 if size > shares.PAGE_MAX else "a" * 26
-    with open(folder / f"{page}.html", "wb") as out:
-        out.truncate(size)
-    owner = next(line.split(":") for line in sandbox.path("/etc/passwd").read_text().splitlines()
-                 if line.startswith("nbh-jupyter:"))
-    os.chown(folder / f"{page}.html", int(owner[2]), int(owner[3]))
+    sandbox.run("truncate", "--size", str(size), f"/var/lib/nbhosting/shared/{instance.course}/{share_id}/{page}.html",
+                user="nbh-jupyter")
     return f"/shared/{instance.course}/{share_id}/{page}"
 
 
@@ -61,6 +56,7 @@ def slow_reader(n: int, path: str) -> socket.socket:
 
 def test_slow_readers_of_a_huge_shared_page_cost_the_front_end_a_piece_each(sandbox, systemd, course, student):
     instance = Instance(course, student)
+    systemd.start_instance(instance)
     path = write_page(sandbox, instance, shares.PAGE_MAX)
     too_large = write_page(sandbox, instance, shares.PAGE_MAX + 1)
     assert get(too_large, referer=None).status == 404

@@ -17,18 +17,20 @@ from __future__ import annotations
 import asyncio
 import html
 import json
+import logging
 import syslog
 import time
 
 import tornado.iostream
 import tornado.web
 
-from .. import access, capacity, courses, events, nofollow, tokens, workspace
+from .. import access, capacity, courses, events, mappings, nofollow, tokens
 from ..names import BadName, Instance, check_student
 from ..systemd import SystemdError
 from .base import BaseHandler, HostBusy, page
 
 PROGRESS_EVERY = 0.5
+log = logging.getLogger("nbh-web")
 
 
 class StudentHandler(BaseHandler):
@@ -64,8 +66,8 @@ class StudentHandler(BaseHandler):
         except (OSError, tokens.TokenError) as error:  # the operator's to mend
             raise tornado.web.HTTPError(500, "%s", str(error), reason="Your server's token cannot be read") from None
         try:
-            copied = await asyncio.get_running_loop().run_in_executor(
-                None, workspace.copy_notebook, instance, course.path, notebook)
+            copied, unplaced = await asyncio.get_running_loop().run_in_executor(
+                None, mappings.copy_with_neighbours, instance, course.path, notebook)
         except (nofollow.NotAFile, FileNotFoundError) as error:
             # Listed when the entry began, a link or gone now (a course update meanwhile).
             raise self.refuse(404, "Unknown notebook", f"{instance.path}: not copying {notebook}: {error}",
@@ -75,6 +77,8 @@ class StudentHandler(BaseHandler):
             events.send("failure", instance, f"{instance.path}: cannot copy {notebook}: {error}",
                         NBH_NOTEBOOK=notebook, NBH_REASON=str(error))
             raise tornado.web.HTTPError(500, "%s", str(error), reason="Your notebook could not be copied") from None
+        if unplaced:
+            log.warning("%s: %s opens without its neighbours: %s", instance.path, notebook, unplaced)
         self.frontend.prestart(instance, notebook)
         events.send("open", instance, f"{instance.path} opens {notebook}" + (" (copied)" if copied else ""),
                     NBH_NOTEBOOK=notebook, NBH_COPIED="yes" if copied else "no")

@@ -28,7 +28,7 @@ from urllib.parse import quote, urlencode, urljoin, urlsplit
 import tornado.iostream
 import tornado.web
 
-from .. import capacity, config, courses, courseunits, cull, events, nofollow, paths, staff, workspace
+from .. import capacity, config, courses, courseunits, cull, events, mappings, nofollow, paths, staff
 from ..names import STAFF_PREFIX, BadName, Instance, check_course, check_workspace, escape, staff_workspace
 from ..systemd import RUNNING_STATES, AccessDenied, SystemdError
 from .base import BaseHandler
@@ -555,7 +555,7 @@ class OpenHandler(StaffHandler):
             raise tornado.web.HTTPError(503, "%s", str(error), reason="Your server could not start") from None
         try:
             await asyncio.get_running_loop().run_in_executor(
-                None, workspace.copy_notebook, instance, course.path, notebook)
+                None, mappings.copy_with_neighbours, instance, course.path, notebook)
         except (nofollow.NotAFile, OSError) as error:
             raise tornado.web.HTTPError(500, "%s", str(error), reason="The notebook could not be copied") from None
         self.event("staff-open", f"opened {notebook} in {instance.path}", course.name,

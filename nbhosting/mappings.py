@@ -1,0 +1,170 @@
+"""A notebook's neighbours: the course's data, figures and modules beside
+the student's copy, so that what the notebook reads by a relative path
+(``data/x.csv``, ``figures/y.png``, ``import helper``) is there, as in a
+checkout of the course.
+
+The front end places, beside the copy in the workspace, a symbolic link to
+each neighbour as the container sees it, under the course's read-only
+mount (``/home/jovyan/course/<folder>/<name>``): why links rather than
+mounts or an overlay:
+
+- a link follows the course: an update reaches the student at once, and
+  the neighbours it adds at the student's next entry;
+- the student's own file wins: a link is made only where nothing is, never
+  over a file, and the student may delete it or put their own in its place;
+- it reads only what the container can: the course, read-only, and on the
+  host it leads nowhere (no /home/jovyan there), so nothing of the host's
+  follows it into another workspace;
+- a mount would shadow the student's files, and one per file would not
+  follow an update (git replaces files); an overlay needs a mount per
+  server that rootless podman cannot make on every file system.
+
+Which neighbours: by default, every entry of the notebook's folder that is
+not a notebook, not hidden, not a link, and not a folder that holds
+notebooks (those are the student's to copy); or the names that the
+course's ``.nbhosting/nbhosting.toml`` lists (``mappings = ["data",
+"figures", "*.py"]``, patterns of names in the notebook's folder).
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import functools
+import os
+import re
+import tomllib
+from pathlib import Path, PurePosixPath
+
+from . import nofollow, workspace
+from .courses import NOTEBOOK_SUFFIX, CourseError
+from .names import Instance
+
+# Where the student's container has the course (jupyter_run: --volume ...:ro).
+COURSE_MOUNT = PurePosixPath("/home/jovyan/course")
+CONFIG = ".nbhosting/nbhosting.toml"
+PATTERN_RE = re.compile(r"[A-Za-z0-9_*?\[\]!-][A-Za-z0-9_.*?\[\]!-]{0,99}")
+PATTERNS_MAX = 50
+# Entries looked at to tell whether a folder holds notebooks.
+WALK_MAX = 20000
+
+
+def patterns(course_dir: Path) -> tuple[str, ...] | None:
+    """The course's mappings, or None (the default: every neighbour)."""
+    try:
+        fd = nofollow.open_file(course_dir, CONFIG)
+    except FileNotFoundError:
+        return None
+    except (nofollow.NotAFile, OSError) as error:
+        raise CourseError(f"{CONFIG}: {error}") from None
+    with os.fdopen(fd, "rb") as file:
+        try:
+            settings = tomllib.loads(file.read(1 << 16).decode())
+        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as error:
+            raise CourseError(f"{CONFIG}: {error}") from None
+    if "mappings" not in settings:
+        return None
+    chosen = settings["mappings"]
+    if not (isinstance(chosen, list) and len(chosen) <= PATTERNS_MAX
+            and all(isinstance(p, str) and PATTERN_RE.fullmatch(p) for p in chosen)):
+        raise CourseError(f"{CONFIG}: mappings must be a list of at most {PATTERNS_MAX} patterns of names "
+                          "in a notebook's folder (letters, digits, '_', '.', '-', '*', '?', [...]: no '/')")
+    return tuple(chosen)
+
+
+def _holds_notebooks(folder: int) -> bool:
+    """Whether a notebook is below this folder (an fd), links not followed."""
+    pending, seen = [os.dup(folder)], 0
+    try:
+        while pending:
+            fd = pending.pop()
+            try:
+                with os.scandir(fd) as entries:
+                    for entry in entries:
+                        seen += 1
+                        if seen > WALK_MAX:
+                            return True  # too large to tell: not mapped (the safe side)
+                        if entry.name.endswith(NOTEBOOK_SUFFIX) and entry.is_file(follow_symlinks=False):
+                            return True
+                        if entry.is_dir(follow_symlinks=False) and not entry.name.startswith("."):
+                            pending.append(os.open(entry.name, nofollow.DIR_FLAGS, dir_fd=fd))
+            finally:
+                os.close(fd)
+    finally:
+        for fd in pending:
+            os.close(fd)
+    return False
+
+
+@functools.lru_cache(maxsize=1024)
+def _neighbours(course_dir: Path, folder: PurePosixPath, chosen: tuple[str, ...] | None,
+                version: tuple) -> tuple[str, ...]:
+    del version  # the cache's key: the course's checkout as it is now
+    try:
+        fd = nofollow.open_dirs(course_dir, folder.parts)
+    except OSError:
+        return ()
+    found = []
+    try:
+        with os.scandir(fd) as entries:
+            for entry in entries:
+                name = entry.name
+                if name.startswith(".") or name.endswith(NOTEBOOK_SUFFIX) or entry.is_symlink():
+                    continue
+                if chosen is not None:
+                    if any(fnmatch.fnmatchcase(name, pattern) for pattern in chosen):
+                        found.append(name)
+                    continue
+                if entry.is_dir(follow_symlinks=False):
+                    child = os.open(name, nofollow.DIR_FLAGS, dir_fd=fd)
+                    try:
+                        if _holds_notebooks(child):
+                            continue
+                    finally:
+                        os.close(child)
+                found.append(name)
+    finally:
+        os.close(fd)
+    return tuple(sorted(found))
+
+
+def neighbours(course_dir: Path, notebook: str) -> tuple[str, ...]:
+    """The names in the notebook's folder of the course to place beside the copy."""
+    try:
+        version = os.stat(course_dir / ".git" / "index").st_mtime_ns
+    except OSError:
+        version = None
+    return _neighbours(course_dir, PurePosixPath(notebook).parent, patterns(course_dir), (version,))
+
+
+def place(instance: Instance, course_dir: Path, notebook: str) -> list[str]:
+    """Link the notebook's neighbours beside the student's copy where the
+    student has nothing of that name; the names linked now."""
+    folder = PurePosixPath(notebook).parent
+    names = neighbours(course_dir, notebook)
+    if not names:
+        return []
+    directory = workspace.open_dirs(workspace.workspace_dir(instance), folder.parts)
+    placed = []
+    try:
+        for name in names:
+            try:
+                os.symlink(str(COURSE_MOUNT / folder / name), name, dir_fd=directory)
+            except FileExistsError:
+                continue  # the student's own (or a link placed before)
+            placed.append(name)
+    finally:
+        os.close(directory)
+    return placed
+
+
+def copy_with_neighbours(instance: Instance, course_dir: Path, notebook: str) -> tuple[bool, str | None]:
+    """The student's copy of the notebook (workspace.copy_notebook, whose
+    errors it raises), then its neighbours: whether the notebook was copied,
+    and why the neighbours are not placed, if they are not (the notebook
+    opens all the same)."""
+    copied = workspace.copy_notebook(instance, course_dir, notebook)
+    try:
+        place(instance, course_dir, notebook)
+    except (CourseError, OSError) as error:
+        return copied, str(error)
+    return copied, None
