@@ -23,7 +23,7 @@ CONTAINERFILE = ("ARG NBH_BASE_IMAGE\nFROM $NBH_BASE_IMAGE\n"
 NOTEBOOK = json.dumps({"cells": [], "metadata": {}, "nbformat": 4, "nbformat_minor": 5})
 
 
-def make_repo(sandbox, name: str, files: dict[str, str]) -> str:
+def make_repo(sandbox, name: str, files: dict[str, str | bytes]) -> str:
     """A course repository owned by the checkouts' account, as git wants a local one."""
     repo = f"/var/lib/nbhosting/sandbox-repos/{name}"
     sandbox.run("rm", "-rf", repo)
@@ -33,11 +33,14 @@ def make_repo(sandbox, name: str, files: dict[str, str]) -> str:
     return repo
 
 
-def commit(sandbox, repo: str, files: dict[str, str], message: str = "change") -> str:
-    for relative, text in files.items():
+def commit(sandbox, repo: str, files: dict[str, str | bytes], message: str = "change") -> str:
+    for relative, content in files.items():
         path = sandbox.path(f"{repo}/{relative}")
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(text)
+        if isinstance(content, bytes):
+            path.write_bytes(content)
+        else:
+            path.write_text(content)
     sandbox.run("chown", "-R", "nbh-courses:nbh-courses", repo)
     git = ["git", "-C", repo, "-c", "user.name=Teacher", "-c", "user.email=teacher@example.org"]
     sandbox.run(*git, "add", "--all", user="nbh-courses")

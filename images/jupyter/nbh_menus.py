@@ -20,10 +20,11 @@ import tempfile
 import time
 from pathlib import Path
 
-from jupyter_server.base.handlers import APIHandler
+from jupyter_server.base.handlers import APIHandler, AuthenticatedFileHandler
 from jupyter_server.services.contents.largefilemanager import AsyncLargeFileManager
 from jupyter_server.utils import url_path_join
 from tornado import web
+from traitlets import default
 
 from nbh_journal import event
 
@@ -224,10 +225,27 @@ class WhoamiHandler(Handler):
                      "hide": hide})
 
 
+class FilesHandler(AuthenticatedFileHandler):
+    """/files/ (a markdown image, a download): the workspace's files, and the
+    course's that the host linked beside a notebook (nbhosting/mappings.py:
+    data/, figures/), which lead into the read-only course and which
+    Jupyter's own handler refuses as outside the workspace."""
+
+    def validate_absolute_path(self, root: str, absolute_path: str) -> str | None:
+        real = os.path.realpath(absolute_path)
+        if real.startswith(f"{COURSE}/"):
+            return super().validate_absolute_path(str(COURSE), real)
+        return super().validate_absolute_path(root, absolute_path)
+
+
 class ContentsManager(AsyncLargeFileManager):
     """A notebook fresh from the course is trusted: the course is trusted
     content. Once the student changed it, Jupyter's own rules apply (its
     signature, kept across restarts: jupyter_server_config.py)."""
+
+    @default("files_handler_class")
+    def _files_handler_class_default(self):
+        return FilesHandler
 
     def mark_trusted_cells(self, nb, path=""):
         if not self.notary.check_signature(nb) and self._from_course(path):

@@ -17,30 +17,33 @@ const COMMANDS = {
   whoami: 'nbhosting:whoami'
 };
 
+// A URL of this server with the server's token, the one already in the
+// page's own config; any other URL as it is.
+function withToken(url) {
+  const token = PageConfig.getToken();
+  if (!token || url === undefined || url === null || url === '') {
+    return url;
+  }
+  const base = new URL(PageConfig.getBaseUrl(), window.location.href);
+  const target = new URL(String(url), window.location.href);
+  if (target.origin !== base.origin || !target.pathname.startsWith(base.pathname)) {
+    return url;
+  }
+  if (!target.searchParams.has('token')) {
+    target.searchParams.set('token', token);
+  }
+  return target.toString();
+}
+
 // The site's pages, on the site's origin, keep the token in their URL.
 // Jupyter's front end drops it once loaded, after which reloading the
 // iframe alone, or opening a link in a new tab ("Open in JupyterLab"),
 // reaches the server with no credential at all (a third-party iframe keeps
-// no cookie): 403. The token is the one already in the page's own config.
+// no cookie): 403.
 function keepToken() {
-  const token = PageConfig.getToken();
-  if (!token) {
+  if (!PageConfig.getToken()) {
     return;
   }
-  const base = new URL(PageConfig.getBaseUrl(), window.location.href);
-  const withToken = url => {
-    if (url === undefined || url === null || url === '') {
-      return url;
-    }
-    const target = new URL(String(url), window.location.href);
-    if (target.origin !== base.origin || !target.pathname.startsWith(base.pathname)) {
-      return url;
-    }
-    if (!target.searchParams.has('token')) {
-      target.searchParams.set('token', token);
-    }
-    return target.toString();
-  };
   for (const name of ['pushState', 'replaceState']) {
     const original = window.history[name].bind(window.history);
     window.history[name] = (state, title, url) =>
@@ -223,6 +226,13 @@ const plugin = {
   optional: [IMainMenu],
   activate: (app, tracker, mainMenu) => {
     keepToken();
+    // What a notebook shows by a relative path (a markdown image, figures/
+    // x.png) is fetched from the server's /files/ by an <img>, which no
+    // header can carry the token in, nor a cookie in the LMS's iframe: the
+    // URL carries it, as the page's own did.
+    const contents = app.serviceManager.contents;
+    const getDownloadUrl = contents.getDownloadUrl.bind(contents);
+    contents.getDownloadUrl = async path => withToken(await getDownloadUrl(path));
     const current = () => tracker.currentWidget;
     const enabled = () => current() !== null;
     app.commands.addCommand(COMMANDS.reset, {

@@ -1,0 +1,115 @@
+"""A course laid out as jakevdp/PythonDataScienceHandbook is: notebooks in
+notebooks/, their data in notebooks/data/, their figures in
+notebooks/figures/, a module beside them. What a notebook reads by a
+relative path is there for the student, as in a checkout of the course, and
+follows the course's updates (nbhosting/mappings.py)."""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import uuid
+
+import pytest
+
+from nbhosting import sandbox as nbh_sandbox
+from nbhosting.names import Instance
+
+from .conftest import nbh
+from .test_browser import browser  # noqa: F401 -- the fixture
+from .test_course_units import commit, make_repo
+from .test_web import execute, follow_start, get, signed
+
+pytestmark = pytest.mark.sandbox
+
+NOTEBOOK = "notebooks/02.04-Aggregation.ipynb"
+# A 2x2 PNG, red.
+PNG = base64.b64decode("iVBORw0KGgoAAAANSUhEUgAAAAIAAAACCAIAAAD91JpzAAAAEUlEQVR4nGP4z8DAwMDAxAAAHQMCAJ4xEpsAAAAASUVORK5CYII=")
+CODE = 'print(open("data/heights.csv").readlines()[1].strip()); import helper; print(helper.WHO)'
+
+
+def notebook() -> str:
+    return json.dumps({
+        "cells": [
+            {"cell_type": "markdown", "id": "m1", "metadata": {}, "source": ["![an array](figures/array.png)"]},
+            {"cell_type": "code", "execution_count": None, "id": "c1", "metadata": {}, "outputs": [],
+             "source": [CODE]},
+        ],
+        "metadata": {"kernelspec": {"display_name": "Python 3", "language": "python", "name": "python3"}},
+        "nbformat": 4, "nbformat_minor": 5})
+
+
+@pytest.fixture
+def pdsh(sandbox):
+    name = f"pdsh-{os.getpid()}-{uuid.uuid4().hex[:4]}"
+    repo = make_repo(sandbox, name, {
+        NOTEBOOK: notebook(), "notebooks/02.01-Types.ipynb": notebook(),
+        "notebooks/data/heights.csv": "order,name,height\n1,George Washington,189\n",
+        "notebooks/figures/array.png": PNG, "notebooks/helper.py": 'WHO = "the course\'s helper"\n',
+        "notebooks/exercises/ex1.ipynb": notebook(), "README.md": "# The handbook\n"})
+    assert nbh(sandbox, "course", "create", name, repo).returncode == 0
+    return name, repo
+
+
+def enter(course: str, student: str) -> str:
+    return follow_start(get(signed(f"/ipythonExercice/{course}/{NOTEBOOK.removesuffix('.ipynb')}/{student}"),
+                            referer=None, timeout=120))
+
+
+def run_in_notebook(sandbox, systemd, instance: Instance, code: str) -> str:
+    """The code, in a new kernel of the notebook (its folder as the working directory)."""
+    session = sandbox.api(instance, "api/sessions", method="POST",
+                          body={"path": NOTEBOOK, "type": "notebook", "kernel": {"name": "python3"}})
+    try:
+        return systemd.loop.run_until_complete(execute(sandbox, instance, session["kernel"]["id"], code))
+    finally:
+        sandbox.request(instance, "DELETE", f"api/sessions/{session['id']}")
+
+
+def test_a_notebooks_data_figures_and_module_are_there_and_follow_the_course(
+        sandbox, systemd, pdsh, student, browser):  # noqa: F811
+    course, repo = pdsh
+    instance = Instance(course, student)
+    folder = sandbox.path(f"/var/lib/nbhosting/workspaces/{course}/{student}/notebooks")
+    try:
+        url = enter(course, student)
+        # beside the copy: links into the container's read-only course, none to a folder of notebooks
+        assert {p.name: os.readlink(p) for p in folder.iterdir() if p.is_symlink()} == {
+            name: f"/home/jovyan/course/notebooks/{name}" for name in ("data", "figures", "helper.py")}
+        assert not (folder / "02.01-Types.ipynb").exists() and not (folder / "exercises").exists()
+        out = run_in_notebook(sandbox, systemd, instance, CODE)
+        assert out == "1,George Washington,189\nthe course's helper\n", out
+        # the markdown's figure, in Chromium
+        browser.driver.get(nbh_sandbox.SITE_URL + url)
+        image = ("const i = document.querySelector('.jp-RenderedMarkdown img');"
+                 "return i && i.complete ? i.naturalWidth : null")
+        assert browser.wait("the notebook's figure", lambda: browser.js(image)) == 2
+        # an update of the course reaches a new kernel, the workspace untouched
+        commit(sandbox, repo, {"notebooks/data/heights.csv": "order,name,height\n1,John Adams,170\n"})
+        assert nbh(sandbox, "course", "update", course).returncode == 0
+        assert run_in_notebook(sandbox, systemd, instance, CODE).startswith("1,John Adams,170\n")
+        # the student's own file of a name wins, and stays at the next entry
+        assert run_in_notebook(sandbox, systemd, instance, "import os; os.unlink('helper.py');"
+                               "open('helper.py', 'w').write('WHO = \"mine\"\\n')") == ""
+        assert enter(course, student) == url
+        assert not (folder / "helper.py").is_symlink() and (folder / "helper.py").read_text() == 'WHO = "mine"\n'
+        assert run_in_notebook(sandbox, systemd, instance, CODE).endswith("\nmine\n")
+    finally:
+        systemd.stop_instance(instance)
+
+
+def test_a_courses_link_is_never_a_neighbour(sandbox, systemd, pdsh, student):
+    course, repo = pdsh
+    checkout = f"/var/lib/nbhosting/sandbox-repos/{course}"
+    sandbox.run("ln", "-s", "/etc", f"{checkout}/notebooks/etc", user="nbh-courses")
+    sandbox.run("ln", "-s", "../../other-course", f"{checkout}/notebooks/other", user="nbh-courses")
+    commit(sandbox, repo, {})
+    assert nbh(sandbox, "course", "update", course).returncode == 0
+    instance = Instance(course, student)
+    try:
+        enter(course, student)
+        folder = sandbox.path(f"/var/lib/nbhosting/workspaces/{course}/{student}/notebooks")
+        assert sorted(p.name for p in folder.iterdir() if p.is_symlink()) == ["data", "figures", "helper.py"]
+    finally:
+        systemd.stop_instance(instance)
