@@ -10,6 +10,7 @@ import base64
 import json
 import os
 import uuid
+from urllib.parse import urlsplit
 
 import pytest
 
@@ -85,6 +86,10 @@ def test_a_notebooks_data_figures_and_module_are_there_and_follow_the_course(
         image = ("const i = document.querySelector('.jp-RenderedMarkdown img');"
                  "return i && i.complete ? i.naturalWidth : null")
         assert browser.wait("the notebook's figure", lambda: browser.js(image)) == 2
+        # and on the notebook's shared page, inline (the page fetches nothing)
+        shared = sandbox.api(instance, "nbh/share", method="POST", body={"path": NOTEBOOK})
+        page = get(urlsplit(shared["url"]).path, referer=None)
+        assert page.status == 200 and b'<img alt="an array" src="data:image/png;base64,' in page.body
         # an update of the course reaches a new kernel, the workspace untouched
         commit(sandbox, repo, {"notebooks/data/heights.csv": "order,name,height\n1,John Adams,170\n"})
         assert nbh(sandbox, "course", "update", course).returncode == 0

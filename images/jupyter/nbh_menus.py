@@ -162,7 +162,9 @@ def render(path: Path) -> str:
 
     notebook = nbformat.read(path, as_version=4)
     exporter = nbconvert.HTMLExporter(template_name="lab", embed_images=True, **NO_CDN)
-    body, _ = exporter.from_notebook_node(notebook, resources={"metadata": {"name": path.stem}})
+    # path: where markdown images by a relative path are read from, to inline them
+    body, _ = exporter.from_notebook_node(notebook, resources={"metadata": {"name": path.stem,
+                                                                           "path": str(path.parent)}})
     return body
 
 
