@@ -31,20 +31,11 @@ FLOODERS = 8
 READERS = 100
 
 
-def front_end(method: str, path: str, body: str | None = None, headers: dict | None = None):
-    connection = sandbox.UnixHTTPConnection(str(sandbox.path("/run/nbhosting/web.sock")), timeout=120)
-    connection.request(method, path, body, headers={"Host": "staff.localhost", **(headers or {})})
-    response = connection.getresponse()
-    response.read()
-    connection.close()
-    return response
-
-
 class Flood:
     """Wrong logins from FLOODERS threads until stopped; how many and their statuses."""
 
     def __init__(self):
-        cookie = front_end("GET", "/staff/login").getheader("Set-Cookie")
+        cookie = sandbox.front_end("GET", "/staff/login").getheader("Set-Cookie")
         self.xsrf = cookie.split("_xsrf=", 1)[1].split(";", 1)[0]
         self.stop, self.statuses = threading.Event(), []
         self.threads = [threading.Thread(target=self.run, args=(n,)) for n in range(FLOODERS)]
@@ -53,7 +44,7 @@ class Flood:
         i = 0
         while not self.stop.is_set():
             i += 1
-            response = front_end("POST", "/staff/login", f"name=flood{n}x{i}&password=x&_xsrf={self.xsrf}", {
+            response = sandbox.front_end("POST", "/staff/login", f"name=flood{n}x{i}&password=x&_xsrf={self.xsrf}", {
                 "Origin": sandbox.STAFF_URL, "X-Real-IP": f"10.8.{n}.{i % 250}", "Cookie": f"_xsrf={self.xsrf}",
                 "Content-Type": "application/x-www-form-urlencoded"})
             self.statuses.append(response.status)

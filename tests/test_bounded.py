@@ -82,23 +82,13 @@ def test_slow_readers_of_a_huge_shared_page_cost_the_front_end_a_piece_each(sand
     assert response.status == 200 and len(response.body) == shares.PAGE_MAX
 
 
-def front_end(method: str, path: str, body: str | None = None, headers: dict | None = None):
-    """A request straight to the front end's socket (no nginx: as from a botnet's many addresses)."""
-    connection = nbh_sandbox.UnixHTTPConnection(str(nbh_sandbox.path("/run/nbhosting/web.sock")), timeout=120)
-    connection.request(method, path, body, headers={"Host": "staff.localhost", **(headers or {})})
-    response = connection.getresponse()
-    response.read()
-    connection.close()
-    return response
-
-
 def test_a_flood_of_logins_is_checked_a_few_at_a_time_and_entries_go_on(sandbox, systemd, course, student):
-    cookie = front_end("GET", "/staff/login").getheader("Set-Cookie")
+    cookie = nbh_sandbox.front_end("GET", "/staff/login").getheader("Set-Cookie")
     xsrf = cookie.split("_xsrf=", 1)[1].split(";", 1)[0]
 
     def login(n: int) -> int:
         # unknown accounts cost argon2 as much as wrong passwords; each from an address of its own
-        return front_end("POST", "/staff/login", f"name=guess{n}&password=x&_xsrf={xsrf}", {
+        return nbh_sandbox.front_end("POST", "/staff/login", f"name=guess{n}&password=x&_xsrf={xsrf}", {
             "Origin": nbh_sandbox.STAFF_URL, "X-Real-IP": f"10.9.{n // 250}.{n % 250}", "Cookie": f"_xsrf={xsrf}",
             "Content-Type": "application/x-www-form-urlencoded"}).status
 
