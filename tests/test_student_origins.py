@@ -22,7 +22,8 @@ from nbhosting import origins, podman, tokens
 from nbhosting import sandbox as nbh_sandbox
 from nbhosting.names import Instance
 
-from .conftest import configure
+from .conftest import configure, nbh
+from .lti_platform import CLIENT_ID, DEPLOYMENT_ID
 from .test_browser import (NOTEBOOK, SOURCE, browser, entry_url,  # noqa: F401 -- the browser fixture
                            first_cell_source, wait_for_kernel_idle)
 from .test_lti_launch import NOTEBOOK as LTI_NOTEBOOK
@@ -177,6 +178,12 @@ def test_a_students_page_cannot_read_another_students_storage_nor_frame_their_se
 
 
 def test_an_lti_launch_leads_to_the_pairs_origin(sandbox, course, lti_platform, per_student, student, stop):
+    # registered again: test_rpm.py, which runs before, boots the sandbox
+    # anew, without the session's registration
+    added = nbh(sandbox, "lti", "add", "fake", "--issuer", lti_platform.url, "--client-id", CLIENT_ID,
+                "--deployment-id", DEPLOYMENT_ID, "--auth-url", lti_platform.url + "/auth",
+                "--jwks-url", lti_platform.url + "/jwks", "--courses", "*")
+    assert added.returncode == 0, added.stderr
     sub = f"origin-{student}"
     instance = Instance(course, lti_platform.student(sub))
     stop(instance)
