@@ -157,11 +157,37 @@ def place(instance: Instance, course_dir: Path, notebook: str) -> list[str]:
     return placed
 
 
+def unlink_placed_folders(instance: Instance, notebook: str) -> list[str]:
+    """The folders on the way to the notebook's copy that are links into the
+    course (a folder placed as data, to which an update of the course has
+    since added notebooks): removed, so that a folder of the student's own
+    takes their place. Such a link leads into the read-only course:
+    removing it loses nothing. The paths removed."""
+    removed = []
+    parts = PurePosixPath(notebook).parent.parts
+    root = workspace.workspace_dir(instance)
+    for depth, name in enumerate(parts):
+        try:
+            fd = nofollow.open_dirs(root, parts[:depth])
+        except OSError:
+            break  # not there yet, or a link of the student's own on the way: the copy says so
+        try:
+            if os.readlink(name, dir_fd=fd).startswith(f"{COURSE_MOUNT}/"):
+                os.unlink(name, dir_fd=fd)
+                removed.append("/".join(parts[:depth + 1]))
+        except OSError:
+            pass  # not a link: a folder, or nothing yet
+        finally:
+            os.close(fd)
+    return removed
+
+
 def copy_with_neighbours(instance: Instance, course_dir: Path, notebook: str) -> tuple[bool, str | None]:
     """The student's copy of the notebook (workspace.copy_notebook, whose
     errors it raises), then its neighbours: whether the notebook was copied,
     and why the neighbours are not placed, if they are not (the notebook
     opens all the same)."""
+    unlink_placed_folders(instance, notebook)
     copied = workspace.copy_notebook(instance, course_dir, notebook)
     try:
         place(instance, course_dir, notebook)

@@ -94,3 +94,17 @@ def test_a_huge_folder_is_not_mapped_by_default(course, monkeypatch):
     (course / ".git").mkdir(exist_ok=True)
     (course / ".git" / "index").write_text("an update")  # what the cache follows
     assert mappings.neighbours(course, "notebooks/02.01-Types.ipynb") == ("figures", "helper.py")
+
+
+def test_a_placed_folder_that_an_update_filled_with_notebooks_becomes_the_students(course, workspaces):
+    mappings.copy_with_neighbours(ALICE, course, "notebooks/02.01-Types.ipynb")
+    assert (workspaces / "notebooks" / "data").is_symlink()
+    (course / "notebooks" / "data" / "lesson.ipynb").write_text("{}")  # the update
+    copied, _ = mappings.copy_with_neighbours(ALICE, course, "notebooks/data/lesson.ipynb")
+    assert copied and not (workspaces / "notebooks" / "data").is_symlink()
+    assert (workspaces / "notebooks" / "data" / "lesson.ipynb").read_text() == "{}"
+    # a link of the student's own, elsewhere, is left as it is (and not followed)
+    (workspaces / "notebooks" / "extra").symlink_to("/tmp")
+    with pytest.raises(OSError):
+        mappings.copy_with_neighbours(ALICE, course, "notebooks/extra/more.ipynb")
+    assert (workspaces / "notebooks" / "extra").is_symlink()
