@@ -221,9 +221,15 @@ class LoginLimiter:
     the account's, a delay that doubles with each wrong password, up to
     login_delay_max (a cap, so that its owner is not kept out for long)."""
 
+    # Every this many failures, the keys whose failures all left the window
+    # are dropped: guesses at made-up names, from made-up addresses, do not
+    # pile up in the front end's memory.
+    PRUNE_EVERY = 1000
+
     def __init__(self, settings: config.Staff, clock=time.monotonic):
         self.settings, self.clock = settings, clock
         self._failures: dict[tuple, collections.deque] = collections.defaultdict(collections.deque)
+        self._counted = 0
 
     def _recent(self, key: tuple) -> collections.deque:
         failures, oldest = self._failures[key], self.clock() - self.settings.login_window
@@ -252,6 +258,10 @@ class LoginLimiter:
         now = self.clock()
         for key in ((address, name), (address,), ("account", name)):
             self._failures[key].append(now)
+        self._counted += 1
+        if self._counted % self.PRUNE_EVERY == 0:
+            for key in list(self._failures):
+                self._recent(key)
 
     def succeeded(self, address: str, name: str) -> None:
         self._failures.pop((address, name), None)

@@ -151,6 +151,18 @@ def test_guesses_from_many_addresses_wait_longer_and_longer(origin):
     assert limiter.retry_after("10.1.0.99", "admin") == 0
 
 
+def test_failures_that_left_the_window_are_forgotten():
+    clock = Clock()
+    limiter = staff.LoginLimiter(config.Staff(login_window=60), clock=clock)
+    for n in range(3000):  # a spray of made-up names from made-up addresses
+        limiter.failed(f"10.{n // 250}.{n % 250}.1", f"guess{n}")
+    assert len(limiter._failures) == 9000
+    clock.now += 61
+    for n in range(limiter.PRUNE_EVERY):
+        limiter.failed("10.255.0.1", "admin")
+    assert len(limiter._failures) == 3  # that address, that account, the two
+
+
 def test_password_checks_wait_in_a_bounded_queue_of_their_own():
     verifier = staff.Verifier(threads=1, waiting=2)
     account = staff.Account("alice", staff._hasher.hash("right"), admin=False)
