@@ -529,7 +529,7 @@ def stats_command(args) -> None:
         raise CommandError(str(error)) from None
     db = store.open_reader(Path(args.store))
     try:
-        table = stats.table(db, args.course, args.plot, since, until)
+        table = stats.table(db, args.course, args.plot, since, until, staff=args.staff)
     except sqlite3.Error as error:
         raise CommandError(f"cannot read the event store: {error}") from None
     finally:
@@ -547,6 +547,8 @@ def stats_parser(commands) -> None:
     sub.add_argument("--since", metavar="T", help="7d, 12h, 30m, today, 2026-11-01[T10:00] (default: all)")
     sub.add_argument("--until", metavar="T", help="as --since")
     sub.add_argument("--format", choices=("table", "csv"), default="table")
+    sub.add_argument("--staff", action="store_true",
+                     help="count the staff's own workspaces (staff.<account>) as students")
     sub.add_argument("--store", default=str(store.DEFAULT_PATH), metavar="PATH",
                      help=f"the database to read (default {store.DEFAULT_PATH})")
     sub.set_defaults(run=stats_command)

@@ -6,6 +6,11 @@ Table: the rows the plot draws, and their CSV (Table.csv) for the link
 behind it. Days are UTC days. Sessions, latencies and samples come from
 the events' own fields (close: duration_seconds; ready: start_seconds;
 sample: servers, kernels, ...).
+
+Staff members' own workspaces (staff.<account>, "Open as myself") are not
+students: by default no plot counts them (their opens are staff-open
+events, their sessions, starts and incidents are left out); with
+staff=True, every function counts them as students.
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ from dataclasses import dataclass
 from datetime import date, datetime, timedelta, timezone
 
 from . import courses, store
+from .names import STAFF_PREFIX
 
 FAR = 1e18  # an unbounded end of a range
 DAY = 86400
@@ -66,19 +72,32 @@ def _ordered(found: set[str], order: list[str] | None) -> list[str]:
 
 # -- who reads what ---------------------------------------------------------
 
-def _opens(db: sqlite3.Connection, course: str, since: float | None, until: float | None) -> list[tuple]:
+def _opened(staff: bool) -> str:
+    """Which events are opens: a student's entry, and with staff, "Open as myself"."""
+    return "event IN ('open', 'staff-open')" if staff else "event = 'open'"
+
+
+def _students(staff: bool) -> str:
+    """Whose events count: everyone's with staff, else no staff workspace's
+    (an event of no student, a refusal, counts)."""
+    return "1" if staff else f"(student IS NULL OR student NOT LIKE '{STAFF_PREFIX}%')"
+
+
+def _opens(db: sqlite3.Connection, course: str, since: float | None, until: float | None,
+           staff: bool = False) -> list[tuple]:
     """(student, notebook, opens) of the course in the range."""
     start, end = _range(since, until)
     return db.execute(
-        "SELECT student, notebook, count(*) FROM events WHERE course = ? AND event = 'open' "
+        f"SELECT student, notebook, count(*) FROM events WHERE course = ? AND {_opened(staff)} "
         "AND time >= ? AND time < ? AND notebook IS NOT NULL AND student IS NOT NULL "
         "GROUP BY student, notebook", (course, start, end)).fetchall()
 
 
-def students_per_notebook(db, course: str, since=None, until=None, notebooks: list[str] | None = None) -> Table:
+def students_per_notebook(db, course: str, since=None, until=None, notebooks: list[str] | None = None,
+                          staff: bool = False) -> Table:
     """Distinct students who opened each notebook, in the course's notebook order."""
     readers, opens = {}, {}
-    for _, notebook, n in _opens(db, course, since, until):
+    for _, notebook, n in _opens(db, course, since, until, staff):
         readers[notebook] = readers.get(notebook, 0) + 1
         opens[notebook] = opens.get(notebook, 0) + n
     order = notebook_order(course) if notebooks is None else notebooks
@@ -86,10 +105,10 @@ def students_per_notebook(db, course: str, since=None, until=None, notebooks: li
                  [(n, readers.get(n, 0), opens.get(n, 0)) for n in _ordered(set(readers) | set(order), order)])
 
 
-def notebooks_per_student(db, course: str, since=None, until=None) -> Table:
+def notebooks_per_student(db, course: str, since=None, until=None, staff: bool = False) -> Table:
     """Histogram: how many students read 1, 2, ... notebooks."""
     read = {}
-    for student, _, _ in _opens(db, course, since, until):
+    for student, _, _ in _opens(db, course, since, until, staff):
         read[student] = read.get(student, 0) + 1
     histogram = {}
     for count in read.values():
@@ -97,13 +116,13 @@ def notebooks_per_student(db, course: str, since=None, until=None) -> Table:
     return Table(("notebooks_read", "students"), sorted(histogram.items()))
 
 
-def students_per_day(db, course: str, since=None, until=None) -> Table:
+def students_per_day(db, course: str, since=None, until=None, staff: bool = False) -> Table:
     """Active students (who opened a notebook), new ones (their first open
     ever), and all students so far, for every day of the range with any."""
     start, end = _range(since, until)
     active = dict(db.execute(
         "SELECT date(time, 'unixepoch'), count(DISTINCT student) FROM events "
-        "WHERE course = ? AND event = 'open' AND time >= ? AND time < ? GROUP BY 1", (course, start, end)))
+        f"WHERE course = ? AND {_opened(staff)} AND time >= ? AND time < ? GROUP BY 1", (course, start, end)))
     new = dict(db.execute(
         "SELECT date(first_time, 'unixepoch'), count(*) FROM students "
         "WHERE course = ? AND first_time >= ? AND first_time < ? GROUP BY 1", (course, start, end)))
@@ -118,14 +137,14 @@ def students_per_day(db, course: str, since=None, until=None) -> Table:
 
 
 def heatmap(db, course: str, since=None, until=None, notebooks: list[str] | None = None,
-            columns: int = 100) -> Table:
+            columns: int = 100, staff: bool = False) -> Table:
     """Notebooks x students, coloured by opens. Students are sorted by how
     many notebooks they read (then opens, then name) and binned into at most
     `columns` groups of consecutive ranks, so 5,000 students stay readable:
     a cell is a notebook and a group, with how many of the group opened it
     and their opens per student."""
     per_student, cells = {}, {}
-    for student, notebook, n in _opens(db, course, since, until):
+    for student, notebook, n in _opens(db, course, since, until, staff):
         read, opened = per_student.get(student, (0, 0))
         per_student[student] = (read + 1, opened + n)
         cells[student, notebook] = n
@@ -145,13 +164,14 @@ def heatmap(db, course: str, since=None, until=None, notebooks: list[str] | None
 
 # -- sessions, starts, incidents --------------------------------------------
 
-def sessions_per_notebook(db, course: str, since=None, until=None, notebooks: list[str] | None = None) -> Table:
+def sessions_per_notebook(db, course: str, since=None, until=None, notebooks: list[str] | None = None,
+                          staff: bool = False) -> Table:
     """Sessions (open to close) per notebook: how many, median and longest, in seconds."""
     start, end = _range(since, until)
     durations = {}
     for notebook, seconds in db.execute(
             "SELECT notebook, seconds FROM events WHERE course = ? AND event = 'close' AND time >= ? AND time < ? "
-            "AND seconds IS NOT NULL AND notebook IS NOT NULL", (course, start, end)):
+            f"AND seconds IS NOT NULL AND notebook IS NOT NULL AND {_students(staff)}", (course, start, end)):
         durations.setdefault(notebook, []).append(float(seconds))
     order = notebook_order(course) if notebooks is None else notebooks
     return Table(("notebook", "sessions", "median_s", "longest_s"),
@@ -159,14 +179,15 @@ def sessions_per_notebook(db, course: str, since=None, until=None, notebooks: li
                   for n in _ordered(set(durations), order)])
 
 
-def start_latency(db, course: str, since=None, until=None) -> Table:
+def start_latency(db, course: str, since=None, until=None, staff: bool = False) -> Table:
     """Distribution of start to ready: starts per bucket (upper bound, seconds)."""
     start, end = _range(since, until)
     counts = dict.fromkeys(store.LATENCY_BUCKETS, 0)
     bucket = " ".join(f"WHEN seconds <= {le!r} THEN {number}" for number, le in enumerate(store.LATENCY_BUCKETS[:-1]))
     for number, n in db.execute(
             f"SELECT CASE {bucket} ELSE {len(store.LATENCY_BUCKETS) - 1} END, count(*) FROM events "
-            "WHERE course = ? AND event = 'ready' AND time >= ? AND time < ? AND seconds IS NOT NULL GROUP BY 1",
+            "WHERE course = ? AND event = 'ready' AND time >= ? AND time < ? AND seconds IS NOT NULL "
+            f"AND {_students(staff)} GROUP BY 1",
             (course, start, end)):
         counts[store.LATENCY_BUCKETS[number]] = n
     return Table(("le_seconds", "starts"), [("+Inf" if le == math.inf else le, n) for le, n in counts.items()])
@@ -175,13 +196,14 @@ def start_latency(db, course: str, since=None, until=None) -> Table:
 INCIDENTS = ("cull", "failure", "refused", "full")
 
 
-def incidents_per_day(db, course: str, since=None, until=None) -> Table:
+def incidents_per_day(db, course: str, since=None, until=None, staff: bool = False) -> Table:
     """Culls, failures, refusals and 'host full' per day."""
     start, end = _range(since, until)
     found = {}
     for day, event, n in db.execute(
             f"SELECT date(time, 'unixepoch'), event, count(*) FROM events WHERE course = ? "
-            f"AND event IN ({', '.join('?' * len(INCIDENTS))}) AND time >= ? AND time < ? GROUP BY 1, 2",
+            f"AND event IN ({', '.join('?' * len(INCIDENTS))}) AND time >= ? AND time < ? AND {_students(staff)} "
+            "GROUP BY 1, 2",
             (course, *INCIDENTS, start, end)):
         found.setdefault(day, dict.fromkeys(INCIDENTS, 0))[event] = n
     days = sorted(found)
@@ -210,15 +232,16 @@ def _samples(db, course: str | None, names: tuple[str, ...], since, until, point
         f"WHERE {where} AND time >= ? AND time < ? GROUP BY b ORDER BY b", (first, span, *args, start, end))]
 
 
-def servers_over_time(db, course: str, since=None, until=None, points: int = 500) -> Table:
-    """Running servers, kernels and busy kernels, of the course and of the host."""
+def servers_over_time(db, course: str, since=None, until=None, points: int = 500, staff: bool = False) -> Table:
+    """Running servers, kernels and busy kernels, of the course and of the host
+    (staff members' servers among them either way: a sample counts servers)."""
     names = ("servers", "kernels", "busy_kernels")
     rows = [(_iso(t), "course", *v) for t, *v in _samples(db, course, names, since, until, points)]
     rows += [(_iso(t), "host", *v) for t, *v in _samples(db, None, names, since, until, points)]
     return Table(("time", "scope", *names), rows)
 
 
-def host_over_time(db, course: str, since=None, until=None, points: int = 500) -> Table:
+def host_over_time(db, course: str, since=None, until=None, points: int = 500, staff: bool = False) -> Table:
     """The host's load, available memory and free disk (the course is not
     needed: one host serves every course; taken for the pages' sake)."""
     names = ("load1", "mem_available_bytes", "mem_total_bytes", "workspaces_free_bytes", "containers_free_bytes")
@@ -238,13 +261,14 @@ class UnknownPlot(KeyError):
     pass
 
 
-def table(db, course: str, plot: str, since: float | None = None, until: float | None = None) -> Table:
+def table(db, course: str, plot: str, since: float | None = None, until: float | None = None,
+          staff: bool = False) -> Table:
     """One plot's data by its name: what the stats page's CSV links and `nbh stats` ask for."""
     try:
         function = PLOTS[plot]
     except KeyError:
         raise UnknownPlot(f"no plot {plot!r}: one of {', '.join(PLOTS)}") from None
-    return function(db, course, since, until)
+    return function(db, course, since, until, staff=staff)
 
 
 # -- the pages' time range ----------------------------------------------------

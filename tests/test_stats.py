@@ -214,3 +214,41 @@ def test_table_by_name_and_nbh_stats_print_the_same_csv(db, tmp_path, capsys):
         assert capsys.readouterr().out == expected, plot
     with pytest.raises(stats.UnknownPlot):
         stats.table(db, "c", "nope")
+
+
+STAFF_HISTORY = [
+    Event(at("2026-09-01", 10), "open", "c", "alice", "w1/intro.ipynb"),
+    Event(at("2026-09-01", 11), "ready", "c", "alice", None, {"start_seconds": "0.4"}),
+    Event(at("2026-09-01", 12), "close", "c", "alice", "w1/intro.ipynb", {"duration_seconds": "60"}),
+    # a teacher's "Open as myself", in their own workspace
+    Event(at("2026-09-01", 20), "staff-open", "c", "staff.ann", "w1/intro.ipynb", {"staff": "ann"}),
+    Event(at("2026-09-01", 21), "ready", "c", "staff.ann", None, {"start_seconds": "25"}),
+    Event(at("2026-09-01", 22), "close", "c", "staff.ann", "w1/intro.ipynb", {"duration_seconds": "7200"}),
+    Event(at("2026-09-01", 23), "cull", "c", "staff.ann", None, {}),
+    Event(at("2026-09-01", 24), "refused", "c", None, None, {"status": "403"}),
+]
+
+
+@pytest.fixture(scope="module")
+def staff_db(tmp_path_factory):
+    path = tmp_path_factory.mktemp("stats-staff") / "events.db"
+    writer = store.open_writer(path)
+    store.append(writer, STAFF_HISTORY, "cursor", 0)
+    yield store.open_reader(path)
+    writer.close()
+
+
+def test_the_staffs_own_workspaces_are_not_students_unless_asked(staff_db):
+    def rows(plot, staff=False):
+        return stats.table(staff_db, "c", plot, at("2026-09-01"), at("2026-09-02"), staff=staff).rows
+
+    assert rows("students_per_notebook")[:1] == [("w1/intro.ipynb", 1, 1)]
+    assert rows("students_per_notebook", staff=True)[:1] == [("w1/intro.ipynb", 2, 2)]
+    assert rows("students_per_day") == [("2026-09-01", 1, 1, 1)]
+    assert rows("students_per_day", staff=True) == [("2026-09-01", 2, 1, 1)]  # new: first entries of students
+    assert rows("sessions_per_notebook") == [("w1/intro.ipynb", 1, 60.0, 60.0)]
+    assert rows("sessions_per_notebook", staff=True) == [("w1/intro.ipynb", 2, 3630.0, 7200.0)]
+    assert sum(n for _, n in rows("start_latency")) == 1
+    assert sum(n for _, n in rows("start_latency", staff=True)) == 2
+    assert rows("incidents_per_day") == [("2026-09-01", 0, 0, 1, 0)]  # a refusal names no one: counted
+    assert rows("incidents_per_day", staff=True) == [("2026-09-01", 1, 0, 1, 0)]

@@ -12,6 +12,7 @@ import io
 import json
 import math
 import random
+import re
 import statistics
 import uuid
 from collections import Counter, defaultdict
@@ -354,6 +355,11 @@ def test_who_may_not_see_a_courses_stats_gets_no_data(sandbox, seeded):
     assert admin.get(f"/staff/courses/{seeded}/stats?from=2026-03-09&to=2026-03-01").status_code == 400
     response = admin.get(f"/staff/courses/{seeded}/stats/heatmap.csv?{RANGE}")
     assert response.status_code == 200 and response.headers["Content-Type"] == "text/csv; charset=utf-8"
+    # the toggle: the staff's own workspaces counted, in the page's form and every CSV link
+    page = admin.get(f"/staff/courses/{seeded}/stats?{RANGE}&staff=1").text
+    assert 'name="staff" value="1" checked' in page
+    assert len(re.findall(r'href="[^"]*\.csv\?[^"]*staff=1"', page)) == len(stats.PLOTS), page
+    assert 'value="1" checked' not in admin.get(f"/staff/courses/{seeded}/stats?{RANGE}").text
 
 
 def test_the_plotting_libraries_come_from_the_host_cached_for_long(sandbox, seeded):

@@ -48,11 +48,16 @@ def _range(handler: StaffHandler) -> stats.Days:
         raise tornado.web.HTTPError(400, "%s", str(error), reason="Bad dates") from None
 
 
-def _table(course: str, plot: str, days: stats.Days) -> stats.Table:
+def _staff(handler: StaffHandler) -> bool:
+    """?staff=1: the staff's own workspaces counted as students."""
+    return handler.get_query_argument("staff", "") == "1"
+
+
+def _table(course: str, plot: str, days: stats.Days, staff: bool) -> stats.Table:
     """In a worker thread: its own read-only connection (sqlite3's are per thread)."""
     db = store.open_reader(store.DEFAULT_PATH)
     try:
-        return stats.table(db, course, plot, days.since, days.until)
+        return stats.table(db, course, plot, days.since, days.until, staff=staff)
     finally:
         db.close()
 
@@ -60,11 +65,12 @@ def _table(course: str, plot: str, days: stats.Days) -> stats.Table:
 class StatsHandler(StaffHandler):
     def get(self, name: str) -> None:
         course = self.course(name)
-        days = _range(self)
-        query = urlencode({"from": days.first.isoformat(), "to": days.last.isoformat()})
+        days, staff = _range(self), _staff(self)
+        query = urlencode({"from": days.first.isoformat(), "to": days.last.isoformat(),
+                           **({"staff": "1"} if staff else {})})
         plots = [(plot, TITLES[plot], f"/staff/courses/{course.name}/stats/{plot}.csv?{query}")
                  for plot in stats.PLOTS]
-        self.render("staff/stats.html", course=course, days=days, plots=plots, specs=SPECS,
+        self.render("staff/stats.html", course=course, days=days, staff=staff, plots=plots, specs=SPECS,
                     scripts=[static_url(name) for name in BUNDLES])
 
 
@@ -75,7 +81,8 @@ class StatsCsvHandler(StaffHandler):
             raise tornado.web.HTTPError(404, "no plot %r", plot, reason="No such plot")
         days = _range(self)
         try:
-            table = await asyncio.get_running_loop().run_in_executor(None, _table, course.name, plot, days)
+            table = await asyncio.get_running_loop().run_in_executor(None, _table, course.name, plot, days,
+                                                                     _staff(self))
         except (store.StoreError, sqlite3.Error) as error:
             raise tornado.web.HTTPError(503, "%s", str(error), reason="The event store cannot be read") from None
         self.set_header("Content-Type", "text/csv; charset=utf-8")
