@@ -29,7 +29,9 @@ machine is small (2 cores) and shared, so compare ratios, not absolutes.
 - per-student origins beside the single origin (bench/origins.py,
   ``--origins`` alone);
 - a warm entry during a login flood and with 100 slow readers of a shared
-  page (bench/bounded.py, ``--bounded`` alone).
+  page (bench/bounded.py, ``--bounded`` alone);
+- a notebook with neighbours (data, figures, a module) beside one without,
+  cold and warm (bench/mappings.py, ``--mappings`` alone).
 """
 
 from __future__ import annotations
@@ -511,7 +513,7 @@ def table(results: dict) -> str:
     # the parts measured by a module of their own: key in the results -> module
     for key, part in (("idle", "idle"), ("courses", "courses"), ("events", "events"),
                       ("staff_pages", "staff"), ("dormant", "dormant"), ("kernel", "kernel"),
-                      ("origins", "origins"), ("bounded", "bounded")):
+                      ("origins", "origins"), ("bounded", "bounded"), ("mappings", "mappings")):
         if key in results:
             lines += importlib.import_module(f".{part}", __package__).table(results[key])
     return "\n".join(lines)
@@ -585,6 +587,12 @@ if __name__ == "__main__":
         figures = asyncio.run(kernel.run())
         write_key("kernel", figures)
         print("\n".join(kernel.table(figures)))
+        sys.exit(0)
+    if sys.argv[1:] == ["--mappings"]:  # a notebook with neighbours beside one without (bench/mappings.py)
+        from . import mappings  # noqa: PLC0415
+        figures = asyncio.run(mappings.run())
+        write_key("mappings", figures)
+        print("\n".join(mappings.table(figures)))
         sys.exit(0)
     if sys.argv[1:] == ["--bounded"]:  # a warm entry under a login flood, slow readers (bench/bounded.py)
         from . import bounded  # noqa: PLC0415

@@ -224,16 +224,18 @@ def unit_pids(unit: str) -> list[int]:
     return [int(p) for p in procs.read_text().split()] if procs.exists() else []
 
 
-def make_course(name: str, notebooks: dict[str, dict], *options: str) -> None:
+def make_course(name: str, notebooks: dict[str, dict | str | bytes], *options: str) -> None:
     """A course made as an operator does (`nbh course create`), from a git
-    repository of these notebooks (path: its JSON). Kept once made, but only
-    if it is exactly that: a course of that name made otherwise (by hand, by
-    the demo) is made anew."""
-    wanted = {relative: json.dumps(content, indent=1) for relative, content in notebooks.items()}
+    repository of these notebooks (path: its JSON) and other files (path:
+    their text or bytes). Kept once made, but only if it is exactly that: a
+    course of that name made otherwise (by hand, by the demo) is made anew."""
+    wanted = {relative: content if isinstance(content, bytes) else
+              (content if isinstance(content, str) else json.dumps(content, indent=1)).encode()
+              for relative, content in notebooks.items()}
     course = path(f"/var/lib/nbhosting/courses/{name}")
     if run(["nbh", "course", "show", name], check=False).returncode == 0:
-        found = {str(p.relative_to(course)): p.read_text() for p in course.rglob("*.ipynb")
-                 if ".git" not in p.parts}
+        found = {str(p.relative_to(course)): p.read_bytes() for p in course.rglob("*")
+                 if p.is_file() and ".git" not in p.parts}
         if found == wanted and not options:
             return
     repo = f"/var/lib/nbhosting/sandbox-repos/{name}"
@@ -241,7 +243,7 @@ def make_course(name: str, notebooks: dict[str, dict], *options: str) -> None:
     for relative, content in wanted.items():
         file = path(f"{repo}/{relative}")
         file.parent.mkdir(parents=True, exist_ok=True)
-        file.write_text(content)
+        file.write_bytes(content)
     git = ["git", "-C", repo, "-c", "user.name=Teacher", "-c", "user.email=teacher@example.org"]
     run(["git", "init", "--quiet", "--initial-branch=main", repo])
     run([*git, "add", "--all"])
