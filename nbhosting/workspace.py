@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import os
 import secrets
+import stat
+from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
 from . import nofollow, paths
@@ -91,3 +93,84 @@ def _copy(instance: Instance, source: int, relative: PurePosixPath) -> bool:
             os.unlink(temporary, dir_fd=directory)
     finally:
         os.close(directory)
+
+
+# -- what the course's staff see of it ------------------------------------------
+
+# Notebooks listed at most.
+LIST_MAX = 2000
+
+
+@dataclass(frozen=True)
+class Copy:
+    """A notebook of the student's workspace, as the staff pages list it."""
+
+    notebook: str
+    size: int
+    modified: float
+    differs: bool | None  # from the course's; None: the course has none of that path
+
+
+def notebooks_of(instance: Instance, course_dir: Path) -> list[Copy]:
+    """The student's notebooks, their folders walked without following a
+    link (a student can make links in their workspace), hidden ones left
+    out, sorted by path."""
+    found: list[Copy] = []
+    try:
+        root = nofollow.open_dirs(workspace_dir(instance), ())
+    except FileNotFoundError:
+        return found
+    pending = [(root, "")]
+    try:
+        while pending and len(found) < LIST_MAX:
+            fd, prefix = pending.pop()
+            try:
+                with os.scandir(fd) as entries:
+                    for entry in entries:
+                        if entry.name.startswith(".") or entry.is_symlink():
+                            continue
+                        if entry.is_dir(follow_symlinks=False):
+                            pending.append((os.open(entry.name, _DIR_FLAGS, dir_fd=fd), f"{prefix}{entry.name}/"))
+                        elif entry.name.endswith(".ipynb") and entry.is_file(follow_symlinks=False):
+                            info = entry.stat(follow_symlinks=False)
+                            found.append(Copy(prefix + entry.name, info.st_size, info.st_mtime,
+                                              _differs(fd, entry.name, course_dir, prefix + entry.name)))
+            finally:
+                os.close(fd)
+    finally:
+        for fd, _ in pending:
+            os.close(fd)
+    return sorted(found, key=lambda copy: copy.notebook)[:LIST_MAX]
+
+
+def _differs(folder: int, name: str, course_dir: Path, relative: str) -> bool | None:
+    try:
+        theirs = nofollow.open_file(course_dir, relative)
+    except OSError:
+        return None
+    try:
+        mine = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=folder)
+    except OSError:
+        os.close(theirs)
+        return None
+    try:
+        if not stat.S_ISREG(os.fstat(mine).st_mode) or os.fstat(mine).st_size != os.fstat(theirs).st_size:
+            return True
+        while True:  # a piece at a time: a listing holds no notebook whole
+            piece = os.read(mine, 1 << 20)
+            if piece != os.read(theirs, 1 << 20):
+                return True
+            if not piece:
+                return False
+    finally:
+        os.close(mine)
+        os.close(theirs)
+
+
+def open_copy(instance: Instance, notebook: str) -> tuple[int, int]:
+    """A read-only descriptor of the student's notebook, and its size,
+    reached through no link (NotAFile, FileNotFoundError otherwise)."""
+    if not notebook.endswith(".ipynb"):
+        raise nofollow.NotAFile(f"{notebook!r} is not a notebook")
+    fd = nofollow.open_file(workspace_dir(instance), notebook)
+    return fd, os.fstat(fd).st_size

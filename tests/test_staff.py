@@ -128,7 +128,8 @@ def course_posts(course: str, student: str = "nobody") -> list[tuple[str, dict]]
 
 def course_gets(course: str) -> list[str]:
     return [f"/staff/courses/{course}{page}" for page in ("", "/update", "/build", "/update/events", "/build/log",
-                                                           "/idle")]
+                                                           "/idle", "/students/nobody",
+                                                           "/students/nobody/notebook?path=w1/x.ipynb")]
 
 
 def test_without_a_session_every_page_leads_to_the_login_page_and_changes_nothing(sandbox, systemd, courses):
@@ -339,6 +340,43 @@ def test_a_staff_workspace_is_nobodys_entry(sandbox, systemd, course):
     response = get(entry_path(course, "w1/w1-s1-c1-intro", "staff.admin"))
     assert response.status == 400, response.body[:300]
     assert systemd.state(Instance(course, "staff.admin").service).ActiveState == "inactive"
+
+
+def test_a_teacher_sees_a_students_work_without_touching_it(sandbox, systemd, teacher, courses, student):
+    course = courses[0]
+    instance = Instance(course, student)
+    workspace = sandbox.path(f"/var/lib/nbhosting/workspaces/{course}/{student}")
+    try:
+        assert get(entry_path(course, NOTEBOOK.removesuffix(".ipynb"), student)).status in (200, 302)
+        mine = json.loads((workspace / NOTEBOOK).read_text())
+        mine["cells"].append({"cell_type": "markdown", "id": "m9", "metadata": {}, "source": ["my answer"]})
+        sandbox.api(instance, f"api/contents/{NOTEBOOK}", method="PUT",
+                    body={"type": "notebook", "format": "json", "content": mine})
+        # what a student's code can leave in their workspace: a link to a file of the host's
+        sandbox.run("ln", "-s", "/etc/nbhosting/secret", f"/var/lib/nbhosting/workspaces/{course}/{student}/leak.ipynb",
+                    user="nbh-jupyter")
+        systemd.stop_instance(instance)
+        saved = (workspace / NOTEBOOK).read_bytes()
+        client = logged_in(teacher)
+        page = client.get(f"/staff/courses/{course}/students/{student}")
+        assert page.status_code == 200, page.text[:300]
+        assert re.search(rf"<td>{re.escape(NOTEBOOK)}</td>.*?<td>changed</td>", page.text, re.S), page.text
+        assert "leak.ipynb" not in page.text  # a link of the student's: neither listed nor followed
+        download = client.get(f"/staff/courses/{course}/students/{student}/notebook", params={"path": NOTEBOOK})
+        assert download.status_code == 200 and download.content == saved
+        assert download.headers["Content-Disposition"].startswith("attachment;")
+        assert download.headers["Content-Type"] == "application/x-ipynb+json"
+        (event,) = staff_events(sandbox, "staff-view", teacher)
+        assert (event["NBH_STUDENT"], event["NBH_NOTEBOOK"], event["NBH_COURSE"]) == (student, NOTEBOOK, course)
+        for path in ("leak.ipynb", "../../../../etc/nbhosting/secret", "w1"):
+            refused = client.get(f"/staff/courses/{course}/students/{student}/notebook", params={"path": path})
+            assert refused.status_code == 404, path
+        assert client.get(f"/staff/courses/{course}/students/..%2Fx").status_code in (400, 404)
+        # nothing of the student's changed, and no server was started to look
+        assert (workspace / NOTEBOOK).read_bytes() == saved
+        assert systemd.state(instance.service).ActiveState == "inactive"
+    finally:
+        systemd.stop_instance(instance)
 
 
 def test_open_a_notebook_as_myself(sandbox, systemd, admin, course):

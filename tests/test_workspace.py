@@ -83,3 +83,28 @@ def test_concurrent_copies_make_one(dirs):
         thread.join()
     assert results.count(True) == 1
     assert sorted(os.listdir(home)) == ["x.ipynb"]
+
+
+def test_the_staff_list_a_students_notebooks_and_never_follow_their_links(dirs, tmp_path):
+    home, course = dirs
+    workspace.copy_notebook(INSTANCE, course, "w1/x.ipynb")
+    workspace.copy_notebook(INSTANCE, course, "w2/x.ipynb")
+    (home / "w2/x.ipynb").write_text("coursE")  # same size, changed
+    (home / "mine.ipynb").write_text("the student's own")
+    (home / ".ipynb_checkpoints").mkdir()
+    (home / ".ipynb_checkpoints/x-checkpoint.ipynb").write_text("hidden")
+    secret = tmp_path / "secret.ipynb"
+    secret.write_text("the host's")
+    (home / "leak.ipynb").symlink_to(secret)
+    (home / "elsewhere").symlink_to(tmp_path)
+    copies = {c.notebook: c for c in workspace.notebooks_of(INSTANCE, course)}
+    assert sorted(copies) == ["mine.ipynb", "w1/x.ipynb", "w2/x.ipynb"]
+    assert (copies["w1/x.ipynb"].differs, copies["w2/x.ipynb"].differs, copies["mine.ipynb"].differs) == \
+        (False, True, None)
+    assert copies["mine.ipynb"].size == len("the student's own")
+    fd, size = workspace.open_copy(INSTANCE, "w2/x.ipynb")
+    assert os.read(fd, 100) == b"coursE" and size == 6
+    os.close(fd)
+    for refused in ("leak.ipynb", "elsewhere/secret.ipynb", "w1", "../s/mine.ipynb"):
+        with pytest.raises(OSError):
+            workspace.open_copy(INSTANCE, refused)

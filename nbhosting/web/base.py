@@ -14,9 +14,10 @@ import logging
 import time
 from urllib.parse import quote
 
+import tornado.iostream
 import tornado.web
 
-from .. import access, capacity, config, courses, dormant, events, origins, prestart, tokens
+from .. import access, capacity, config, courses, dormant, events, origins, prestart, shares, tokens
 from ..names import Instance
 from ..systemd import Systemd
 
@@ -154,6 +155,23 @@ class BaseHandler(tornado.web.RequestHandler):
     """Small uncached pages; errors logged by path only, refusals as journal events."""
 
     allowed_methods: tuple[str, ...] = ("GET",)
+
+    async def send_file(self, opened: tuple[int, int]) -> None:
+        """A file (a descriptor and its size) as the body, a piece at a time,
+        each sent before the next is read: as much memory for a slow reader as
+        for a fast one. The descriptor is closed."""
+        self.set_header("Content-Length", opened[1])
+        pieces = shares.pieces(opened)
+        loop = asyncio.get_running_loop()
+        try:
+            while piece := await loop.run_in_executor(None, next, pieces, b""):
+                self.write(piece)
+                await self.flush()
+        except tornado.iostream.StreamClosedError:
+            return  # the reader went away
+        finally:
+            pieces.close()
+        self.finish()
 
     @property
     def frontend(self) -> Frontend:

@@ -28,8 +28,9 @@ from urllib.parse import quote, urlencode, urljoin, urlsplit
 import tornado.iostream
 import tornado.web
 
-from .. import capacity, config, courses, courseunits, cull, events, mappings, nofollow, paths, staff
-from ..names import STAFF_PREFIX, BadName, Instance, check_course, check_workspace, escape, staff_workspace
+from .. import capacity, config, courses, courseunits, cull, events, mappings, nofollow, paths, staff, workspace
+from ..names import (STAFF_PREFIX, BadName, Instance, check_course, check_notebook, check_workspace, escape,
+                     staff_workspace)
 from ..systemd import RUNNING_STATES, AccessDenied, SystemdError
 from .base import BaseHandler
 
@@ -524,6 +525,44 @@ class RunOutputHandler(StaffHandler):
         return True
 
 
+class StudentWorkHandler(StaffHandler):
+    """A student's notebooks as they saved them: listed, without starting
+    their server nor changing anything of theirs."""
+
+    def instance(self, course: courses.Course, student: str) -> Instance:
+        try:
+            return Instance(course.name, check_workspace(student))
+        except BadName as error:
+            raise tornado.web.HTTPError(400, "%s", str(error), reason="Bad student name") from None
+
+    async def get(self, name: str, student: str) -> None:
+        course = self.course(name)
+        instance = self.instance(course, student)
+        copies = await asyncio.get_running_loop().run_in_executor(None, workspace.notebooks_of, instance, course.path)
+        self.render("staff/student.html", course=course, student=instance.student, copies=copies)
+
+
+class NotebookDownloadHandler(StudentWorkHandler):
+    """One of them, as a file to download (never a page of the staff
+    origin): a staff-view event names who took it."""
+
+    async def get(self, name: str, student: str) -> None:
+        course = self.course(name)
+        instance = self.instance(course, student)
+        notebook = self.get_query_argument("path", "")
+        loop = asyncio.get_running_loop()
+        try:
+            opened = await loop.run_in_executor(None, workspace.open_copy, instance, check_notebook(notebook))
+        except (BadName, nofollow.NotAFile, OSError) as error:
+            raise tornado.web.HTTPError(404, "%s", str(error), reason="No such notebook") from None
+        self.event("staff-view", f"downloaded {notebook} of {instance.path}", course.name,
+                   NBH_STUDENT=instance.student, NBH_NOTEBOOK=notebook)
+        self.set_header("Content-Type", "application/x-ipynb+json")
+        self.set_header("Content-Disposition", f"attachment; filename*=UTF-8''{quote(notebook.rsplit('/', 1)[-1])}")
+        self.set_header("X-Content-Type-Options", "nosniff")
+        await self.send_file(opened)
+
+
 class StopHandler(StaffHandler):
     async def post(self, name: str) -> None:
         course = self.course(name)
@@ -586,6 +625,8 @@ def routes() -> list[tuple]:
         (course + r"/stop", StopHandler),
         (course + r"/idle", IdleHandler),
         (course + r"/open", OpenHandler),
+        (course + r"/students/([^/]+)", StudentWorkHandler),
+        (course + r"/students/([^/]+)/notebook", NotebookDownloadHandler),
         (course + f"/{actions}", ActionHandler),
         (course + f"/{actions}/(events|log)", RunOutputHandler),
         *stats_routes(),
