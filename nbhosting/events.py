@@ -22,7 +22,7 @@ EVENTS = frozenset({"start", "ready", "stop", "failure", "open", "close", "refus
                     "launch", "reset", "share"})
 # What staff members do, on the staff pages or with `nbh staff`: NBH_STAFF= names them.
 STAFF_EVENTS = frozenset({"staff-login", "staff-login-failed", "staff-logout", "staff-refused", "staff-create",
-                          "staff-update", "staff-build", "staff-settings", "staff-stop", "staff-open",
+                          "staff-update", "staff-build", "staff-settings", "staff-stop", "staff-open", "staff-view",
                           "staff-account"})
 IDENTIFIER = "nbhosting"
 

@@ -318,7 +318,8 @@ def test_the_students_list_and_the_stop_button(sandbox, systemd, admin, course, 
         client = logged_in(admin)
         page = client.get(f"/staff/courses/{course}")
         assert page.status_code == 200
-        row = re.search(rf"<tr><td>{re.escape(student)}</td><td>([^<]*)</td>", page.text)
+        row = re.search(rf'<tr><td><a href="/staff/courses/{course}/students/{re.escape(student)}">'
+                        rf"{re.escape(student)}</a></td><td>([^<]*)</td>", page.text)
         assert row and row.group(1) == "active/running", page.text[-3000:]
         # How idle it is, asked as `nbh cull` does, comes as an event for the page's script.
         events = client.get(f"/staff/courses/{course}/idle").text
@@ -393,7 +394,8 @@ def test_open_a_notebook_as_myself(sandbox, systemd, admin, course):
         assert sandbox.path(f"/var/lib/nbhosting/workspaces/{course}/staff.admin/{NOTEBOOK}").is_file()
         assert systemd.state(instance.service).ActiveState == "active"
         page = client.get(f"/staff/courses/{course}").text
-        assert "<tr><td>staff.admin</td><td>active/running</td>" in page
+        assert (f'<tr><td><a href="/staff/courses/{course}/students/staff.admin">staff.admin</a></td>'
+                "<td>active/running</td>") in page
         assert client.post(f"/staff/courses/{course}/open", {"notebook": "../../etc/passwd"}).status_code == 404
     finally:
         systemd.stop_instance(instance)
