@@ -474,7 +474,12 @@ def _is_notebook(tree: Path, relative: str) -> bool:
 
 def notebooks(course: Course) -> list[str]:
     """Every notebook of the course, as relative POSIX paths, sorted."""
-    tree = course.path.resolve()
+    return notebooks_in(course.path)
+
+
+def notebooks_in(tree: Path) -> list[str]:
+    """Every notebook in this checkout, as notebooks() lists a course's."""
+    tree = tree.resolve()
     found = []
     for top, dirs, files in os.walk(tree):
         # Hidden folders, .git and .ipynb_checkpoints among them, are not looked into.

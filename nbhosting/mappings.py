@@ -35,8 +35,7 @@ import re
 import tomllib
 from pathlib import Path, PurePosixPath
 
-from . import nofollow, workspace
-from .courses import NOTEBOOK_SUFFIX, CourseError
+from . import courses, nofollow, workspace
 from .names import Instance
 
 # Where the student's container has the course (jupyter_run: --volume ...:ro).
@@ -44,8 +43,6 @@ COURSE_MOUNT = PurePosixPath("/home/jovyan/course")
 CONFIG = ".nbhosting/nbhosting.toml"
 PATTERN_RE = re.compile(r"[A-Za-z0-9_*?\[\]!-][A-Za-z0-9_.*?\[\]!-]{0,99}")
 PATTERNS_MAX = 50
-# Entries looked at to tell whether a folder holds notebooks.
-WALK_MAX = 20000
 
 
 def patterns(course_dir: Path) -> tuple[str, ...] | None:
@@ -55,44 +52,20 @@ def patterns(course_dir: Path) -> tuple[str, ...] | None:
     except FileNotFoundError:
         return None
     except (nofollow.NotAFile, OSError) as error:
-        raise CourseError(f"{CONFIG}: {error}") from None
+        raise courses.CourseError(f"{CONFIG}: {error}") from None
     with os.fdopen(fd, "rb") as file:
         try:
             settings = tomllib.loads(file.read(1 << 16).decode())
         except (tomllib.TOMLDecodeError, UnicodeDecodeError) as error:
-            raise CourseError(f"{CONFIG}: {error}") from None
+            raise courses.CourseError(f"{CONFIG}: {error}") from None
     if "mappings" not in settings:
         return None
     chosen = settings["mappings"]
     if not (isinstance(chosen, list) and len(chosen) <= PATTERNS_MAX
             and all(isinstance(p, str) and PATTERN_RE.fullmatch(p) for p in chosen)):
-        raise CourseError(f"{CONFIG}: mappings must be a list of at most {PATTERNS_MAX} patterns of names "
+        raise courses.CourseError(f"{CONFIG}: mappings must be a list of at most {PATTERNS_MAX} patterns of names "
                           "in a notebook's folder (letters, digits, '_', '.', '-', '*', '?', [...]: no '/')")
     return tuple(chosen)
-
-
-def _holds_notebooks(folder: int) -> bool:
-    """Whether a notebook is below this folder (an fd), links not followed."""
-    pending, seen = [os.dup(folder)], 0
-    try:
-        while pending:
-            fd = pending.pop()
-            try:
-                with os.scandir(fd) as entries:
-                    for entry in entries:
-                        seen += 1
-                        if seen > WALK_MAX:
-                            return True  # too large to tell: not mapped (the safe side)
-                        if entry.name.endswith(NOTEBOOK_SUFFIX) and entry.is_file(follow_symlinks=False):
-                            return True
-                        if entry.is_dir(follow_symlinks=False) and not entry.name.startswith("."):
-                            pending.append(os.open(entry.name, nofollow.DIR_FLAGS, dir_fd=fd))
-            finally:
-                os.close(fd)
-    finally:
-        for fd in pending:
-            os.close(fd)
-    return False
 
 
 @functools.lru_cache(maxsize=1024)
@@ -103,25 +76,24 @@ def _neighbours(course_dir: Path, folder: PurePosixPath, chosen: tuple[str, ...]
         fd = nofollow.open_dirs(course_dir, folder.parts)
     except OSError:
         return ()
+    holding = set()
+    if chosen is None:  # the folders here that hold notebooks, at any depth: the student copies those
+        prefix = "" if folder == PurePosixPath(".") else f"{folder}/"
+        holding = {path[len(prefix):].split("/", 1)[0] for path in courses.notebooks_in(course_dir)
+                   if path.startswith(prefix) and "/" in path[len(prefix):]}
     found = []
     try:
         with os.scandir(fd) as entries:
             for entry in entries:
                 name = entry.name
-                if name.startswith(".") or name.endswith(NOTEBOOK_SUFFIX) or entry.is_symlink():
+                if name.startswith(".") or name.endswith(courses.NOTEBOOK_SUFFIX) or entry.is_symlink():
                     continue
                 if chosen is not None:
                     if any(fnmatch.fnmatchcase(name, pattern) for pattern in chosen):
                         found.append(name)
                     continue
-                if entry.is_dir(follow_symlinks=False):
-                    child = os.open(name, nofollow.DIR_FLAGS, dir_fd=fd)
-                    try:
-                        if _holds_notebooks(child):
-                            continue
-                    finally:
-                        os.close(child)
-                found.append(name)
+                if name not in holding:
+                    found.append(name)
     finally:
         os.close(fd)
     return tuple(sorted(found))
@@ -143,7 +115,7 @@ def place(instance: Instance, course_dir: Path, notebook: str) -> list[str]:
     names = neighbours(course_dir, notebook)
     if not names:
         return []
-    directory = workspace.open_dirs(workspace.workspace_dir(instance), folder.parts)
+    directory = nofollow.open_dirs(workspace.workspace_dir(instance), folder.parts)
     placed = []
     try:
         for name in names:
@@ -191,6 +163,6 @@ def copy_with_neighbours(instance: Instance, course_dir: Path, notebook: str) ->
     copied = workspace.copy_notebook(instance, course_dir, notebook)
     try:
         place(instance, course_dir, notebook)
-    except (CourseError, OSError) as error:
+    except (courses.CourseError, OSError) as error:
         return copied, str(error)
     return copied, None

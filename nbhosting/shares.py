@@ -22,9 +22,8 @@ from .tokens import SHARE_ID_RE
 
 PAGE_RE = re.compile(r"[a-z2-7]{26}")
 # The largest page served (nbconvert's of a 50-cell notebook with 5 figures
-# is a few MiB), read and sent a piece at a time: a slow reader holds one.
+# is a few MiB), sent a piece at a time (web/base.py: send_file).
 PAGE_MAX = 32 << 20
-PIECE = 256 << 10
 # What a shared page may use: its own inline styles, inline images, fonts.
 POLICY = ("sandbox; default-src 'none'; img-src data:; style-src 'unsafe-inline'; font-src data:; "
           "form-action 'none'; base-uri 'none'")
@@ -50,11 +49,6 @@ def open_page(course: str, share_id: str, page: str) -> int:
         raise NoSuchPage(f"shared page {course}/{share_id}/{page} refused: {error}") from None
 
 
-def read_page(course: str, share_id: str, page: str, limit: int = PAGE_MAX) -> bytes:
-    """The whole page (`nbh` and tests; nbh-web streams it: pieces())."""
-    return b"".join(pieces(open_page_within(course, share_id, page, limit)))
-
-
 def open_page_within(course: str, share_id: str, page: str, limit: int = PAGE_MAX) -> tuple[int, int]:
     """The page's descriptor and size, refused past `limit` bytes: a student
     may write anything in their folder, which the front end would read."""
@@ -64,18 +58,3 @@ def open_page_within(course: str, share_id: str, page: str, limit: int = PAGE_MA
         os.close(fd)
         raise NoSuchPage(f"shared page {course}/{share_id}/{page} is larger than {limit} bytes ({size})")
     return fd, size
-
-
-def pieces(opened: tuple[int, int], size: int = PIECE):
-    """The page, a piece at a time, at most the size it had when opened
-    (a page rewritten meanwhile is cut, never longer than said)."""
-    fd, left = opened
-    try:
-        while left > 0:
-            piece = os.read(fd, min(size, left))
-            if not piece:
-                return
-            left -= len(piece)
-            yield piece
-    finally:
-        os.close(fd)

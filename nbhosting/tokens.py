@@ -72,19 +72,22 @@ def instance_token(secret: bytes, instance: Instance) -> str:
     return server_token(secret, instance.path, generation(instance))
 
 
+def _pair_id(secret: bytes, label: bytes, instance: Instance) -> str:
+    """26 base32 letters (130 bits) of an HMAC of the pair under this label:
+    stable, and no one can tell from it whose it is nor find another's."""
+    digest = hmac.new(secret, label + instance.path.encode(), hashlib.sha256).digest()
+    return base64.b32encode(digest[:16]).decode().lower()[:26]
+
+
 def share_id(secret: bytes, instance: Instance) -> str:
     """The name of the pair's shared pages folder, in their addresses
-    (/shared/<course>/<id>/<page>): stable, and no one can tell from it
-    whose pages they are nor find another student's."""
-    digest = hmac.new(secret, b"shared-pages:" + instance.path.encode(), hashlib.sha256).digest()
-    return base64.b32encode(digest[:16]).decode().lower()[:26]
+    (/shared/<course>/<id>/<page>)."""
+    return _pair_id(secret, b"shared-pages:", instance)
 
 
 def origin_key(secret: bytes, instance: Instance) -> str:
-    """The first label of the pair's own origin (web.student_origin): stable,
-    and it names no one, as share_id."""
-    digest = hmac.new(secret, b"origin:" + instance.path.encode(), hashlib.sha256).digest()
-    return base64.b32encode(digest[:16]).decode().lower()[:26]
+    """The first label of the pair's own origin (web.student_origin)."""
+    return _pair_id(secret, b"origin:", instance)
 
 
 def notary_secret(secret: bytes, instance: Instance) -> str:

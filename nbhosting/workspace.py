@@ -35,7 +35,7 @@ def workspace_dir(instance: Instance) -> Path:
     return paths.WORKSPACES_DIR / instance.course / instance.student
 
 
-def open_dirs(root: Path, parts: tuple[str, ...]) -> int:
+def _open_dirs(root: Path, parts: tuple[str, ...]) -> int:
     """The folder root/parts..., made as needed, as an fd; no link followed."""
     fd = os.open(root, _DIR_FLAGS)
     try:
@@ -68,7 +68,7 @@ def copy_notebook(instance: Instance, course_dir: Path, notebook: str) -> bool:
 
 
 def _copy(instance: Instance, source: int, relative: PurePosixPath) -> bool:
-    directory = open_dirs(workspace_dir(instance), relative.parent.parts)
+    directory = _open_dirs(workspace_dir(instance), relative.parent.parts)
     try:
         try:
             os.stat(relative.name, dir_fd=directory, follow_symlinks=False)

@@ -4,6 +4,7 @@ still opens (how fast is bench/bounded.py's, not a test's)."""
 
 from __future__ import annotations
 
+import http.client
 import socket
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -103,3 +104,17 @@ def test_a_flood_of_logins_is_checked_a_few_at_a_time_and_entries_go_on(sandbox,
     # checked one at a time, 32 waiting: the others turned away at once (503), never queued without end
     assert set(statuses) == {403, 503}, statuses
     assert statuses.count(403) < FLOOD / 2, statuses
+
+
+def test_shared_pages_are_rate_limited_per_address(sandbox):
+    """nginx: 10 a second from one address, in bursts of 50; past them 429."""
+    def status() -> int:
+        connection = http.client.HTTPConnection("127.0.0.1", nbh_sandbox.HTTP_PORT, timeout=30,
+                                                source_address=("127.5.0.1", 0))
+        connection.request("GET", f"/shared/python-mooc/{'a' * 26}/{'b' * 26}")
+        answer = connection.getresponse()
+        answer.read()
+        connection.close()
+        return answer.status
+    statuses = [status() for _ in range(80)]
+    assert statuses[0] == 404 and statuses.count(429) >= 10, statuses

@@ -85,12 +85,10 @@ def test_a_link_in_the_workspace_is_not_followed_to_place_neighbours(course, wor
     assert list(elsewhere.iterdir()) == []
 
 
-def test_a_huge_folder_is_not_mapped_by_default(course, monkeypatch):
-    monkeypatch.setattr(mappings, "WALK_MAX", 3)
+def test_the_neighbours_follow_the_courses_updates(course):
     mappings._neighbours.cache_clear()
     assert mappings.neighbours(course, "notebooks/02.01-Types.ipynb") == ("data", "figures", "helper.py")
-    for n in range(5):
-        (course / "notebooks" / "data" / f"{n}.csv").write_text("x")
+    (course / "notebooks" / "data" / "lesson.ipynb").write_text("{}")
     (course / ".git").mkdir(exist_ok=True)
     (course / ".git" / "index").write_text("an update")  # what the cache follows
     assert mappings.neighbours(course, "notebooks/02.01-Types.ipynb") == ("figures", "helper.py")

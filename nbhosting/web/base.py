@@ -11,13 +11,14 @@ import hmac
 import html
 import json
 import logging
+import os
 import time
 from urllib.parse import quote
 
 import tornado.iostream
 import tornado.web
 
-from .. import access, capacity, config, courses, dormant, events, origins, prestart, shares, tokens
+from .. import access, capacity, config, courses, dormant, events, origins, prestart, tokens
 from ..names import Instance
 from ..systemd import Systemd
 
@@ -151,6 +152,23 @@ class HostBusy(tornado.web.HTTPError):
         super().__init__(503, "%s", str(error), reason=reason)
 
 
+PIECE = 256 << 10
+
+
+def read_pieces(fd: int, size: int):
+    """The file, a piece at a time, no more than the size it had when opened
+    (one rewritten meanwhile is cut, never longer than said); then closed."""
+    try:
+        while size > 0:
+            piece = os.read(fd, min(PIECE, size))
+            if not piece:
+                return
+            size -= len(piece)
+            yield piece
+    finally:
+        os.close(fd)
+
+
 class BaseHandler(tornado.web.RequestHandler):
     """Small uncached pages; errors logged by path only, refusals as journal events."""
 
@@ -161,7 +179,7 @@ class BaseHandler(tornado.web.RequestHandler):
         each sent before the next is read: as much memory for a slow reader as
         for a fast one. The descriptor is closed."""
         self.set_header("Content-Length", opened[1])
-        pieces = shares.pieces(opened)
+        pieces = read_pieces(*opened)
         loop = asyncio.get_running_loop()
         try:
             while piece := await loop.run_in_executor(None, next, pieces, b""):
