@@ -11,7 +11,7 @@ STATIC := build/static
 
 APT_PACKAGES := podman uidmap crun fuse-overlayfs slirp4netns debootstrap nginx \
 	polkitd pkexec dbus systemd libsystemd-dev pkg-config python3-venv python3-dev \
-	curl make util-linux git openssl chromium chromium-driver rpm rpmlint nodejs
+	curl make util-linux e2fsprogs git openssl chromium chromium-driver rpm rpmlint nodejs
 
 .PHONY: deps venv static image test unit-test bench bench-peer demo demo-down install rpm check-config clean
 

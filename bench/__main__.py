@@ -31,7 +31,9 @@ machine is small (2 cores) and shared, so compare ratios, not absolutes.
 - a warm entry during a login flood and with 100 slow readers of a shared
   page (bench/bounded.py, ``--bounded`` alone);
 - a notebook with neighbours (data, figures, a module) beside one without,
-  cold and warm (bench/mappings.py, ``--mappings`` alone).
+  cold and warm (bench/mappings.py, ``--mappings`` alone);
+- a workspace on a disk of its own beside a folder: first open, stop, open
+  again, warm entry (bench/disks.py, ``--disks`` alone).
 """
 
 from __future__ import annotations
@@ -593,6 +595,12 @@ if __name__ == "__main__":
         figures = asyncio.run(mappings.run())
         write_key("mappings", figures)
         print("\n".join(mappings.table(figures)))
+        sys.exit(0)
+    if sys.argv[1:] == ["--disks"]:  # a workspace on a disk of its own beside a folder (bench/disks.py)
+        from . import disks  # noqa: PLC0415
+        figures = asyncio.run(disks.run())
+        write_key("disks", figures)
+        print("\n".join(disks.table(figures)))
         sys.exit(0)
     if sys.argv[1:] == ["--bounded"]:  # a warm entry under a login flood, slow readers (bench/bounded.py)
         from . import bounded  # noqa: PLC0415

@@ -21,8 +21,8 @@ from urllib.parse import quote
 
 import httpx
 
-from . import (access, autopull, config, course_images, courses, courseunits, cull, events, gc, lti, sampler,
-               origins, staff, stats, store, tokens)
+from . import (access, autopull, config, course_images, courses, courseunits, cull, disks, events, gc, lti,
+               origins, sampler, staff, stats, store, tokens)
 from .names import BadName, Instance, check_course, check_student
 from .systemd import Systemd, SystemdError
 
@@ -100,8 +100,22 @@ async def status(args) -> None:
                     except (cull.AskError, OSError):
                         pass
             rows.append((instance.course, instance.student, f"{state.ActiveState}/{state.SubState}",
-                         _since(state.since_usec), _memory(state.MemoryCurrent), _duration(age), _duration(idle)))
-    _table(("COURSE", "STUDENT", "STATE", "SINCE", "MEMORY", "AGE", "IDLE"), rows)
+                         _since(state.since_usec), _memory(state.MemoryCurrent), _duration(age), _duration(idle),
+                         _disk(instance)))
+    _table(("COURSE", "STUDENT", "STATE", "SINCE", "MEMORY", "AGE", "IDLE", "DISK"), rows)
+    if not args.student:
+        used = {course: disks.used(course) for course in sorted({row[0] for row in rows})}
+        if any(used.values()):
+            print()
+            _table(("COURSE", "WORKSPACE DISKS"), [(course, _memory(value)) for course, value in used.items()])
+
+
+def _disk(instance: Instance) -> str:
+    """What the workspace's own disk takes on the host, or "-" for a folder."""
+    try:
+        return _memory(disks.image_path(instance).stat().st_blocks * 512)
+    except OSError:
+        return "-"
 
 
 async def cull_command(args) -> None:
@@ -359,6 +373,7 @@ def course_show(args) -> None:
     print(f"idle:        {f'{course.idle_timeout} s' if course.idle_timeout else 'default'}")
     print(f"memory_max:  {_size(course.memory_max)}")
     print(f"cpu_quota:   {f'{course.cpu_quota}%' if course.cpu_quota else 'default'}")
+    print(f"disk_max:    {_size(course.disk_max)}")
     print(f"staff:       {', '.join(course.staff) or '-'}")
     print(f"autopull:    {'yes' if course.autopull else 'no'}")
     print(f"autobuild:   {'yes' if course.autobuild else 'no'}")

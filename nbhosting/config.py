@@ -42,6 +42,11 @@ class Limits:
     # new workspace is made: a student the host has never seen gets "the
     # host is full" (503), and the students who have one go on saving.
     disk_full: float = 0.95
+    # The size of a new workspace's own file system (disks.py), which is all
+    # of the disk its student can fill; "0": new workspaces are folders of
+    # the workspaces' file system, bounded by nothing but disk_full. A
+    # course's disk_max setting overrides it.
+    disk_max: str = "0"
     # Images, besides the site's and a course's own build, that a course's
     # staff may choose for their course (an admin may set any).
     images: tuple = ()
@@ -59,8 +64,17 @@ class Limits:
         for name in ("max_running", "new_workspaces_per_minute"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"limits.{name}: must be at least 1")
+        if self.disk_max == "infinity" or not _BYTES.fullmatch(self.disk_max) or 0 < self.disk_max_bytes < 32 << 20:
+            raise ConfigError(f"limits.disk_max: {self.disk_max!r} is not a size like 1G, "
+                              "of 32M at least (0: no bound)")
         if not 0 < self.disk_full <= 1:
             raise ConfigError("limits.disk_full: must be above 0 and at most 1 (the share of the disk in use)")
+
+    @property
+    def disk_max_bytes(self) -> int:
+        """disk_max in bytes (0: no bound)."""
+        number, unit = (self.disk_max[:-1], self.disk_max[-1]) if self.disk_max[-1] in "KMGT" else (self.disk_max, "")
+        return int(number) << (10 * (1 + "KMGT".index(unit)) if unit else 0)
 
     def dropin(self) -> str:
         return (

@@ -42,8 +42,8 @@ OWN_IMAGE = "course"
 # Where a course's repository may say how its image is built.
 CONTAINERFILES = (".nbhosting/Containerfile", ".nbhosting/Dockerfile")
 # What `nbh course set` and the staff pages may change.
-SETTINGS = ("branch", "image", "idle_timeout", "memory_max", "cpu_quota", "staff", "autopull", "autobuild",
-            "archived", "interface", "hide")
+SETTINGS = ("branch", "image", "idle_timeout", "memory_max", "cpu_quota", "disk_max", "staff", "autopull",
+            "autobuild", "archived", "interface", "hide")
 # What a student's notebook opens in: Notebook 7 (the default) or JupyterLab.
 INTERFACES = ("notebook", "lab")
 # What a course hides from its students: menu entries by command id
@@ -53,6 +53,8 @@ HIDE_MAX = 50
 _KEYS = ("git_url", *SETTINGS)
 _SIZE_RE = re.compile(r"([0-9]+)([KMGT]?)")
 MEMORY_MIN, MEMORY_MAX = 64 << 20, 1 << 40
+# A workspace's own file system (disks.py): big enough for ext4's journal.
+DISK_MIN, DISK_MAX = 32 << 20, 1 << 40
 
 
 class UnknownCourse(LookupError):
@@ -76,6 +78,7 @@ class Course:
     idle_timeout: int | None = None  # seconds; None: the configuration's cull.idle_timeout
     memory_max: int | None = None  # bytes per server; None: the configuration's limits.memory_max
     cpu_quota: int | None = None  # percent of one CPU per server; None: limits.cpu_quota
+    disk_max: int | None = None  # bytes of a new workspace's own disk; None: limits.disk_max
     staff: tuple[str, ...] = ()  # staff accounts granted this course (admins have them all)
     autopull: bool = False  # nbh-autopull.timer updates it
     autobuild: bool = False  # ... and builds its image when its Containerfile changed
@@ -95,7 +98,7 @@ def _settings_path(name: str) -> Path:
 
 def _checked(name: str, git_url: object, branch: object = None, image: object = None,
              idle_timeout: object = None, memory_max: object = None, cpu_quota: object = None,
-             staff: object = (), autopull: object = False, autobuild: object = False,
+             disk_max: object = None, staff: object = (), autopull: object = False, autobuild: object = False,
              archived: object = False, interface: object = None, hide: object = ()) -> Course:
     """The same checks for what an operator types and what a settings file says."""
     if (not isinstance(git_url, str) or not git_url or len(git_url) > URL_MAX
@@ -113,6 +116,8 @@ def _checked(name: str, git_url: object, branch: object = None, image: object = 
         raise CourseError(f"bad memory_max {memory_max!r}: bytes, from 64M to 1T")
     if cpu_quota is not None and not (type(cpu_quota) is int and 1 <= cpu_quota <= 6400):
         raise CourseError(f"bad cpu_quota {cpu_quota!r}: percent of one CPU, from 1 to 6400")
+    if disk_max is not None and not (type(disk_max) is int and DISK_MIN <= disk_max <= DISK_MAX):
+        raise CourseError(f"bad disk_max {disk_max!r}: bytes, from 32M to 1T")
     if not (isinstance(staff, (list, tuple)) and all(isinstance(x, str) and STAFF_ACCOUNT_RE.fullmatch(x) for x in staff)):
         raise CourseError(f"bad staff {staff!r}: account names, lower-case letters, digits, '_', '.', '-'")
     for key, value in (("autopull", autopull), ("autobuild", autobuild), ("archived", archived)):
@@ -124,7 +129,7 @@ def _checked(name: str, git_url: object, branch: object = None, image: object = 
             and all(isinstance(x, str) and HIDE_ITEM_RE.fullmatch(x) for x in hide)):
         raise CourseError(f"bad hide {hide!r}: at most {HIDE_MAX} command ids or toolbar item names "
                           "(letters, digits, '_', '.', ':', '@', '/', '-')")
-    return Course(name, git_url, branch, image, idle_timeout, memory_max, cpu_quota,
+    return Course(name, git_url, branch, image, idle_timeout, memory_max, cpu_quota, disk_max,
                   tuple(sorted(set(staff))), autopull, autobuild, archived,
                   None if interface == "notebook" else interface, tuple(dict.fromkeys(hide)))
 
@@ -151,10 +156,10 @@ def parse_setting(key: str, text: str) -> object:
         if not text.isascii() or not text.isdigit():
             raise CourseError(f"bad idle_timeout {text!r}: seconds, from 60 to 604800")
         return int(text)
-    if key == "memory_max":
+    if key in ("memory_max", "disk_max"):
         match = _SIZE_RE.fullmatch(text.upper().removesuffix("B"))
         if not match or not text.isascii():
-            raise CourseError(f"bad memory_max {text!r}: a size like 512M or 2G")
+            raise CourseError(f"bad {key} {text!r}: a size like 512M or 2G")
         return int(match[1]) << (10 * " KMGT".index(match[2] or " "))
     if key == "cpu_quota":
         number = text.removesuffix("%")
@@ -273,16 +278,19 @@ def unregister_if_never_cloned(name: str) -> bool:
 
 
 def staff_may_set(changed: dict[str, object], limits_images: tuple, memory_max: int, cpu_quota: int,
-                  idle_timeout: int) -> None:
+                  idle_timeout: int, disk_max: int = 0) -> None:
     """What a course's staff (not an admin) may set, within the site's own
     limits: the site's image, the course's own build or an image an admin
-    allowed (never another course's build); no more memory, CPU or idle time
-    than the site gives a server. CourseError naming the bound."""
+    allowed (never another course's build); no more memory, CPU, idle time or
+    disk than the site gives a server (disk_max 0: the site sets no bound, and
+    a course may set any).
+    CourseError naming the bound."""
     image = changed.get("image")
     if image is not None and image != OWN_IMAGE and image not in limits_images:
         raise CourseError(f"image {image!r} is not allowed to a course's staff: the site's (empty), "
                           f"{OWN_IMAGE!r} or one of limits.images ({', '.join(limits_images) or 'none'})")
-    for key, most in (("memory_max", memory_max), ("cpu_quota", cpu_quota), ("idle_timeout", idle_timeout)):
+    for key, most in (("memory_max", memory_max), ("cpu_quota", cpu_quota), ("idle_timeout", idle_timeout),
+                      ("disk_max", disk_max or DISK_MAX)):
         value = changed.get(key)
         if isinstance(value, int) and value > most:
             raise CourseError(f"{key} {value} is over the site's {most}: an admin may set it")

@@ -12,6 +12,10 @@ runs as the containers' account at every server start, so it imports little
 and does only what a unit setting cannot: make the pair's shared pages
 folder and build the podman command line for the pair.
 
+``--derive`` also mounts the workspace's own disk, if it has one or if the
+new workspace is to have one (disks.py); the unit unmounts it after the
+container is gone.
+
 ``nbh-jupyter-run --stopped COURSE/STUDENT`` removes the pair's container by
 its name, which comes from the unit's own instance and nothing the container
 could write, and logs the stop. It runs at every stop, the cull's included,
@@ -106,6 +110,31 @@ def derive(instance: Instance, runtime_dir: str) -> None:
     nofollow.write_owned(runtime_dir, {name: values[name] for name in DERIVED})
 
 
+def disk_max(instance: Instance) -> int:
+    """The bytes of a new workspace's own disk: the course's, else the site's (0: none)."""
+    from . import config, courses  # noqa: PLC0415 (a new workspace's only)
+
+    try:
+        course = courses.load(instance.course)
+        if course.disk_max is not None:
+            return course.disk_max
+        return config.load().limits.disk_max_bytes
+    except (courses.UnknownCourse, courses.CourseError, config.ConfigError) as error:
+        raise ValueError(f"the size of the new workspace's disk: {error}") from None
+
+
+def mount_disk(instance: Instance) -> None:
+    """As root, after derive(): the workspace's own disk, mounted."""
+    from . import disks  # noqa: PLC0415 (the start's)
+    from .workspace import workspace_dir  # noqa: PLC0415
+
+    done = disks.mount(instance, workspace_dir(instance), lambda: disk_max(instance))
+    if done.startswith("a folder:"):  # it should have had a disk: the operator's to know
+        print(f"nbh-jupyter-run: {instance.path}: warning: the new workspace is {done}", file=sys.stderr)
+    elif done.startswith("a new disk"):
+        print(f"nbh-jupyter-run: {instance.path}: the new workspace is {done}", file=sys.stderr)
+
+
 def prepare(instance: Instance, runtime_dir: str) -> tuple[Path, str]:
     """Make the pair's shared pages folder, named by the id --derive wrote.
     That folder, and its id."""
@@ -172,6 +201,7 @@ def main(argv: list[str] | None = None) -> int:
     if step == "--derive":
         try:
             derive(instance, runtime_dir)
+            mount_disk(instance)
         except (OSError, ValueError) as error:
             print(f"nbh-jupyter-run: {error}", file=sys.stderr)
             return 1

@@ -115,7 +115,7 @@ def place(instance: Instance, course_dir: Path, notebook: str) -> list[str]:
     names = neighbours(course_dir, notebook)
     if not names:
         return []
-    directory = nofollow.open_dirs(workspace.workspace_dir(instance), folder.parts)
+    directory = workspace.checked(instance, nofollow.open_dirs(workspace.workspace_dir(instance), folder.parts))
     placed = []
     try:
         for name in names:
@@ -140,7 +140,7 @@ def unlink_placed_folders(instance: Instance, notebook: str) -> list[str]:
     root = workspace.workspace_dir(instance)
     for depth, name in enumerate(parts):
         try:
-            fd = nofollow.open_dirs(root, parts[:depth])
+            fd = workspace.checked(instance, nofollow.open_dirs(root, parts[:depth]))
         except OSError:
             break  # not there yet, or a link of the student's own on the way: the copy says so
         try:

@@ -5,7 +5,8 @@ Every running server is asked, as ``nbh cull`` asks it (cull.get_json: its
 own upstream socket, bounded answers), for its kernels and its sessions. A
 course's sample counts its running servers, kernels, busy kernels and the
 servers' memory; the host's adds load, memory and the free space of the
-workspaces' and the containers' file systems. Each sample is a journal
+workspaces' and the containers' file systems; a course's, what its
+workspaces on disks of their own take (disks.py). Each sample is a journal
 entry (NBH_EVENT=sample), which nbh-events.service keeps in the store.
 
 ``close``: a notebook whose kernel had a websocket connected at the last
@@ -27,7 +28,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import config, courses, cull, events, store, tokens
+from . import config, courses, cull, disks, events, store, tokens
 from .names import BadName, Instance
 from .systemd import Systemd, SystemdError
 
@@ -202,7 +203,8 @@ async def sample(systemd: Systemd, settings: config.Config, state_path: Path = S
     servers = list(await asyncio.gather(*(one(i) for i in await cull.running(systemd))))
     now = time.time()
     names = {course.name for course in _courses()} | {s.instance.course for s in servers}
-    samples = {name: totals([s for s in servers if s.instance.course == name]) for name in sorted(names)}
+    samples = {name: {**totals([s for s in servers if s.instance.course == name]),
+                      "NBH_DISK_BYTES": disks.used(name)} for name in sorted(names)}
     samples[""] = {**totals(servers), **host()}
     for name, fields in samples.items():
         where = {"NBH_COURSE": name, "NBH_SCOPE": "course"} if name else {"NBH_SCOPE": "host"}

@@ -84,19 +84,20 @@ MIGRATIONS = [
     """,
 ]
 # 3: the samples' numbers in columns of their own, for plots over months.
-SAMPLE_COLUMNS = {"servers": "INTEGER", "kernels": "INTEGER", "busy_kernels": "INTEGER", "memory_bytes": "INTEGER",
-                  "load1": "REAL", "mem_available_bytes": "INTEGER", "mem_total_bytes": "INTEGER",
-                  "workspaces_free_bytes": "INTEGER", "containers_free_bytes": "INTEGER"}
+_SAMPLE_COLUMNS_3 = {"servers": "INTEGER", "kernels": "INTEGER", "busy_kernels": "INTEGER",
+                     "memory_bytes": "INTEGER", "load1": "REAL", "mem_available_bytes": "INTEGER",
+                     "mem_total_bytes": "INTEGER", "workspaces_free_bytes": "INTEGER",
+                     "containers_free_bytes": "INTEGER"}
 MIGRATIONS.append(f"""
     CREATE TABLE samples (
         time REAL NOT NULL,
         course TEXT,                     -- NULL: the host's sample
-        {", ".join(f"{name} {kind}" for name, kind in SAMPLE_COLUMNS.items())}
+        {", ".join(f"{name} {kind}" for name, kind in _SAMPLE_COLUMNS_3.items())}
     );
     CREATE INDEX samples_by_course ON samples (course, time);
     INSERT INTO samples
         SELECT time, course, {", ".join(f"CAST(json_extract(fields, '$.{name}') AS {kind})"
-                                        for name, kind in SAMPLE_COLUMNS.items())}
+                                        for name, kind in _SAMPLE_COLUMNS_3.items())}
         FROM events WHERE event = 'sample';
 """)
 # 4: the seconds the statistics read of each start (ready: start_seconds) and
@@ -109,6 +110,13 @@ MIGRATIONS.append(f"""
              for event, name in SECONDS_FIELDS.items())}
     CREATE INDEX events_seconds ON events (course, event, time, notebook, seconds) WHERE seconds IS NOT NULL;
 """)
+# 5: what a course's workspaces on disks of their own take (disks.py); no
+# sample before had it.
+MIGRATIONS.append("""
+    ALTER TABLE samples ADD COLUMN disk_bytes INTEGER;
+""")
+# In the table's order (ALTER TABLE adds at the end).
+SAMPLE_COLUMNS = {**_SAMPLE_COLUMNS_3, "disk_bytes": "INTEGER"}
 VERSION = len(MIGRATIONS)
 
 

@@ -21,7 +21,7 @@ import stat
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
-from . import nofollow, paths
+from . import disks, nofollow, paths
 from .names import Instance
 
 _DIR_FLAGS = nofollow.DIR_FLAGS
@@ -33,6 +33,18 @@ class WorkspaceError(OSError):
 
 def workspace_dir(instance: Instance) -> Path:
     return paths.WORKSPACES_DIR / instance.course / instance.student
+
+
+def checked(instance: Instance, opened: int) -> int:
+    """`opened`, a descriptor in the workspace, if the front end may use it:
+    else closed, and DiskError (a workspace on a disk of its own that is not
+    mounted now: disks.py)."""
+    try:
+        disks.check_mounted(instance, opened)
+    except OSError:
+        os.close(opened)
+        raise
+    return opened
 
 
 def _open_dirs(root: Path, parts: tuple[str, ...]) -> int:
@@ -68,7 +80,7 @@ def copy_notebook(instance: Instance, course_dir: Path, notebook: str) -> bool:
 
 
 def _copy(instance: Instance, source: int, relative: PurePosixPath) -> bool:
-    directory = _open_dirs(workspace_dir(instance), relative.parent.parts)
+    directory = checked(instance, _open_dirs(workspace_dir(instance), relative.parent.parts))
     try:
         try:
             os.stat(relative.name, dir_fd=directory, follow_symlinks=False)
@@ -117,7 +129,7 @@ def notebooks_of(instance: Instance, course_dir: Path) -> list[Copy]:
     out, sorted by path."""
     found: list[Copy] = []
     try:
-        root = nofollow.open_dirs(workspace_dir(instance), ())
+        root = checked(instance, nofollow.open_dirs(workspace_dir(instance), ()))
     except FileNotFoundError:
         return found
     pending = [(root, "")]
@@ -172,5 +184,5 @@ def open_copy(instance: Instance, notebook: str) -> tuple[int, int]:
     reached through no link (NotAFile, FileNotFoundError otherwise)."""
     if not notebook.endswith(".ipynb"):
         raise nofollow.NotAFile(f"{notebook!r} is not a notebook")
-    fd = nofollow.open_file(workspace_dir(instance), notebook)
+    fd = checked(instance, nofollow.open_file(workspace_dir(instance), notebook))
     return fd, os.fstat(fd).st_size

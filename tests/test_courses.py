@@ -343,7 +343,8 @@ def test_failed_first_update_keeps_nothing_and_a_failed_update_keeps_the_checkou
 @pytest.mark.parametrize("key, text, value", [
     ("idle_timeout", "600", 600), ("idle_timeout", "", None), ("memory_max", "512M", 512 << 20),
     ("memory_max", "2G", 2 << 30), ("memory_max", "default", None), ("cpu_quota", "150%", 150),
-    ("cpu_quota", "50", 50), ("staff", "alice, bob", ("alice", "bob")), ("staff", "", ()),
+    ("cpu_quota", "50", 50), ("disk_max", "1G", 1 << 30), ("disk_max", "64M", 64 << 20), ("disk_max", "", None),
+    ("staff", "alice, bob", ("alice", "bob")), ("staff", "", ()),
     ("autopull", "yes", True), ("autobuild", "no", False), ("archived", "on", True),
     ("image", "course", "course"), ("branch", "w2", "w2"),
 ])
@@ -358,6 +359,8 @@ def test_parse_and_change_settings(course, key, text, value):
     ("idle_timeout", "10", "bad idle_timeout"), ("idle_timeout", "ten", "bad idle_timeout"),
     ("memory_max", "lots", "bad memory_max"), ("memory_max", "1K", "bad memory_max"),
     ("cpu_quota", "0%", "bad cpu_quota"), ("cpu_quota", "x", "bad cpu_quota"),
+    ("disk_max", "16M", "bad disk_max 16777216: bytes, from 32M to 1T"), ("disk_max", "2T", "bad disk_max"),
+    ("disk_max", "lots", "bad disk_max 'lots': a size like"),
     ("staff", "Alice", "bad staff"), ("staff", "../x", "bad staff"), ("autopull", "maybe", "bad autopull"),
     ("image", "-evil", "bad image"), ("branch", "-x", "bad branch"), ("git_url", "x", "unknown setting"),
 ])
@@ -410,12 +413,13 @@ def test_cli_list_and_show(capsys, upstream):
         f"python-mooc  default                                    default  4          {short}",
     ]
     status, out, err = nbh(capsys, "course", "set", "python-mooc", "memory_max=512M", "cpu_quota=50%",
-                           "staff=bob,alice", "autopull=yes", "interface=lab", "hide=notebook:trust, save")
+                           "disk_max=1G", "staff=bob,alice", "autopull=yes", "interface=lab",
+                           "hide=notebook:trust, save")
     assert (status, err) == (0, "")
     status, out, err = nbh(capsys, "course", "show", "python-mooc")
     assert (status, err) == (0, "")
     lines = out.splitlines()
-    assert lines[:14] == [
+    assert lines[:15] == [
         "name:        python-mooc",
         f"git-url:     {upstream}",
         "branch:      default",
@@ -423,6 +427,7 @@ def test_cli_list_and_show(capsys, upstream):
         "idle:        default",
         "memory_max:  512M",
         "cpu_quota:   50%",
+        "disk_max:    1G",
         "staff:       alice, bob",
         "autopull:    yes",
         "autobuild:   no",
@@ -431,8 +436,8 @@ def test_cli_list_and_show(capsys, upstream):
         "hide:        notebook:trust, save",
         f"path:        {paths.COURSES_DIR / 'python-mooc'}",
     ]
-    assert lines[14] == f"commit:      {short}" and lines[15].startswith("updated:     20")
-    assert lines[16:] == ["notebooks:   4"] + [f"  {notebook}" for notebook in NOTEBOOKS]
+    assert lines[15] == f"commit:      {short}" and lines[16].startswith("updated:     20")
+    assert lines[17:] == ["notebooks:   4"] + [f"  {notebook}" for notebook in NOTEBOOKS]
     for bad, message in (("interface=classic", "bad interface 'classic': notebook or lab"),
                          ("hide=a;b", "bad hide ('a;b',): at most 50 command ids or toolbar item names "
                                       "(letters, digits, '_', '.', ':', '@', '/', '-')")):
@@ -477,13 +482,17 @@ def test_cli_create_twice(capsys, upstream):
     ({"memory_max": 2 * 2**30 + 1}, "memory_max 2147483649 is over the site's 2147483648"),
     ({"cpu_quota": 101}, "cpu_quota 101 is over"),
     ({"idle_timeout": 1801}, "idle_timeout 1801 is over"),
+    ({"disk_max": 2**30 + 1}, "disk_max 1073741825 is over the site's 1073741824"),
 ])
 def test_staff_may_not_set_past_the_sites_limits(changed, words):
     with pytest.raises(CourseError, match=words):
-        courses.staff_may_set(changed, ("allowed/image:1",), 2 * 2**30, 100, 1800)
+        courses.staff_may_set(changed, ("allowed/image:1",), 2 * 2**30, 100, 1800, 2**30)
 
 
 def test_staff_may_set_within_the_sites_limits():
     for changed in ({"image": None}, {"image": courses.OWN_IMAGE}, {"image": "allowed/image:1"},
-                    {"memory_max": 2**30, "cpu_quota": 100, "idle_timeout": 1800}, {"memory_max": None}):
-        courses.staff_may_set(changed, ("allowed/image:1",), 2 * 2**30, 100, 1800)
+                    {"memory_max": 2**30, "cpu_quota": 100, "idle_timeout": 1800}, {"memory_max": None},
+                    {"disk_max": 2**30}, {"disk_max": None}):
+        courses.staff_may_set(changed, ("allowed/image:1",), 2 * 2**30, 100, 1800, 2**30)
+    # a site that bounds no workspace lets a course bound its own, to any size
+    courses.staff_may_set({"disk_max": 2**40}, (), 2 * 2**30, 100, 1800, 0)

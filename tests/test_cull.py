@@ -287,10 +287,10 @@ def test_status_shows_idle_time_and_age(sandbox, systemd, course, student):
     line = next(line for line in nbh(sandbox, "status", course, student).stdout.splitlines()[1:])
     columns = line.split()
     assert columns[2] == "active/running"
-    age, idle = columns[-2], columns[-1]
-    assert age.startswith("0m0") and idle.startswith("0m0"), line
+    age, idle, disk = columns[-3:]
+    assert age.startswith("0m0") and idle.startswith("0m0") and disk == "-", line  # a folder: no disk of its own
     systemd.stop_instance(instance)
-    assert nbh(sandbox, "status", course, student).stdout.split()[-2:] == ["-", "-"]
+    assert nbh(sandbox, "status", course, student).stdout.split()[-3:] == ["-", "-", "-"]
 
 
 def test_notebooks_autosave_every_20_seconds(sandbox, systemd, course, student):

@@ -28,7 +28,7 @@ from urllib.parse import quote, urlencode, urljoin, urlsplit
 import tornado.iostream
 import tornado.web
 
-from .. import capacity, config, courses, courseunits, cull, events, mappings, nofollow, paths, staff, workspace
+from .. import capacity, config, courses, courseunits, cull, disks, events, mappings, nofollow, paths, staff, workspace
 from ..names import (STAFF_PREFIX, BadName, Instance, check_course, check_notebook, check_workspace, escape,
                      staff_workspace)
 from ..systemd import RUNNING_STATES, AccessDenied, SystemdError
@@ -375,7 +375,7 @@ def setting_texts(course: courses.Course) -> dict[str, str]:
             texts[key] = "yes" if value else ""
         elif key in ("staff", "hide"):
             texts[key] = ", ".join(value)
-        elif key == "memory_max":
+        elif key in ("memory_max", "disk_max"):
             texts[key] = size(value)
         elif key == "cpu_quota":
             texts[key] = f"{value}%" if value is not None else ""
@@ -398,7 +398,8 @@ class SettingsHandler(CourseHandler):
                 courses.staff_may_set(changed, site.limits.images,
                                       courses.parse_setting("memory_max", site.limits.memory_max),
                                       courses.parse_setting("cpu_quota", site.limits.cpu_quota),
-                                      site.cull.idle_timeout)
+                                      site.cull.idle_timeout,
+                                      site.limits.disk_max_bytes)
             if changed:
                 course = courses.change(name, **changed)
         except courses.CourseError as error:
@@ -538,8 +539,14 @@ class StudentWorkHandler(StaffHandler):
     async def get(self, name: str, student: str) -> None:
         course = self.course(name)
         instance = self.instance(course, student)
-        copies = await asyncio.get_running_loop().run_in_executor(None, workspace.notebooks_of, instance, course.path)
-        self.render("staff/student.html", course=course, student=instance.student, copies=copies)
+        try:
+            copies = await asyncio.get_running_loop().run_in_executor(None, workspace.notebooks_of, instance,
+                                                                      course.path)
+            unmounted = None
+        except disks.DiskError as error:
+            copies, unmounted = [], str(error)
+        self.render("staff/student.html", course=course, student=instance.student, copies=copies,
+                    unmounted=unmounted)
 
 
 class NotebookDownloadHandler(StudentWorkHandler):
