@@ -30,6 +30,13 @@ CONTAINER_USER = "nbh-jupyter"
 WEB_USER = "nbh"
 UNIT_DIR = Path("/etc/systemd/system")
 DROPIN_DIR = UNIT_DIR / "nbh-jupyter@.service.d"
+# limits.build_disk_max: the build's storage on the course's build disk.
+BUILD_DISK_DROPIN = """\
+# Written by `nbh setup` from nbhosting.toml [limits] build_disk_max; edit that file instead.
+[Unit]
+BindsTo=nbh-course-disk@%i.service
+After=nbh-course-disk@%i.service
+"""
 
 
 class CommandError(Exception):
@@ -180,6 +187,12 @@ def setup(args) -> None:
             folder = UNIT_DIR / f"{unit}.d"
             folder.mkdir(parents=True, exist_ok=True)
             (folder / f"50-{section}.conf").write_text(text)
+    build_disk = UNIT_DIR / "nbh-course-build@.service.d" / "50-disk.conf"
+    if settings.limits.build_disk_max_bytes:
+        build_disk.parent.mkdir(parents=True, exist_ok=True)
+        build_disk.write_text(BUILD_DISK_DROPIN)
+    else:
+        build_disk.unlink(missing_ok=True)
     if Path("/run/systemd/system").is_dir():
         subprocess.run(["systemctl", "daemon-reload"], check=True)
 
@@ -308,7 +321,9 @@ async def course_update(args) -> None:
 
 async def course_build(args) -> None:
     """The unit's three steps (course_images.py), or the unit started and followed."""
-    if args.step == "prepare":
+    if args.step == "disk":
+        print(_in_unit("build", args.name, course_images.build_disk, done=False))
+    elif args.step == "prepare":
         _in_unit("build", args.name, course_images.prepare, done=False)
     elif args.step == "build":
         _in_unit("build", args.name, course_images.build, done=False)
@@ -410,7 +425,7 @@ def course_parser(commands) -> None:
     sub.set_defaults(run=course_update)
     sub = course_commands.add_parser("build", help="build the course's own image (nbh-course-build@)")
     sub.add_argument("name")
-    sub.add_argument("--step", choices=("prepare", "build", "install"),
+    sub.add_argument("--step", choices=("disk", "prepare", "build", "install"),
                      help="one step of nbh-course-build@.service, in this process")
     sub.set_defaults(run=course_build)
     sub = course_commands.add_parser("set", help="change settings: " + ", ".join(courses.SETTINGS))

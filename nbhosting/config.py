@@ -47,6 +47,10 @@ class Limits:
     # the workspaces' file system, bounded by nothing but disk_full. A
     # course's disk_max setting overrides it.
     disk_max: str = "0"
+    # The same for each course's builds (nbh-course-build@): their image
+    # storage and the built archive, on a file system of this size (the
+    # base image is loaded into it: a few times its size). "0": no bound.
+    build_disk_max: str = "0"
     # Images, besides the site's and a course's own build, that a course's
     # staff may choose for their course (an admin may set any).
     images: tuple = ()
@@ -64,17 +68,20 @@ class Limits:
         for name in ("max_running", "new_workspaces_per_minute"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"limits.{name}: must be at least 1")
-        if self.disk_max == "infinity" or not _BYTES.fullmatch(self.disk_max) or 0 < self.disk_max_bytes < 32 << 20:
-            raise ConfigError(f"limits.disk_max: {self.disk_max!r} is not a size like 1G, "
-                              "of 32M at least (0: no bound)")
+        for name in ("disk_max", "build_disk_max"):
+            text = getattr(self, name)
+            if text == "infinity" or not _BYTES.fullmatch(text) or 0 < _bytes(text) < 32 << 20:
+                raise ConfigError(f"limits.{name}: {text!r} is not a size like 1G, of 32M at least (0: no bound)")
         if not 0 < self.disk_full <= 1:
             raise ConfigError("limits.disk_full: must be above 0 and at most 1 (the share of the disk in use)")
 
     @property
     def disk_max_bytes(self) -> int:
-        """disk_max in bytes (0: no bound)."""
-        number, unit = (self.disk_max[:-1], self.disk_max[-1]) if self.disk_max[-1] in "KMGT" else (self.disk_max, "")
-        return int(number) << (10 * (1 + "KMGT".index(unit)) if unit else 0)
+        return _bytes(self.disk_max)
+
+    @property
+    def build_disk_max_bytes(self) -> int:
+        return _bytes(self.build_disk_max)
 
     def dropin(self) -> str:
         return (
@@ -84,6 +91,12 @@ class Limits:
             f"CPUQuota={self.cpu_quota}\n"
             f"TasksMax={self.tasks_max}\n"
         )
+
+
+def _bytes(text: str) -> int:
+    """A size as systemd writes it (512M, 2G), checked by _BYTES, in bytes."""
+    number, unit = (text[:-1], text[-1]) if text[-1] in "KMGT" else (text, "")
+    return int(number) << (10 * (1 + "KMGT".index(unit)) if unit else 0)
 
 
 _ORIGIN = re.compile(r"https?://[A-Za-z0-9.-]+(:[0-9]{1,5})?")

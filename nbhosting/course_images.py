@@ -19,14 +19,21 @@ steal. ``nbh-course-build@<course>.service`` runs in three steps:
   the tar), loads it into the servers' storage and records it in
   ``builds/<course>.json``: a course whose image setting is "course" starts
   its next servers from it. Running servers keep the image they started with.
+
+With ``limits.build_disk_max``, a unit before them (``disk``, root,
+nbh-course-disk@<course>.service, pulled in by a drop-in of `nbh setup`)
+makes the course's build disk and mounts it over the build storage until
+the build ends: a build that fills it fails alone.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
 import pwd
+import shutil
 import stat
 import subprocess
 import sys
@@ -35,7 +42,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from . import containerfile, courses, nofollow, paths, podman
+from . import config, containerfile, courses, disks, nofollow, paths, podman
 from .jupyter_run import DEFAULT_IMAGE, PODMAN
 
 REPOSITORY = "localhost/nbhosting/course-"
@@ -46,6 +53,9 @@ BUILD_USER = "nbh-build"
 BUILD_ROOT = Path("/var/lib/nbh-build")
 BASE_ARCHIVES = BUILD_ROOT / "base"
 COURSES = BUILD_ROOT / "courses"
+# disks/<course>.ext4: the course's build storage when limits.build_disk_max
+# is set (root's; nbh-course-build@.service mounts it over courses/<course>).
+BUILD_DISKS = BUILD_ROOT / "disks"
 # The plans, root's: the builds' account reads its own and writes none.
 PLANS = Path("/run/nbh-build")
 BUILT = "built.tar"
@@ -139,6 +149,51 @@ def prepare(name: str) -> str:
     courses._write_atomically(_plan_path(name), json.dumps(plan))
     print(f"building {image} from {relative} at {commit}, FROM {base}", flush=True)
     return image
+
+
+def build_disk(name: str) -> str:
+    """As root, before the build (nbh-course-disk@, in the host's mount
+    namespace): the course's build disk of limits.build_disk_max bytes,
+    mounted over its build storage until the build unit ends. Mounted once
+    for all the build's steps: two mounts of one ext4 image (one per step's
+    namespace, as MountImages= would make) would each cache what the other
+    writes. The storage is a cache (the base image, loaded again): a disk of
+    another size is made anew, empty, and the folder's content goes when the
+    course gets its first disk."""
+    courses.load(name)  # a course, named as names.py allows
+    try:
+        size = config.load().limits.build_disk_max_bytes
+    except config.ConfigError as error:
+        raise courses.CourseError(str(error)) from None
+    storage, image = COURSES / name, BUILD_DISKS / f"{name}.ext4"
+    if disks.is_mounted(storage):
+        raise courses.CourseError(f"{storage}: mounted already (a build that did not end?)")
+    account = pwd.getpwnam(BUILD_USER)
+    try:
+        storage.mkdir(mode=0o700)
+        os.chown(storage, account.pw_uid, account.pw_gid)
+    except FileExistsError:
+        pass
+    try:
+        current = image.stat().st_size
+    except FileNotFoundError:
+        current = None
+    said = f"{size} bytes"
+    if current != size:
+        if current is None:  # the folder was the storage: what it holds would lie hidden under the disk
+            for entry in list(storage.iterdir()):
+                if entry.is_dir() and not entry.is_symlink():
+                    shutil.rmtree(entry)
+                else:
+                    entry.unlink()
+        else:
+            image.unlink()
+        if not size:
+            return f"the build storage of {name} is a folder again (limits.build_disk_max)"
+        disks.make_image(image, size, (account.pw_uid, account.pw_gid))
+        said = f"a new disk of its own of {size} bytes (limits.build_disk_max)"
+    _checked_run(["mount", "-o", disks.MOUNT_OPTIONS, "--", str(image), str(storage)], "mounting the build disk")
+    return f"the build storage of {name} is {said}"
 
 
 def build(name: str) -> str:

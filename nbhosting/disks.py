@@ -81,6 +81,11 @@ def _make_image(image: Path, size: int, owner: tuple[int, int]) -> None:
     else:  # as disks/ is (tmpfiles.d): the front end's group may look an image up
         os.chown(image.parent, 0, image.parent.parent.stat().st_gid)
         os.chmod(image.parent, 0o710)
+    make_image(image, size, owner)
+
+
+def make_image(image: Path, size: int, owner: tuple[int, int]) -> None:
+    """As root: a new sparse ext4 image whose root folder is `owner`'s."""
     fd = os.open(image, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
     try:
         os.ftruncate(fd, size)

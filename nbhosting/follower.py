@@ -50,7 +50,7 @@ TRUSTED_ACCOUNTS = ("root", "nbh")
 OWN_UNITS = frozenset({"nbh-web.service", "nbh-cull.service", "nbh-gc.service", "nbh-sample.service",
                        "nbh-autopull.service", "nbh-lti-keys.service"})
 STUDENT_UNIT_EVENTS = frozenset({"start", "ready", "stop", "failure", "reset", "share"})
-COURSE_UNIT = re.compile(r"nbh-course-(update|build)@(.+)\.service")
+COURSE_UNIT = re.compile(r"nbh-course-(update|build|disk)@(.+)\.service")
 COURSE_UNIT_EVENTS = frozenset({"course-update", "course-build", "failure"})
 
 

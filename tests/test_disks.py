@@ -13,6 +13,8 @@ import pytest
 from nbhosting.names import Instance
 
 from .conftest import nbh
+from .test_course_units import CONTAINERFILE, commit, course_name, make_repo, show  # noqa: F401 -- course_name
+from .test_course_units import NOTEBOOK as COURSE_NOTEBOOK
 from .test_cull import run_unit
 from .test_events import settled, stored
 from .test_instances import run_code
@@ -168,3 +170,39 @@ def test_files_put_under_an_unmounted_disk_are_never_hidden(sandbox, systemd, bo
     finally:
         sandbox.run("rm", "-f", f"{folder}/stray.txt")
         systemd.stop_instance(instance)
+
+
+def test_a_build_that_fills_its_disk_fails_alone_and_keeps_the_previous_image(sandbox, course_name, setup_config):
+    """limits.build_disk_max: the course's build storage is a disk of its own
+    (nbh-course-disk@, bound to nbh-course-build@ by the drop-in `nbh setup`
+    writes), which a Containerfile fills without the host noticing."""
+    setup_config('\n[limits]\nbuild_disk_max = "2G"\n')
+    units = (f"nbh-course-disk@{course_name}.service", f"nbh-course-build@{course_name}.service")
+    verified = sandbox.run("systemd-analyze", "verify", "--man=no", *units, check=False)
+    assert verified.returncode == 0 and not verified.stderr.strip(), verified.stderr
+    repo = make_repo(sandbox, course_name, {"a.ipynb": COURSE_NOTEBOOK, "extra.py": "ANSWER = 42\n",
+                                            ".nbhosting/Containerfile": CONTAINERFILE})
+    assert nbh(sandbox, "course", "create", course_name, repo).returncode == 0
+    built = nbh(sandbox, "course", "build", course_name)
+    assert built.returncode == 0, built.stdout + built.stderr
+    made = sandbox.run("journalctl", "--no-pager", "-o", "cat", "-u", f"nbh-course-disk@{course_name}.service").stdout
+    assert "is a new disk of its own of 2147483648 bytes" in made, made
+    image = sandbox.path(f"/var/lib/nbh-build/disks/{course_name}.ext4")
+    assert image.stat().st_size == 2 << 30
+    record = sandbox.path(f"/var/lib/nbhosting/builds/{course_name}.json").read_text()
+    before = show(sandbox, course_name)["image"]
+    # mounted while the build ran, not after
+    assert sandbox.run("findmnt", f"/var/lib/nbh-build/courses/{course_name}", check=False).returncode == 1
+    assert not any(sandbox.path(f"/var/lib/nbh-build/courses/{course_name}").iterdir())
+    host = os.statvfs(sandbox.path("/var/lib/nbh-build"))
+    assert host.f_bavail * host.f_frsize > 4 << 30  # room for the 3 GB below: ENOSPC can only be the bound's
+
+    commit(sandbox, repo, {".nbhosting/Containerfile": CONTAINERFILE
+                           + "RUN dd if=/dev/zero of=/fill bs=1M count=3000\n"})
+    assert nbh(sandbox, "course", "update", course_name).returncode == 0
+    failed = nbh(sandbox, "course", "build", course_name)
+    assert failed.returncode == 1, failed.stdout
+    assert "No space left on device" in failed.stdout + failed.stderr, failed.stdout[-3000:]
+    assert sandbox.path(f"/var/lib/nbhosting/builds/{course_name}.json").read_text() == record
+    assert show(sandbox, course_name)["image"] == before
+    assert image.stat().st_blocks * 512 <= 2 << 30
