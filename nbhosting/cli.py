@@ -197,6 +197,13 @@ def setup(args) -> None:
         subprocess.run(["systemctl", "daemon-reload"], check=True)
 
 
+def mount_shared(args) -> None:
+    if os.geteuid() != 0:
+        raise CommandError("mount-shared must run as root")
+    for course in disks.mount_all_shared():
+        print(f"mounted the shared pages disk of {course}")
+
+
 def sign(args) -> None:
     """The entry URL for the LMS, signed with the key it shares with us: one
     that nbh-web accepts in every mode, or an error saying why there is none."""
@@ -718,6 +725,8 @@ def parser() -> argparse.ArgumentParser:
     sub.set_defaults(run=sign)
     pair("revoke", "a new token for a student's server; the old one fails (root)").set_defaults(run=revoke)
     commands.add_parser("setup", help="host secret, LMS key and unit limits (root)").set_defaults(run=setup)
+    commands.add_parser("mount-shared", help="mount the courses' shared pages disks "
+                        "(nbh-shared-disks.service, root)").set_defaults(run=mount_shared)
     commands.add_parser("rotate-secret", help="a new host secret: every server token changes, "
                         "running servers stop (root)").set_defaults(run=rotate_secret)
     course_parser(commands)

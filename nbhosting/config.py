@@ -51,6 +51,10 @@ class Limits:
     # storage and the built archive, on a file system of this size (the
     # base image is loaded into it: a few times its size). "0": no bound.
     build_disk_max: str = "0"
+    # The same for each course's shared pages (all its students' at once),
+    # which its students' code can write: a disk of this size per course,
+    # made when the course's first server starts. "0": no bound.
+    shared_disk_max: str = "0"
     # Images, besides the site's and a course's own build, that a course's
     # staff may choose for their course (an admin may set any).
     images: tuple = ()
@@ -68,7 +72,7 @@ class Limits:
         for name in ("max_running", "new_workspaces_per_minute"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"limits.{name}: must be at least 1")
-        for name in ("disk_max", "build_disk_max"):
+        for name in ("disk_max", "build_disk_max", "shared_disk_max"):
             text = getattr(self, name)
             if text == "infinity" or not _BYTES.fullmatch(text) or 0 < _bytes(text) < 32 << 20:
                 raise ConfigError(f"limits.{name}: {text!r} is not a size like 1G, of 32M at least (0: no bound)")
@@ -82,6 +86,10 @@ class Limits:
     @property
     def build_disk_max_bytes(self) -> int:
         return _bytes(self.build_disk_max)
+
+    @property
+    def shared_disk_max_bytes(self) -> int:
+        return _bytes(self.shared_disk_max)
 
     def dropin(self) -> str:
         return (

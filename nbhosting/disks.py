@@ -104,24 +104,58 @@ def mount(instance: Instance, workspace: Path, size_of_new: Callable[[], int]) -
     it if the workspace is new and size_of_new() (bytes; asked of a new
     workspace only) is not 0. What was done, for the journal; DiskError if
     the workspace cannot be used safely."""
-    image = image_path(instance)
-    if is_mounted(workspace):
-        return "mounted already"  # an unmount that found it busy
+    return _mount(image_path(instance), workspace, size_of_new)
+
+
+def shared_image(course: str) -> Path:
+    """The course's shared pages' disk (no student name starts with '.')."""
+    return DISKS_DIR / course / ".shared.ext4"
+
+
+def mount_shared(course: str, size_of_new: Callable[[], int]) -> str:
+    """As root: the course's shared pages folder on its disk (made if the
+    folder is new and size_of_new() is not 0), mounted until shutdown: the
+    pages are served whether their authors' servers run or not. Each start
+    of a course's server (--derive) and of nbh-web (after a reboot) asks."""
+    folder = paths.SHARED_DIR / course
+    if not folder.exists():
+        owner = folder.parent.stat()
+        folder.mkdir(mode=0o710)
+        os.chown(folder, owner.st_uid, owner.st_gid)
+        os.chmod(folder, 0o710)
+    return _mount(shared_image(course), folder, size_of_new)
+
+
+def mount_all_shared() -> list[str]:
+    """As root, when nbh-web starts: every course's shared pages disk that
+    is not mounted (after a reboot); what was mounted."""
+    mounted = []
+    with contextlib.suppress(FileNotFoundError), os.scandir(DISKS_DIR) as courses:
+        for course in courses:
+            if os.path.isfile(shared_image(course.name)) and not is_mounted(paths.SHARED_DIR / course.name):
+                mount_shared(course.name, lambda: 0)
+                mounted.append(course.name)
+    return mounted
+
+
+def _mount(image: Path, folder: Path, size_of_new: Callable[[], int]) -> str:
+    if is_mounted(folder):
+        return "mounted already"  # an unmount that found it busy, or the course's shared pages
     if not image.exists():
-        if not _empty(workspace) or not (size := size_of_new()):
+        if not _empty(folder) or not (size := size_of_new()):
             return "a folder"
-        info = workspace.stat()
+        info = folder.stat()
         _make_image(image, size, (info.st_uid, info.st_gid))
         made = True
     else:
-        if not _empty(workspace):
+        if not _empty(folder):
             # Files written while it was not mounted: never hide them.
-            raise DiskError(f"{workspace}: files in the folder of a workspace on its own disk; "
+            raise DiskError(f"{folder}: files in the folder of a disk of its own; "
                             f"move them into the disk ({image}) by hand")
         made = False
-    mode = workspace.stat().st_mode & 0o7777
+    mode = folder.stat().st_mode & 0o7777
     try:
-        subprocess.run(["mount", "-o", MOUNT_OPTIONS, "--", str(image), str(workspace)],
+        subprocess.run(["mount", "-o", MOUNT_OPTIONS, "--", str(image), str(folder)],
                        check=True, capture_output=True, text=True, timeout=60)
     except (OSError, subprocess.SubprocessError) as error:
         if made:
@@ -129,9 +163,9 @@ def mount(instance: Instance, workspace: Path, size_of_new: Callable[[], int]) -
             return f"a folder: no disk of its own could be mounted ({_reason(error)})"
         raise DiskError(f"{image}: cannot mount it: {_reason(error)}") from None
     if made:
-        os.chmod(workspace, mode)  # the unit's StateDirectoryMode= (set-group-id)
+        os.chmod(folder, mode)  # the unit's StateDirectoryMode= (set-group-id), the shared folder's 0710
         with contextlib.suppress(OSError):
-            (workspace / "lost+found").rmdir()  # root's, of no use in a student's listing
+            (folder / "lost+found").rmdir()  # root's, of no use in a student's listing
         return f"a new disk of {size} bytes"
     return "its disk"
 

@@ -123,16 +123,28 @@ def disk_max(instance: Instance) -> int:
         raise ValueError(f"the size of the new workspace's disk: {error}") from None
 
 
+def shared_disk_max() -> int:
+    from . import config  # noqa: PLC0415 (a course's first share's only)
+
+    try:
+        return config.load().limits.shared_disk_max_bytes
+    except config.ConfigError as error:
+        raise ValueError(f"the size of the course's shared pages disk: {error}") from None
+
+
 def mount_disk(instance: Instance) -> None:
-    """As root, after derive(): the workspace's own disk, mounted."""
+    """As root, after derive(): the workspace's own disk, and the course's
+    shared pages disk, mounted (disks.py)."""
     from . import disks  # noqa: PLC0415 (the start's)
     from .workspace import workspace_dir  # noqa: PLC0415
 
-    done = disks.mount(instance, workspace_dir(instance), lambda: disk_max(instance))
-    if done.startswith("a folder:"):  # it should have had a disk: the operator's to know
-        print(f"nbh-jupyter-run: {instance.path}: warning: the new workspace is {done}", file=sys.stderr)
-    elif done.startswith("a new disk"):
-        print(f"nbh-jupyter-run: {instance.path}: the new workspace is {done}", file=sys.stderr)
+    for what, done in (
+            ("the new workspace", disks.mount(instance, workspace_dir(instance), lambda: disk_max(instance))),
+            ("the course's shared pages", disks.mount_shared(instance.course, shared_disk_max))):
+        if done.startswith("a folder:"):  # it should have had a disk: the operator's to know
+            print(f"nbh-jupyter-run: {instance.path}: warning: {what}: {done}", file=sys.stderr)
+        elif done.startswith("a new disk"):
+            print(f"nbh-jupyter-run: {instance.path}: {what}: {done}", file=sys.stderr)
 
 
 def prepare(instance: Instance, runtime_dir: str) -> tuple[Path, str]:

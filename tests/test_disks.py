@@ -164,7 +164,7 @@ def test_files_put_under_an_unmounted_disk_are_never_hidden(sandbox, systemd, bo
         assert response.status in (200, 503), response.status
         assert systemd.state(instance.service).ActiveState != "active"
         log = sandbox.run("journalctl", "--no-pager", "-u", f"{instance.service}", "-o", "cat").stdout
-        assert "files in the folder of a workspace on its own disk" in log, log[-2000:]
+        assert "files in the folder of a disk of its own" in log, log[-2000:]
         assert sandbox.path(f"{folder}/stray.txt").read_text() == "stray\n"
         assert mounted(sandbox, bounded, student) == ""
     finally:
@@ -206,3 +206,40 @@ def test_a_build_that_fills_its_disk_fails_alone_and_keeps_the_previous_image(sa
     assert sandbox.path(f"/var/lib/nbhosting/builds/{course_name}.json").read_text() == record
     assert show(sandbox, course_name)["image"] == before
     assert image.stat().st_blocks * 512 <= 2 << 30
+
+
+def test_a_student_who_fills_the_courses_shared_disk_stops_its_sharing_only(sandbox, systemd, setup_config, student):
+    """limits.shared_disk_max: a course's shared pages (which its students'
+    code can write) are a disk of their own, mounted until shutdown, and
+    mounted again by nbh-shared-disks.service after a reboot."""
+    setup_config('\n[limits]\nshared_disk_max = "64M"\n')
+    course = f"shared-{uuid.uuid4().hex[:6]}"
+    sandbox.make_course(course)
+    mallory, alice = Instance(course, student + "m"), Instance(course, student + "a")
+    folder = f"/var/lib/nbhosting/shared/{course}"
+    page = "a" * 26
+    try:
+        for instance in (mallory, alice):
+            systemd.start_instance(instance)
+        assert re.match(r"/dev/loop\d+\s+ext4\s+rw,nosuid,nodev,.*discard",
+                        sandbox.run("findmnt", "-n", "-o", "SOURCE,FSTYPE,OPTIONS", folder).stdout), folder
+        # Alice's page, as the share menu writes it: in her own folder, under the course's
+        assert run_code(sandbox, systemd, alice, f'open("/home/jovyan/shared/{page}.html", "w").write("<p>mine")'
+                                                 '; print("shared")') == "shared\n"
+        assert run_code(sandbox, systemd, mallory, FILL.replace("/home/jovyan/work/fill", "/home/jovyan/shared/fill")
+                        ).startswith("refused ENOSPC"), "the course's shared disk holds 64M"
+        assert run_code(sandbox, systemd, mallory, SAVE) == "42\n"  # her workspace is not that disk
+        (alice_id,) = [p.name for p in sandbox.path(folder).iterdir()
+                       if (p / f"{page}.html").exists()]
+        assert get(f"/shared/{course}/{alice_id}/{page}", referer=None).status == 200
+    finally:
+        for instance in (mallory, alice):
+            systemd.stop_instance(instance)
+    # a reboot, as far as the disk knows: unmounted; the unit that nbh-web wants mounts it again
+    sandbox.run("umount", folder)
+    assert not any(sandbox.path(folder).iterdir())
+    sandbox.run("systemctl", "restart", "nbh-shared-disks.service")
+    assert sandbox.run("findmnt", folder, check=False).returncode == 0
+    response = get(f"/shared/{course}/{alice_id}/{page}", referer=None)
+    assert response.status == 200 and b"<p>mine" in response.body
+    assert "nbh-shared-disks.service" in sandbox.run("systemctl", "show", "-P", "Wants", "nbh-web.service").stdout
