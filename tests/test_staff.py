@@ -316,7 +316,7 @@ def test_the_students_list_and_the_stop_button(sandbox, systemd, admin, course, 
     assert nbh(sandbox, "start", course, student).returncode == 0
     try:
         client = logged_in(admin)
-        page = client.get(f"/staff/courses/{course}")
+        page = client.get(f"/staff/courses/{course}", params={"q": student})  # one of many in the session
         assert page.status_code == 200
         row = re.search(rf'<tr><td><a href="/staff/courses/{course}/students/{re.escape(student)}">'
                         rf"{re.escape(student)}</a></td><td>([^<]*)</td>", page.text)
@@ -393,7 +393,7 @@ def test_open_a_notebook_as_myself(sandbox, systemd, admin, course):
         assert client.get(location.removeprefix(SITE)).status_code == 404  # nothing of it on the staff origin
         assert sandbox.path(f"/var/lib/nbhosting/workspaces/{course}/staff.admin/{NOTEBOOK}").is_file()
         assert systemd.state(instance.service).ActiveState == "active"
-        page = client.get(f"/staff/courses/{course}").text
+        page = client.get(f"/staff/courses/{course}", params={"q": "staff.admin"}).text
         assert (f'<tr><td><a href="/staff/courses/{course}/students/staff.admin">staff.admin</a></td>'
                 "<td>active/running</td>") in page
         assert client.post(f"/staff/courses/{course}/open", {"notebook": "../../etc/passwd"}).status_code == 404
@@ -483,3 +483,34 @@ def test_a_failing_build_says_why_in_the_page_and_keeps_the_image(sandbox, admin
     assert image and [line for line in nbh(sandbox, "course", "show", course).stdout.splitlines()
                       if line.startswith("image")] == image
     assert sandbox.journal("NBH_EVENT=failure", f"NBH_COURSE={course}", "--since=-300s")
+
+
+def test_the_student_list_is_paged_and_found_by_id_or_lti_id(sandbox, admin, registered_platform):
+    """Thousands enrolled: a page of them at a time, and a search by the id the
+    LMS sent (an LTI student's too, whose workspace bears a derived name)."""
+    from nbhosting import lti
+
+    name = fresh_name("paged")
+    sandbox.make_course(name)
+    platform = lti.load("fake", sandbox.path(str(lti.PLATFORMS_DIR)))
+    lti_student = lti.student_name(platform, "moodle-user-4242")
+    folder = f"/var/lib/nbhosting/workspaces/{name}"
+    # as many workspaces as 250 students' first entries leave (made by hand: no server is needed)
+    sandbox.run("sh", "-c", f"mkdir -p {folder} && cd {folder} && "
+                f"for n in $(seq -w 1 250); do mkdir s$n; done && mkdir {lti_student} staff.admin")
+    client = logged_in(admin)
+    page = client.get(f"/staff/courses/{name}").text
+    assert f"Students (251)" in page and "1&ndash;100 of 252" in page, page[:3000]
+    assert page.count(f'<tr><td><a href="/staff/courses/{name}/students/') == 100
+    following = re.search(r'<a id="students-next" href="([^"]+)"', page).group(1)
+    page = client.get(following.replace("&amp;", "&")).text
+    assert "101&ndash;200 of 252" in page and 'id="students-previous"' in page
+    # sorted by name: the LTI student and s001 to s099 came first
+    assert '/students/s100">s100<' in page and '/students/s199">' in page and '/students/s099">' not in page
+    found = client.get(f"/staff/courses/{name}", params={"q": "S24"}).text
+    assert "1&ndash;10 of 10 matching &ldquo;S24&rdquo;" in found
+    found = client.get(f"/staff/courses/{name}", params={"q": "moodle-user-4242"}).text
+    assert re.findall(rf'/staff/courses/{name}/students/([^"]+)"', found) == [lti_student], found[-3000:]
+    nothing = client.get(f"/staff/courses/{name}", params={"q": "<script>"}).text
+    assert "none matching &ldquo;&lt;script&gt;&rdquo;" in nothing
+    assert client.get(f"/staff/courses/{name}", params={"from": "x"}).status_code == 400

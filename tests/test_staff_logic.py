@@ -188,3 +188,22 @@ def test_the_notebook_tree_and_where_a_login_may_lead():
     for elsewhere in (None, "", "https://evil.example/staff/", "//evil.example/staff/", "/staff\\..\\x", "/nb/x/y/",
                       "/\\evil.example"):
         assert safe_next(elsewhere) == "/staff/"
+
+
+def test_the_student_list_is_paged_and_searched():
+    from nbhosting.web.staff import STUDENTS_PAGE, StudentRow, student_page, url_query
+    rows = [StudentRow(f"s{n:04d}", "inactive/dead", None) for n in range(250)]
+    rows += [StudentRow("staff.alice", "active/running", None), StudentRow("lti.fun.abcdefghijklmnopqrstuvwx", "inactive/dead", None)]
+    page = student_page(rows, "", 0, set())
+    assert (page.enrolled, page.found, page.first, len(page.rows)) == (251, 252, 0, STUDENTS_PAGE)
+    last = student_page(rows, "", 250, set())
+    assert (last.first, [row.name for row in last.rows]) == (200, [row.name for row in rows[200:]])
+    # past the end, or before the start: the last page, the first
+    assert student_page(rows, "", 10**9, set()).first == 200 and student_page(rows, "", -5, set()).first == 0
+    # any case, anywhere in the id
+    assert [row.name for row in student_page(rows, " S012", 0, set()).rows] == [f"s{n:04d}" for n in range(120, 130)]
+    # the id an LTI platform sent, through the names the platforms give it
+    found = student_page(rows, "12345", 0, {"lti.fun.abcdefghijklmnopqrstuvwx"})
+    assert [row.name for row in found.rows] == ["lti.fun.abcdefghijklmnopqrstuvwx"]
+    assert student_page(rows, "nobody", 0, set()).rows == []
+    assert url_query("a b", 100) == "q=a+b&from=100" and url_query("", 0) == ""

@@ -28,7 +28,8 @@ from urllib.parse import quote, urlencode, urljoin, urlsplit
 import tornado.iostream
 import tornado.web
 
-from .. import capacity, config, courses, courseunits, cull, disks, events, mappings, nofollow, paths, staff, workspace
+from .. import (capacity, config, courses, courseunits, cull, disks, events, lti, mappings, nofollow, paths, staff,
+               workspace)
 from ..names import (STAFF_PREFIX, BadName, Instance, check_course, check_notebook, check_workspace, escape,
                      staff_workspace)
 from ..systemd import RUNNING_STATES, AccessDenied, SystemdError
@@ -126,7 +127,8 @@ class StaffHandler(BaseHandler):
 
     def get_template_namespace(self) -> dict:
         namespace = super().get_template_namespace()
-        namespace.update(account=self.current_user, nonce=self.nonce, when=when, size=size, duration=duration, quote=quote)
+        namespace.update(account=self.current_user, nonce=self.nonce, when=when, size=size, duration=duration, quote=quote,
+                         url_query=url_query, page_size=STUDENTS_PAGE)
         return namespace
 
     def event(self, event: str, message: str, course: str | None = None, **fields) -> None:
@@ -354,14 +356,59 @@ def notebook_tree(names: list[str]) -> list[tuple[int, str, str | None]]:
     return rows
 
 
+# Students shown on a course's page at a time.
+STUDENTS_PAGE = 100
+
+
+@dataclass
+class StudentPage:
+    rows: list[StudentRow]  # this page's
+    enrolled: int  # the course's students (staff workspaces left out)
+    found: int  # the workspaces that match the search
+    first: int  # index of rows[0] among them
+    query: str
+
+
+def url_query(q: str, from_: int) -> str:
+    """A student list page's query: the search, and where the page begins."""
+    return urlencode({key: value for key, value in (("q", q), ("from", max(0, from_))) if value})
+
+
+def student_page(rows: list[StudentRow], query: str, first: int, lti_names: set[str]) -> StudentPage:
+    """The rows whose name holds the query (any case), or that an LTI
+    platform gives the student whose LMS id is the query (lti_names), a
+    page of them from `first`."""
+    needle = query.strip().lower()
+    found = [row for row in rows if not needle or needle in row.name.lower() or row.name in lti_names]
+    first = max(0, min(first, (len(found) - 1) // STUDENTS_PAGE * STUDENTS_PAGE)) // STUDENTS_PAGE * STUDENTS_PAGE
+    return StudentPage(found[first:first + STUDENTS_PAGE], sum(not row.name.startswith(STAFF_PREFIX) for row in rows),
+                       len(found), first, query.strip())
+
+
+def lti_names_of(query: str) -> set[str]:
+    """The names that the registered platforms give the student the LMS calls `query`."""
+    query = query.strip()
+    if not query:
+        return set()
+    try:
+        return {lti.student_name(platform, query) for platform in lti.all_platforms(removed=True)}
+    except (OSError, ValueError):
+        return set()
+
+
 class CourseHandler(StaffHandler):
     async def get(self, name: str) -> None:
         await self.show(self.course(name))
 
     async def show(self, course: courses.Course, message: str | None = None, form: dict | None = None) -> None:
-        rows = await students(self, course.name)
+        query = self.get_query_argument("q", "")[:200]
+        try:
+            first = int(self.get_query_argument("from", "0"))
+        except ValueError:
+            raise tornado.web.HTTPError(400, "from: not a number", reason="Bad page") from None
+        page = student_page(await students(self, course.name), query, first, lti_names_of(query))
         self.render("staff/course.html", course=course, status=courses.status(course),
-                         tree=notebook_tree(courses.notebooks(course)), students=rows,
+                         tree=notebook_tree(courses.notebooks(course)), students=page,
                          settings=form or setting_texts(course), message=message,
                          settings_keys=courses.SETTINGS, own=staff_workspace(self.account.name))
 
