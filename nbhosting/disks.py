@@ -11,10 +11,15 @@ other students do not notice.
 
 The server's root steps mount it (``nbh-jupyter-run --derive``, before the
 container starts) and unmount it (``umount``, after the container is
-removed: nbh-jupyter@.service). So the disk is mounted exactly while the server runs: nbh-web
-copies notebooks in after the start, and refuses to write into the folder
-of a bounded workspace that is not mounted (``check_mounted``), which would
-put files on the host's disk, under the mount point, hidden at the next start.
+removed: nbh-jupyter@.service). So the disk is mounted exactly while the
+server runs: nbh-web copies notebooks in after the start, and refuses to
+write into the folder of a bounded workspace that is not mounted
+(``check_mounted``), which would put files on the host's disk, under the
+mount point, hidden at the next start.
+
+The same images bound a course's shared pages (``limits.shared_disk_max``:
+one disk per course, mounted until shutdown, since pages are served while
+their authors' servers are stopped) and its builds (course_images.py).
 
 A workspace gets its disk when it is new (its folder is empty) and the
 course's ``disk_max`` (or the site's ``limits.disk_max``) is set; a workspace

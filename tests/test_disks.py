@@ -156,8 +156,10 @@ def test_files_put_under_an_unmounted_disk_are_never_hidden(sandbox, systemd, bo
         entry(bounded, NOTEBOOK.removesuffix(".ipynb"), student)
         systemd.stop_instance(instance)
         # the front end, asked for the stopped student's work: no write, no read under the mount point
-        page = logged_in(admin).get(f"/staff/courses/{bounded}/students/{student}")
+        client = logged_in(admin)
+        page = client.get(f"/staff/courses/{bounded}/students/{student}")
         assert page.status_code == 200 and 'id="unmounted"' in page.text, page.text[:500]
+        assert client.get(f"/staff/courses/{bounded}/students/{student}/notebooks.zip").status_code == 409
         assert not any(sandbox.path(folder).iterdir())
         sandbox.run("sh", "-c", f"echo stray > {folder}/stray.txt")
         response = get(entry_path(bounded, NOTEBOOK.removesuffix(".ipynb"), student), timeout=120)

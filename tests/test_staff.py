@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import io
 import json
 import re
 import time
 import uuid
+import zipfile
 from urllib.parse import urlsplit
 
 import httpx
@@ -129,7 +131,8 @@ def course_posts(course: str, student: str = "nobody") -> list[tuple[str, dict]]
 def course_gets(course: str) -> list[str]:
     return [f"/staff/courses/{course}{page}" for page in ("", "/update", "/build", "/update/events", "/build/log",
                                                            "/idle", "/students/nobody",
-                                                           "/students/nobody/notebook?path=w1/x.ipynb")]
+                                                           "/students/nobody/notebook?path=w1/x.ipynb",
+                                                           "/students/nobody/notebooks.zip")]
 
 
 def test_without_a_session_every_page_leads_to_the_login_page_and_changes_nothing(sandbox, systemd, courses):
@@ -373,6 +376,15 @@ def test_a_teacher_sees_a_students_work_without_touching_it(sandbox, systemd, te
             refused = client.get(f"/staff/courses/{course}/students/{student}/notebook", params={"path": path})
             assert refused.status_code == 404, path
         assert client.get(f"/staff/courses/{course}/students/..%2Fx").status_code in (400, 404)
+        # all of them in one zip: the saved bytes, no link followed, one more staff-view event
+        archive = client.get(f"/staff/courses/{course}/students/{student}/notebooks.zip")
+        assert archive.status_code == 200 and archive.headers["Content-Type"] == "application/zip"
+        assert archive.headers["Content-Disposition"] == f"attachment; filename*=UTF-8''{course}-{student}.zip"
+        with zipfile.ZipFile(io.BytesIO(archive.content)) as opened:
+            assert opened.testzip() is None
+            assert [info.filename for info in opened.infolist()] == [NOTEBOOK]
+            assert opened.read(NOTEBOOK) == saved
+        assert staff_events(sandbox, "staff-view", teacher)[-1]["NBH_NOTEBOOK"] == "*"
         # nothing of the student's changed, and no server was started to look
         assert (workspace / NOTEBOOK).read_bytes() == saved
         assert systemd.state(instance.service).ActiveState == "inactive"
@@ -485,14 +497,18 @@ def test_a_failing_build_says_why_in_the_page_and_keeps_the_image(sandbox, admin
     assert sandbox.journal("NBH_EVENT=failure", f"NBH_COURSE={course}", "--since=-300s")
 
 
-def test_the_student_list_is_paged_and_found_by_id_or_lti_id(sandbox, admin, registered_platform):
+def test_the_student_list_is_paged_and_found_by_id_or_lti_id(sandbox, admin):
     """Thousands enrolled: a page of them at a time, and a search by the id the
     LMS sent (an LTI student's too, whose workspace bears a derived name)."""
     from nbhosting import lti
 
     name = fresh_name("paged")
     sandbox.make_course(name)
-    platform = lti.load("fake", sandbox.path(str(lti.PLATFORMS_DIR)))
+    issuer, platform_name = f"https://{name}.lms.example.org", f"p{uuid.uuid4().hex[:6]}"
+    added = nbh(sandbox, "lti", "add", platform_name, "--issuer", issuer, "--client-id", "c", "--deployment-id", "d",
+                "--auth-url", issuer + "/auth", "--jwks-url", issuer + "/jwks", "--courses", name)
+    assert added.returncode == 0, added.stderr
+    platform = lti.load(platform_name, sandbox.path(str(lti.PLATFORMS_DIR)))
     lti_student = lti.student_name(platform, "moodle-user-4242")
     folder = f"/var/lib/nbhosting/workspaces/{name}"
     # as many workspaces as 250 students' first entries leave (made by hand: no server is needed)
