@@ -402,6 +402,7 @@ def course_show(args) -> None:
     print(f"archived:    {'yes' if course.archived else 'no'}")
     print(f"interface:   {course.interface or 'notebook'}")
     print(f"hide:        {', '.join(course.hide) or '-'}")
+    print(f"text_notebooks: {'yes' if course.text_notebooks else 'no'}")
     print(f"path:        {course.path}")
     print(f"commit:      {status.commit or 'never cloned'}")
     print(f"updated:     {updated}")

@@ -26,7 +26,7 @@ import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import nofollow, paths
+from . import nofollow, paths, textnotebooks
 from .names import COURSE_RE, STAFF_ACCOUNT_RE, BadName, check_course, check_notebook
 
 GIT_TIMEOUT = 300
@@ -43,7 +43,7 @@ OWN_IMAGE = "course"
 CONTAINERFILES = (".nbhosting/Containerfile", ".nbhosting/Dockerfile")
 # What `nbh course set` and the staff pages may change.
 SETTINGS = ("branch", "image", "idle_timeout", "memory_max", "cpu_quota", "disk_max", "staff", "autopull",
-            "autobuild", "archived", "interface", "hide")
+            "autobuild", "archived", "interface", "hide", "text_notebooks")
 # What a student's notebook opens in: Notebook 7 (the default) or JupyterLab.
 INTERFACES = ("notebook", "lab")
 # What a course hides from its students: menu entries by command id
@@ -85,6 +85,7 @@ class Course:
     archived: bool = False  # over: autopull leaves it alone
     interface: str | None = None  # None: Notebook 7; or "lab"
     hide: tuple[str, ...] = ()  # menu commands and toolbar items its students do not see
+    text_notebooks: bool = False  # its .md and .py jupytext notebooks are notebooks (textnotebooks.py)
 
     @property
     def path(self) -> Path:
@@ -99,7 +100,8 @@ def _settings_path(name: str) -> Path:
 def _checked(name: str, git_url: object, branch: object = None, image: object = None,
              idle_timeout: object = None, memory_max: object = None, cpu_quota: object = None,
              disk_max: object = None, staff: object = (), autopull: object = False, autobuild: object = False,
-             archived: object = False, interface: object = None, hide: object = ()) -> Course:
+             archived: object = False, interface: object = None, hide: object = (),
+             text_notebooks: object = False) -> Course:
     """The same checks for what an operator types and what a settings file says."""
     if (not isinstance(git_url, str) or not git_url or len(git_url) > URL_MAX
             or git_url.startswith("-") or " " in git_url or not git_url.isprintable()):
@@ -120,7 +122,8 @@ def _checked(name: str, git_url: object, branch: object = None, image: object = 
         raise CourseError(f"bad disk_max {disk_max!r}: bytes, from 32M to 1T")
     if not (isinstance(staff, (list, tuple)) and all(isinstance(x, str) and STAFF_ACCOUNT_RE.fullmatch(x) for x in staff)):
         raise CourseError(f"bad staff {staff!r}: account names, lower-case letters, digits, '_', '.', '-'")
-    for key, value in (("autopull", autopull), ("autobuild", autobuild), ("archived", archived)):
+    for key, value in (("autopull", autopull), ("autobuild", autobuild), ("archived", archived),
+                       ("text_notebooks", text_notebooks)):
         if type(value) is not bool:
             raise CourseError(f"bad {key} {value!r}: yes or no")
     if interface is not None and interface not in INTERFACES:
@@ -131,7 +134,7 @@ def _checked(name: str, git_url: object, branch: object = None, image: object = 
                           "(letters, digits, '_', '.', ':', '@', '/', '-')")
     return Course(name, git_url, branch, image, idle_timeout, memory_max, cpu_quota, disk_max,
                   tuple(sorted(set(staff))), autopull, autobuild, archived,
-                  None if interface == "notebook" else interface, tuple(dict.fromkeys(hide)))
+                  None if interface == "notebook" else interface, tuple(dict.fromkeys(hide)), text_notebooks)
 
 
 def parse_setting(key: str, text: str) -> object:
@@ -142,7 +145,7 @@ def parse_setting(key: str, text: str) -> object:
     text = text.strip()
     if key not in SETTINGS:
         raise CourseError(f"unknown setting {key!r}: one of {', '.join(SETTINGS)}")
-    if key in ("autopull", "autobuild", "archived"):
+    if key in ("autopull", "autobuild", "archived", "text_notebooks"):
         if text.lower() in ("yes", "true", "on", "1"):
             return True
         if text.lower() in ("", "no", "false", "off", "0"):
@@ -320,6 +323,17 @@ def create(name: str, git_url: str, branch: str | None = None, image: str | None
     return course
 
 
+def _text_notebooks(course: Course, tree: Path | None = None) -> None:
+    """With its text_notebooks setting, the .ipynb of each of the course's
+    text notebooks, beside it (textnotebooks.py); said in the unit's log."""
+    if not course.text_notebooks:
+        return
+    written, failed = textnotebooks.generate(tree or course.path)
+    print(f"text notebooks: {len(written)} made into .ipynb" + "".join(f"\n  {path}" for path in written[:50]))
+    for reason in failed:
+        print(f"text notebook not read: {reason}")
+
+
 def _clone(course: Course) -> None:
     """Clone next to the destination and rename into place: a failure leaves nothing."""
     paths.COURSES_DIR.mkdir(parents=True, exist_ok=True)
@@ -332,6 +346,7 @@ def _clone(course: Course) -> None:
             _git(temporary, "rev-parse", "--verify", "--quiet", "HEAD")
         except CourseError:
             raise CourseError(f"git clone failed: {course.git_url} has no commit to check out") from None
+        _text_notebooks(course, temporary)
         _share(temporary)
         try:
             os.rename(temporary, course.path)
@@ -371,7 +386,8 @@ def update(name: str) -> str:
         except CourseError:
             raise CourseError(f"no branch {target.removeprefix('origin/')!r} in {course.git_url}") from None
         _git(course.path, "reset", "--quiet", "--hard", target)
-        _git(course.path, "clean", "-fdxq")
+        _git(course.path, "clean", "-fdxq")  # and the text notebooks' .ipynb, written again below
+        _text_notebooks(course)
         _share(course.path)
     short = commit(course)
     _write_atomically(_update_record(name), json.dumps({"commit": short, "time": time.time()}))
@@ -503,6 +519,8 @@ def notebooks_in(tree: Path) -> list[str]:
 def find_notebook(course: Course, notebook: str) -> str:
     """The notebook named in a URL (with or without .ipynb), as a relative path."""
     check_notebook(notebook)
+    if course.text_notebooks:
+        notebook = textnotebooks.from_url(notebook)
     relative = notebook if notebook.endswith(NOTEBOOK_SUFFIX) else notebook + NOTEBOOK_SUFFIX
     if not _is_notebook(course.path.resolve(), relative):
         raise UnknownNotebook(f"unknown notebook {notebook!r} in course {course.name!r}")

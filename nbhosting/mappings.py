@@ -35,7 +35,7 @@ import re
 import tomllib
 from pathlib import Path, PurePosixPath
 
-from . import courses, nofollow, workspace
+from . import courses, nofollow, textnotebooks, workspace
 from .names import Instance
 
 # Where the student's container has the course (jupyter_run: --volume ...:ro).
@@ -92,11 +92,19 @@ def _neighbours(course_dir: Path, folder: PurePosixPath, chosen: tuple[str, ...]
                     if any(fnmatch.fnmatchcase(name, pattern) for pattern in chosen):
                         found.append(name)
                     continue
-                if name not in holding:
+                if name not in holding and not _text_source(course_dir, folder, name):
                     found.append(name)
     finally:
         os.close(fd)
     return tuple(sorted(found))
+
+
+def _text_source(course_dir: Path, folder: PurePosixPath, name: str) -> bool:
+    """A text notebook whose .ipynb is beside it (textnotebooks.py): the
+    student has the notebook; its text is no neighbour of it."""
+    path = course_dir / folder / name
+    return (path.suffix in textnotebooks.SUFFIXES and path.with_suffix(courses.NOTEBOOK_SUFFIX).is_file()
+            and textnotebooks.is_text_notebook(path))
 
 
 def neighbours(course_dir: Path, notebook: str) -> tuple[str, ...]:

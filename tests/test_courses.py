@@ -419,7 +419,7 @@ def test_cli_list_and_show(capsys, upstream):
     status, out, err = nbh(capsys, "course", "show", "python-mooc")
     assert (status, err) == (0, "")
     lines = out.splitlines()
-    assert lines[:15] == [
+    assert lines[:16] == [
         "name:        python-mooc",
         f"git-url:     {upstream}",
         "branch:      default",
@@ -434,10 +434,11 @@ def test_cli_list_and_show(capsys, upstream):
         "archived:    no",
         "interface:   lab",
         "hide:        notebook:trust, save",
+        "text_notebooks: no",
         f"path:        {paths.COURSES_DIR / 'python-mooc'}",
     ]
-    assert lines[15] == f"commit:      {short}" and lines[16].startswith("updated:     20")
-    assert lines[17:] == ["notebooks:   4"] + [f"  {notebook}" for notebook in NOTEBOOKS]
+    assert lines[16] == f"commit:      {short}" and lines[17].startswith("updated:     20")
+    assert lines[18:] == ["notebooks:   4"] + [f"  {notebook}" for notebook in NOTEBOOKS]
     for bad, message in (("interface=classic", "bad interface 'classic': notebook or lab"),
                          ("hide=a;b", "bad hide ('a;b',): at most 50 command ids or toolbar item names "
                                       "(letters, digits, '_', '.', ':', '@', '/', '-')")):

@@ -118,3 +118,48 @@ def test_a_courses_link_is_never_a_neighbour(sandbox, systemd, pdsh, student):
         assert sorted(p.name for p in folder.iterdir() if p.is_symlink()) == ["data", "figures", "helper.py"]
     finally:
         systemd.stop_instance(instance)
+
+
+def test_a_course_of_text_notebooks_opens_resets_and_shares(sandbox, systemd, student):
+    """Notebooks written as MyST Markdown and percent-format Python
+    (jupytext), with a module and a README that stay files."""
+    from .test_textnotebooks import MYST, PERCENT
+
+    name = f"text-{os.getpid()}-{uuid.uuid4().hex[:4]}"
+    repo = make_repo(sandbox, name, {"w1/lists.md": MYST, "w2/loops.py": PERCENT,
+                                     "w2/helper.py": "WHO = 'me'\n", "README.md": "# The course\n"})
+    assert nbh(sandbox, "course", "create", name, repo).returncode == 0
+    assert nbh(sandbox, "course", "set", name, "text_notebooks=yes").returncode == 0
+    updated = nbh(sandbox, "course", "update", name)
+    assert updated.returncode == 0 and "text notebooks: 2 made into .ipynb" in updated.stdout, updated.stdout
+    instance = Instance(name, student)
+    try:
+        url = follow_start(get(signed(f"/ipythonExercice/{name}/w1/lists.md/{student}"), referer=None, timeout=120))
+        assert urlsplit(url).path.endswith(f"/nb/{name}/{student}/notebooks/w1/lists.ipynb"), url
+        assert follow_start(get(signed(f"/ipythonExercice/{name}/w2/loops/{student}"), referer=None)).split("?")[0] \
+            .endswith("/notebooks/w2/loops.ipynb")
+        copy = sandbox.path(f"/var/lib/nbhosting/workspaces/{name}/{student}/w1/lists.ipynb")
+        # the module beside the notebook is there, the notebook's own text is not
+        folder = copy.parent.parent / "w2"
+        assert os.readlink(folder / "helper.py") == "/home/jovyan/course/w2/helper.py"
+        assert not os.path.lexists(folder / "loops.py")
+        source = json.loads(copy.read_text())["cells"][1]["source"]
+        code = "".join(source)  # nbformat writes a list of lines
+        session = sandbox.api(instance, "api/sessions", method="POST",
+                              body={"path": "w1/lists.ipynb", "type": "notebook", "kernel": {"name": "python3"}})
+        out = systemd.loop.run_until_complete(execute(sandbox, instance, session["kernel"]["id"], code))
+        assert out == "42\n", out
+        # the student's edit, then reset to the course's version: a backup, and the course's cells
+        mine = json.loads(copy.read_text())
+        mine["cells"][1]["source"] = "print('mine')"
+        sandbox.api(instance, "api/contents/w1/lists.ipynb", method="PUT",
+                    body={"type": "notebook", "format": "json", "content": mine})
+        reset = sandbox.api(instance, "nbh/reset", method="POST", body={"path": "w1/lists.ipynb"})
+        assert reset["backup"].startswith("w1/lists-backup-"), reset
+        assert json.loads(copy.read_text())["cells"][1]["source"] == source
+        # and shared: the page shows the notebook's text
+        shared = sandbox.api(instance, "nbh/share", method="POST", body={"path": "w1/lists.ipynb"})["url"]
+        page = get(urlsplit(shared).path, referer=None)
+        assert page.status == 200 and b"Some prose, then code." in page.body
+    finally:
+        systemd.stop_instance(instance)
