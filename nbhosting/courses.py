@@ -82,7 +82,7 @@ class Course:
     staff: tuple[str, ...] = ()  # staff accounts granted this course (admins have them all)
     autopull: bool = False  # nbh-autopull.timer updates it
     autobuild: bool = False  # ... and builds its image when its Containerfile changed
-    archived: bool = False  # over: autopull leaves it alone
+    archived: bool = False  # over: autopull leaves it alone, its students' servers save nothing
     interface: str | None = None  # None: Notebook 7; or "lab"
     hide: tuple[str, ...] = ()  # menu commands and toolbar items its students do not see
     text_notebooks: bool = False  # its .md and .py jupytext notebooks are notebooks (textnotebooks.py)

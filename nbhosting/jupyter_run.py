@@ -84,7 +84,8 @@ def podman_argv(instance: Instance, course: Course, runtime_dir: str, image: str
         # for the "ready" event's seconds, which the image's nbh_ready logs
         "--env", f"NBH_STARTED_AT={started_at}",
         "--volume", f"{runtime_dir}:/run/nbh:ro",
-        "--volume", f"{workspace_dir(instance)}:/home/jovyan/work",
+        # an archived course's students read their work and run it, and save nothing
+        "--volume", f"{workspace_dir(instance)}:/home/jovyan/work" + (":ro" if course.archived else ""),
         "--volume", f"{course.path}:/home/jovyan/course:ro",
         "--volume", f"{shared_dir}:/home/jovyan/shared",
         "--volume", f"{JOURNAL_SOCKET}:{JOURNAL_SOCKET}",

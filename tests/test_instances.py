@@ -480,3 +480,38 @@ def test_units_are_hardened(sandbox, unit, most):
     score = float(result.stdout.rsplit(f"Overall exposure level for {unit}: ", 1)[1].split()[0])
     print(f"{unit}: {score}")
     assert score <= most, result.stdout
+
+
+def test_an_archived_courses_students_read_and_run_their_work_and_save_nothing(sandbox, systemd, student):
+    """archived=yes: the workspace is read-only in the container from the
+    next start; archived=no gives it back."""
+    from .test_web import entry
+
+    name = f"archived-{os.getpid()}"
+    sandbox.make_course(name)
+    instance = Instance(name, student)
+    try:
+        entry(name, "w1/w1-s1-c1-intro", student)
+        systemd.stop_instance(instance)
+        assert nbh(sandbox, "course", "set", name, "archived=yes").returncode == 0
+        entry(name, "w1/w1-s1-c1-intro", student)
+        model = sandbox.api(instance, "api/contents/w1/w1-s1-c1-intro.ipynb")
+        assert model["writable"] is False, model["writable"]
+        out = run_code(sandbox, systemd, instance, """
+print(open("/home/jovyan/work/w1/w1-s1-c1-intro.ipynb").read()[:1])
+try:
+    open("/home/jovyan/work/mine.txt", "w")
+except OSError as error:
+    print("refused", error.strerror)
+""")
+        assert out == "{\nrefused Read-only file system\n", out
+        status, _ = sandbox.request(instance, "PUT", "api/contents/w1/w1-s1-c1-intro.ipynb",
+                                    body={"type": "notebook", "format": "json", "content": model["content"]})
+        assert status >= 400
+        systemd.stop_instance(instance)
+        assert nbh(sandbox, "course", "set", name, "archived=no").returncode == 0
+        entry(name, "w1/w1-s1-c1-intro", student)
+        assert run_code(sandbox, systemd, instance, 'open("/home/jovyan/work/mine.txt", "w").write("x"); print("saved")'
+                        ) == "saved\n"
+    finally:
+        systemd.stop_instance(instance)
