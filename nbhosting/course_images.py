@@ -28,7 +28,6 @@ the build ends: a build that fills it fails alone.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import os
@@ -166,8 +165,8 @@ def build_disk(name: str) -> str:
     except config.ConfigError as error:
         raise courses.CourseError(str(error)) from None
     storage, image = COURSES / name, BUILD_DISKS / f"{name}.ext4"
-    if disks.is_mounted(storage):
-        raise courses.CourseError(f"{storage}: mounted already (a build that did not end?)")
+    if disks.is_mounted(storage):  # an unmount that found it busy: this course's disk, as it is
+        return f"the build storage of {name} is its disk, mounted already"
     account = pwd.getpwnam(BUILD_USER)
     try:
         storage.mkdir(mode=0o700)
