@@ -3,8 +3,9 @@
 Units clean up after themselves (ExecStopPost=, RuntimeDirectory=,
 RemoveOnStop=); this catches what a crash of the host, of podman or of
 systemd itself may still leave: containers, listening sockets and runtime
-folders of servers that are not running; and the courses' images that no
-setting and no container uses any more. It also puts the students not seen
+folders of servers that are not running, per-student origins' links to
+sockets that are gone; and the courses' images that no setting and no
+container uses any more. It also puts the students not seen
 for cull.dormant_after to sleep (dormant.py): nothing of theirs stays loaded
 in systemd.
 """
@@ -16,7 +17,7 @@ import shutil
 import time
 from pathlib import Path
 
-from . import course_images, dormant, events, podman
+from . import course_images, dormant, events, origins, podman
 from .names import BadName, Instance
 from .systemd import Systemd
 
@@ -33,6 +34,14 @@ def _pairs(root: Path, suffix: str = "") -> list[tuple[Path, Instance]]:
         except BadName:
             continue  # not ours
     return found
+
+
+def _dangling(folder: Path) -> list[Path]:
+    """The links of the folder that lead nowhere now."""
+    try:
+        return [path for path in folder.iterdir() if path.is_symlink() and not path.exists()]
+    except FileNotFoundError:
+        return []
 
 
 # Things named in the gc's journal event, at most (all are counted).
@@ -95,6 +104,13 @@ async def collect(systemd: Systemd, dry_run: bool = False, dormant_after: int | 
             if done:
                 removed.append(sleeper.words(now))
                 asleep += 1
+    # Per-student origins: a key's link to a socket that is gone (its pair
+    # put to sleep, or stopped by hand) leads to 503 until the next entry
+    # makes it again; last, so that the sleepers' go today.
+    for path in _dangling(origins.KEYS_DIR):
+        if not dry_run:
+            path.unlink(missing_ok=True)
+        removed.append(f"key link {path.name}")
     if removed and not dry_run:
         named = "; ".join(removed[:EVENT_NAMES]) + (f"; and {len(removed) - EVENT_NAMES} more"
                                                     if len(removed) > EVENT_NAMES else "")

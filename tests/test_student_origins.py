@@ -211,3 +211,25 @@ def test_open_as_myself_leads_to_the_staff_members_own_origin(sandbox, systemd, 
         assert on_host(location)[0] == 200
     finally:
         systemd.stop_instance(instance)
+
+
+def test_gc_removes_the_keys_of_sockets_that_are_gone(sandbox, systemd, per_student, pairs):
+    """A pair put to sleep (its socket stopped) leaves a link to nothing; the
+    unit nbh-gc.timer starts removes it, and keeps a running pair's."""
+    asleep, awake = pairs
+    for instance in pairs:
+        enter(sandbox, instance)
+    links = {instance: f"{origins.KEYS_DIR}/{key_of(sandbox, instance)}.sock" for instance in pairs}
+
+    def leads_somewhere(instance: Instance) -> bool:  # followed inside the sandbox, as nginx does
+        return sandbox.run("test", "-e", links[instance], check=False).returncode == 0
+
+    systemd.stop_instance(asleep)
+    systemd.stop(asleep.socket)
+    assert sandbox.path(links[asleep]).is_symlink() and not leads_somewhere(asleep)
+    sandbox.run("systemctl", "start", "nbh-gc.service")
+    assert not sandbox.path(links[asleep]).is_symlink()
+    assert leads_somewhere(awake)
+    # the next entry makes it again
+    assert on_host(enter(sandbox, asleep))[0] == 200
+    assert leads_somewhere(asleep)
