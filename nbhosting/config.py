@@ -74,22 +74,22 @@ class Limits:
                 raise ConfigError(f"limits.{name}: must be at least 1")
         for name in ("disk_max", "build_disk_max", "shared_disk_max"):
             text = getattr(self, name)
-            if text == "infinity" or not _BYTES.fullmatch(text) or 0 < _bytes(text) < 32 << 20:
+            if text == "infinity" or not _BYTES.fullmatch(text) or 0 < size_bytes(text) < 32 << 20:
                 raise ConfigError(f"limits.{name}: {text!r} is not a size like 1G, of 32M at least (0: no bound)")
         if not 0 < self.disk_full <= 1:
             raise ConfigError("limits.disk_full: must be above 0 and at most 1 (the share of the disk in use)")
 
     @property
     def disk_max_bytes(self) -> int:
-        return _bytes(self.disk_max)
+        return size_bytes(self.disk_max)
 
     @property
     def build_disk_max_bytes(self) -> int:
-        return _bytes(self.build_disk_max)
+        return size_bytes(self.build_disk_max)
 
     @property
     def shared_disk_max_bytes(self) -> int:
-        return _bytes(self.shared_disk_max)
+        return size_bytes(self.shared_disk_max)
 
     def dropin(self) -> str:
         return (
@@ -101,7 +101,7 @@ class Limits:
         )
 
 
-def _bytes(text: str) -> int:
+def size_bytes(text: str) -> int:
     """A size as systemd writes it (512M, 2G), checked by _BYTES, in bytes."""
     number, unit = (text[:-1], text[-1]) if text[-1] in "KMGT" else (text, "")
     return int(number) << (10 * (1 + "KMGT".index(unit)) if unit else 0)

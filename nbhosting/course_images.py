@@ -165,7 +165,7 @@ def build_disk(name: str) -> str:
     except config.ConfigError as error:
         raise courses.CourseError(str(error)) from None
     storage, image = COURSES / name, BUILD_DISKS / f"{name}.ext4"
-    if disks.is_mounted(storage):  # an unmount that found it busy: this course's disk, as it is
+    if os.path.ismount(storage):  # an unmount that found it busy: this course's disk, as it is
         return f"the build storage of {name} is its disk, mounted already"
     account = pwd.getpwnam(BUILD_USER)
     try:
@@ -191,7 +191,7 @@ def build_disk(name: str) -> str:
             return f"the build storage of {name} is a folder again (limits.build_disk_max)"
         disks.make_image(image, size, (account.pw_uid, account.pw_gid))
         said = f"a new disk of its own of {size} bytes (limits.build_disk_max)"
-    _checked_run(["mount", "-o", disks.MOUNT_OPTIONS, "--", str(image), str(storage)], "mounting the build disk")
+    disks.mount_image(image, storage)
     return f"the build storage of {name} is {said}"
 
 

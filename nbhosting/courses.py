@@ -26,7 +26,7 @@ import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import nofollow, paths, textnotebooks
+from . import config, nofollow, paths, textnotebooks
 from .names import COURSE_RE, STAFF_ACCOUNT_RE, BadName, check_course, check_notebook
 
 GIT_TIMEOUT = 300
@@ -51,7 +51,7 @@ INTERFACES = ("notebook", "lab")
 HIDE_ITEM_RE = re.compile(r"[A-Za-z0-9_.:@/-]{1,100}")
 HIDE_MAX = 50
 _KEYS = ("git_url", *SETTINGS)
-_SIZE_RE = re.compile(r"([0-9]+)([KMGT]?)")
+_SIZE_RE = re.compile(r"[0-9]+[KMGT]?")
 MEMORY_MIN, MEMORY_MAX = 64 << 20, 1 << 40
 # A workspace's own file system (disks.py): big enough for ext4's journal.
 DISK_MIN, DISK_MAX = 32 << 20, 1 << 40
@@ -160,10 +160,10 @@ def parse_setting(key: str, text: str) -> object:
             raise CourseError(f"bad idle_timeout {text!r}: seconds, from 60 to 604800")
         return int(text)
     if key in ("memory_max", "disk_max"):
-        match = _SIZE_RE.fullmatch(text.upper().removesuffix("B"))
-        if not match or not text.isascii():
+        size = text.upper().removesuffix("B")
+        if not _SIZE_RE.fullmatch(size) or not text.isascii():
             raise CourseError(f"bad {key} {text!r}: a size like 512M or 2G")
-        return int(match[1]) << (10 * " KMGT".index(match[2] or " "))
+        return config.size_bytes(size)
     if key == "cpu_quota":
         number = text.removesuffix("%")
         if not number.isascii() or not number.isdigit():

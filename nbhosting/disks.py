@@ -51,14 +51,13 @@ MOUNT_OPTIONS = "loop,nosuid,nodev,discard"
 class DiskError(OSError):
     """A bounded workspace that cannot be used now; the message is one line."""
 
+    def __init__(self, message: str, reason: str = ""):
+        super().__init__(message)
+        self.reason = reason or message
+
 
 def image_path(instance: Instance) -> Path:
     return DISKS_DIR / instance.course / f"{instance.student}.ext4"
-
-
-def is_mounted(folder: Path) -> bool:
-    """A mount point: another device than its parent's (os.path.ismount)."""
-    return os.path.ismount(folder)
 
 
 def check_mounted(instance: Instance, opened: int) -> None:
@@ -137,14 +136,14 @@ def mount_all_shared() -> list[str]:
     mounted = []
     with contextlib.suppress(FileNotFoundError), os.scandir(DISKS_DIR) as courses:
         for course in courses:
-            if os.path.isfile(shared_image(course.name)) and not is_mounted(paths.SHARED_DIR / course.name):
+            if os.path.isfile(shared_image(course.name)) and not os.path.ismount(paths.SHARED_DIR / course.name):
                 mount_shared(course.name, lambda: 0)
                 mounted.append(course.name)
     return mounted
 
 
 def _mount(image: Path, folder: Path, size_of_new: Callable[[], int]) -> str:
-    if is_mounted(folder):
+    if os.path.ismount(folder):
         return "mounted already"  # an unmount that found it busy, or the course's shared pages
     if not image.exists():
         if not _empty(folder) or not (size := size_of_new()):
@@ -160,13 +159,12 @@ def _mount(image: Path, folder: Path, size_of_new: Callable[[], int]) -> str:
         made = False
     mode = folder.stat().st_mode & 0o7777
     try:
-        subprocess.run(["mount", "-o", MOUNT_OPTIONS, "--", str(image), str(folder)],
-                       check=True, capture_output=True, text=True, timeout=60)
-    except (OSError, subprocess.SubprocessError) as error:
+        mount_image(image, folder)
+    except DiskError as error:
         if made:
             image.unlink()
-            return f"a folder: no disk of its own could be mounted ({_reason(error)})"
-        raise DiskError(f"{image}: cannot mount it: {_reason(error)}") from None
+            return f"a folder: no disk of its own could be mounted ({error.reason})"
+        raise
     if made:
         os.chmod(folder, mode)  # the unit's StateDirectoryMode= (set-group-id), the shared folder's 0710
         with contextlib.suppress(OSError):
@@ -175,8 +173,14 @@ def _mount(image: Path, folder: Path, size_of_new: Callable[[], int]) -> str:
     return "its disk"
 
 
-def _reason(error: Exception) -> str:
-    return (getattr(error, "stderr", "") or str(error)).strip().splitlines()[-1]
+def mount_image(image: Path, folder: Path) -> None:
+    """As root: the image over the folder, as every disk here is mounted."""
+    try:
+        subprocess.run(["mount", "-o", MOUNT_OPTIONS, "--", str(image), str(folder)],
+                       check=True, capture_output=True, text=True, timeout=60)
+    except (OSError, subprocess.SubprocessError) as error:
+        reason = (getattr(error, "stderr", "") or str(error)).strip().splitlines()[-1]
+        raise DiskError(f"{image}: cannot mount it: {reason}", reason) from None
 
 
 def used(course: str) -> int:
@@ -185,6 +189,8 @@ def used(course: str) -> int:
     front end's account, which finds each image by its student's name (it
     lists workspaces/<course>, not disks/<course>): a stat per student."""
     total = 0
+    if not (DISKS_DIR / course).is_dir():
+        return total  # no disk in the course: no stat per student
     with contextlib.suppress(FileNotFoundError), os.scandir(paths.WORKSPACES_DIR / course) as students:
         for student in students:
             with contextlib.suppress(OSError):

@@ -26,6 +26,7 @@ the tokens.
 
 from __future__ import annotations
 
+import functools
 import os
 import sys
 from pathlib import Path
@@ -111,26 +112,30 @@ def derive(instance: Instance, runtime_dir: str) -> None:
     nofollow.write_owned(runtime_dir, {name: values[name] for name in DERIVED})
 
 
+@functools.cache
+def _limits():
+    """The configuration's [limits], read once by a start that needs them."""
+    from . import config  # noqa: PLC0415 (a new disk's only)
+
+    try:
+        return config.load().limits
+    except config.ConfigError as error:
+        raise ValueError(f"the size of a new disk: {error}") from None
+
+
 def disk_max(instance: Instance) -> int:
     """The bytes of a new workspace's own disk: the course's, else the site's (0: none)."""
-    from . import config, courses  # noqa: PLC0415 (a new workspace's only)
+    from . import courses  # noqa: PLC0415 (a new workspace's only)
 
     try:
         course = courses.load(instance.course)
-        if course.disk_max is not None:
-            return course.disk_max
-        return config.load().limits.disk_max_bytes
-    except (courses.UnknownCourse, courses.CourseError, config.ConfigError) as error:
+    except (courses.UnknownCourse, courses.CourseError) as error:
         raise ValueError(f"the size of the new workspace's disk: {error}") from None
+    return course.disk_max if course.disk_max is not None else _limits().disk_max_bytes
 
 
 def shared_disk_max() -> int:
-    from . import config  # noqa: PLC0415 (a course's first share's only)
-
-    try:
-        return config.load().limits.shared_disk_max_bytes
-    except config.ConfigError as error:
-        raise ValueError(f"the size of the course's shared pages disk: {error}") from None
+    return _limits().shared_disk_max_bytes
 
 
 def mount_disk(instance: Instance) -> None:
@@ -149,20 +154,21 @@ def mount_disk(instance: Instance) -> None:
 
 
 def prepare(instance: Instance, runtime_dir: str) -> tuple[Path, str]:
-    """Make the pair's shared pages folder, named by the id --derive wrote.
-    That folder, and its id."""
+    """Make the pair's shared pages folder, named by the id --derive wrote,
+    in the course's (which --derive made, disks.mount_shared). That folder,
+    and its id."""
     from . import paths, tokens  # noqa: PLC0415 (the start's)
 
     share_id = (Path(runtime_dir) / "share-id").read_text()
     if not tokens.SHARE_ID_RE.fullmatch(share_id):
         raise ValueError(f"{runtime_dir}/share-id: not a shared pages id (was --derive run?)")
     shared = paths.SHARED_DIR / instance.course / share_id
-    for folder, mode in ((shared.parent, 0o710), (shared, 0o750)):
-        try:
-            folder.mkdir(mode=mode)
-        except FileExistsError:
-            continue
-        folder.chmod(mode)  # whatever the umask
+    try:
+        shared.mkdir(mode=0o750)
+    except FileExistsError:
+        pass
+    else:
+        shared.chmod(0o750)  # whatever the umask
     return shared, share_id
 
 
