@@ -4,13 +4,18 @@ The course list and a course page of a course with 5,000 enrolled students
 (a workspace and a listening socket each, as after their first visit), a
 few of them running, through nginx and nbh-web, logged in as an admin: its
 first page of students, one in the middle, and a search for one student
-(the page lists 100 at a time). ``python -m bench.staff`` runs these alone,
+(the page lists 100 at a time); and the view of a student's notebook (40
+cells, a 100 KiB figure), rendered by a new nbh-render@ each time.
+``python -m bench.staff`` runs these alone,
 into bench/results.json (key staff_pages).
 """
 
 from __future__ import annotations
 
 import asyncio
+import base64
+import json
+import os
 import re
 import time
 from urllib.parse import urlsplit
@@ -44,6 +49,19 @@ def enrol(students: list[Instance]) -> None:
     sandbox.run(["sh", "-c", script], input="\n".join(s.student for s in students), timeout=300)
 
 
+VIEWS = 10
+
+
+def students_notebook() -> bytes:
+    """What a student saves: 40 code cells and their output, one figure."""
+    cells = [{"cell_type": "code", "id": f"c{i}", "metadata": {}, "execution_count": i,
+              "source": f"values = [x * {i} for x in range(10)]\nprint(sum(values))",
+              "outputs": [{"output_type": "stream", "name": "stdout", "text": f"{45 * i}\n"}]} for i in range(40)]
+    figure = base64.b64encode(os.urandom(75 << 10)).decode()  # as large as a PNG plot, incompressible
+    cells[-1]["outputs"].append({"output_type": "display_data", "metadata": {}, "data": {"image/png": figure}})
+    return json.dumps({"cells": cells, "metadata": {}, "nbformat": 4, "nbformat_minor": 5}).encode()
+
+
 def logged_in() -> httpx.Client:
     result = sandbox.run(["nbh", "staff", "add", ACCOUNT, "--admin", "--password-stdin"], input=PASSWORD + "\n",
                          check=False)
@@ -61,6 +79,7 @@ def logged_in() -> httpx.Client:
 
 
 def timed(client: httpx.Client, path: str, runs: int = RUNS) -> list[float]:
+    """Seconds per GET of path, after 3 to warm up."""
     for _ in range(3):  # warm up
         client.get(path)
     samples = []
@@ -78,6 +97,9 @@ async def run(systemd: Systemd) -> dict:
                                                        "nbformat_minor": 5} for i in range(5) for j in range(10)})
     students = [Instance(COURSE, f"enrolled-{RUN}-{i}") for i in range(ENROLLED)]
     enrol(students)
+    viewed = students[0]
+    sandbox.run(["sh", "-c", f"cat > /var/lib/nbhosting/workspaces/{viewed.path}/answers.ipynb"],
+                input=students_notebook().decode(), user="nbh-jupyter")
     for chunk in range(0, len(students), 100):  # as idle.py does: 100 at a time
         await asyncio.gather(*(systemd.start(i.socket) for i in students[chunk:chunk + 100]))
     running = students[:RUNNING]
@@ -97,6 +119,8 @@ async def run(systemd: Systemd) -> dict:
         course = await loop.run_in_executor(None, timed, client, f"/staff/courses/{COURSE}")
         middle = await loop.run_in_executor(None, timed, client, f"/staff/courses/{COURSE}?from={ENROLLED // 2}")
         search = await loop.run_in_executor(None, timed, client, f"/staff/courses/{COURSE}?q={one}")
+        view = await loop.run_in_executor(None, timed, client, f"/staff/courses/{COURSE}/students/{viewed.student}/"
+                                          "view?path=answers.ipynb", VIEWS)
         size = len(page.encode())
         client.close()
     finally:
@@ -104,7 +128,8 @@ async def run(systemd: Systemd) -> dict:
         for chunk in range(0, len(students), 100):
             await asyncio.gather(*(systemd.stop(i.socket) for i in students[chunk:chunk + 100]))
     return {"enrolled": ENROLLED, "running": RUNNING, "course_list_ms": ms(listing), "course_page_ms": ms(course),
-            "course_page_middle_ms": ms(middle), "course_page_search_ms": ms(search), "course_page_bytes": size}
+            "course_page_middle_ms": ms(middle), "course_page_search_ms": ms(search), "course_page_bytes": size,
+            "notebook_view_ms": ms(view), "notebook_bytes": len(students_notebook())}
 
 
 def table(results: dict) -> list[str]:
@@ -118,7 +143,9 @@ def table(results: dict) -> list[str]:
           f"{results[key]['p50']:.1f} ms ({results[key]['p95']:.1f} ms) | < 100 ms |"
           for key, what in (("course_page_middle_ms", "a page in the middle"),
                             ("course_page_search_ms", "a search for one student")) if key in results),
-    ]
+    ] + ([f"| staff view of a student's notebook ({results['notebook_bytes'] // 1024} KiB), one render each | "
+          f"{view['p50']:.0f} ms ({view['p95']:.0f} ms) | < 2 s |"]
+         if (view := results.get("notebook_view_ms")) else [])
 
 
 async def main() -> dict:

@@ -513,7 +513,7 @@ def install(from_rpm: Path | None) -> None:
 def install_checkout() -> None:
     """What the RPM and its scriptlets install, from this checkout."""
     sh("make", "--no-print-directory", "-C", str(REPO), "install", "DESTDIR=/", "PREFIX=/usr")
-    for script in ("nbh", "nbh-jupyter-run", "nbh-web", "nbh-events", "nbh-metrics"):
+    for script in ("nbh", "nbh-jupyter-run", "nbh-web", "nbh-events", "nbh-metrics", "nbh-render"):
         Path("/usr/bin", script).symlink_to(REPO / ".venv/bin" / script)
     sh("systemd-sysusers", "/usr/lib/sysusers.d/nbhosting.conf")
     sh("systemd-tmpfiles", "--create", "/usr/lib/tmpfiles.d/nbhosting.conf")
@@ -526,7 +526,8 @@ def install_checkout() -> None:
         seen = "PrivateTmp=no\n"
     for unit in ("nbh-web.service", "nbh-cull.service", "nbh-gc.service", "nbh-autopull.service",
                  "nbh-course-update@.service", "nbh-course-build@.service", "nbh-lti-keys.service",
-                 "nbh-events.service", "nbh-sample.service", "nbh-metrics.service") if seen else ():
+                 "nbh-events.service", "nbh-sample.service", "nbh-metrics.service",
+                 "nbh-render@.service") if seen else ():
         dropin = Path(f"/etc/systemd/system/{unit}.d")
         dropin.mkdir(parents=True)
         (dropin / "sandbox.conf").write_text(f"[Service]\n# the checkout the sandbox runs\n{seen}")

@@ -470,6 +470,8 @@ def test_local_accounts_see_no_student_and_start_no_server(sandbox, systemd, cou
 @pytest.mark.parametrize("unit, most", [
     ("nbh-web.service", 1.5), ("nbh-cull.service", 3), ("nbh-gc.service", 4), ("nbh-proxy@a-b.service", 2),
     ("nbh-course-update@a.service", 2), ("nbh-autopull.service", 1),
+    # what a student wrote is parsed there: as little as systemd allows
+    ("nbh-render@1-2-3.service", 0.5),
     # podman builds in there (user and mount namespaces, set-user-id files):
     # 7.9 as the containers' account, 5.9 on its own account and namespace
     ("nbh-course-build@a.service", 6),

@@ -132,6 +132,7 @@ def course_gets(course: str) -> list[str]:
     return [f"/staff/courses/{course}{page}" for page in ("", "/update", "/build", "/update/events", "/build/log",
                                                            "/idle", "/students/nobody",
                                                            "/students/nobody/notebook?path=w1/x.ipynb",
+                                                           "/students/nobody/view?path=w1/x.ipynb",
                                                            "/students/nobody/notebooks.zip")]
 
 
@@ -373,8 +374,20 @@ def test_a_teacher_sees_a_students_work_without_touching_it(sandbox, systemd, te
         (event,) = staff_events(sandbox, "staff-view", teacher)
         assert (event["NBH_STUDENT"], event["NBH_NOTEBOOK"], event["NBH_COURSE"]) == (student, NOTEBOOK, course)
         for path in ("leak.ipynb", "../../../../etc/nbhosting/secret", "w1"):
-            refused = client.get(f"/staff/courses/{course}/students/{student}/notebook", params={"path": path})
-            assert refused.status_code == 404, path
+            for form in ("notebook", "view"):
+                refused = client.get(f"/staff/courses/{course}/students/{student}/{form}", params={"path": path})
+                assert refused.status_code == 404, (form, path)
+        # viewed as a page: rendered by nbh-render@ (not the student's server), nothing in it runs
+        view = client.get(f"/staff/courses/{course}/students/{student}/view", params={"path": NOTEBOOK})
+        assert view.status_code == 200, view.text[:300]
+        assert view.headers["Content-Type"] == "text/html; charset=utf-8"
+        assert view.headers["Content-Security-Policy"].startswith("sandbox;")
+        assert "allow-same-origin" not in view.headers["Content-Security-Policy"]
+        assert "frame-ancestors 'none'" in view.headers["Content-Security-Policy"]
+        assert "my answer" in view.text and "<html" in view.text
+        event = staff_events(sandbox, "staff-view", teacher)[-1]
+        assert (event["NBH_STUDENT"], event["NBH_NOTEBOOK"], event["MESSAGE"]) == (
+            student, NOTEBOOK, f"{teacher}: viewed {NOTEBOOK} of {course}/{student}")
         assert client.get(f"/staff/courses/{course}/students/..%2Fx").status_code in (400, 404)
         # all of them in one zip: the saved bytes, no link followed, one more staff-view event
         archive = client.get(f"/staff/courses/{course}/students/{student}/notebooks.zip")
@@ -390,6 +403,82 @@ def test_a_teacher_sees_a_students_work_without_touching_it(sandbox, systemd, te
         assert systemd.state(instance.service).ActiveState == "inactive"
     finally:
         systemd.stop_instance(instance)
+
+
+def test_a_students_notebook_that_cannot_be_rendered_gets_a_clear_page(sandbox, systemd, teacher, courses,
+                                                                           student):
+    """What a student's code may leave behind: not JSON, or too large to
+    render. Each gets a 4xx page that says so; the render's reason is in its
+    unit's journal; nothing is left running."""
+    course = courses[0]
+    instance = Instance(course, student)
+    folder = f"/var/lib/nbhosting/workspaces/{course}/{student}"
+    try:
+        assert get(entry_path(course, NOTEBOOK.removesuffix(".ipynb"), student)).status in (200, 302)
+        sandbox.run("sh", "-c", f"echo 'not a notebook' > {folder}/garbage.ipynb && "
+                    f"truncate -s 33M {folder}/huge.ipynb", user="nbh-jupyter")
+        systemd.stop_instance(instance)
+        client = logged_in(teacher)
+        view = client.get(f"/staff/courses/{course}/students/{student}/view", params={"path": "garbage.ipynb"})
+        assert view.status_code == 422, view.text[:300]
+        assert "not a notebook" in view.text
+        logged = sandbox.run("journalctl", "--no-pager", "-o", "cat", "--since=-60s", "--unit", "nbh-render@*").stdout
+        assert "nbh-render: not a notebook" in logged, logged
+        view = client.get(f"/staff/courses/{course}/students/{student}/view", params={"path": "huge.ipynb"})
+        assert view.status_code == 413 and "download it" in view.text, view.text[:300]
+        assert systemd.state(instance.service).ActiveState == "inactive"
+        for _ in range(50):  # the render answered; then it exits
+            units = sandbox.run("systemctl", "list-units", "--all", "--no-legend", "nbh-render@*").stdout
+            if not units.strip():
+                break
+            time.sleep(0.2)
+        assert units.strip() == "", units  # CollectMode=: not even the failed one
+    finally:
+        systemd.stop_instance(instance)
+
+
+RENDER_PROBE = """
+import os, socket
+print("uid", os.getuid())
+for path in ("/etc/nbhosting/secret", "/var/lib/nbhosting/workspaces", "/var/lib/nbhosting/disks",
+             "/etc/nbhosting/courses"):
+    try:
+        os.listdir(path) if os.path.isdir(path) else open(path).close()
+        print("READ", path)
+    except OSError as error:
+        print("refused", path, error.strerror)
+for address in (("127.0.0.1", sandbox.HTTP_PORT), "/run/nbhosting/web.sock"):
+    try:
+        socket.create_connection(address, timeout=3) if isinstance(address, tuple) else \\
+            socket.socket(socket.AF_UNIX).connect(address)
+        print("CONNECTED", address)
+    except OSError as error:
+        print("refused", address, error.strerror)
+print("probe-done")
+"""
+
+
+def test_the_render_reads_no_secret_and_no_workspace(sandbox, systemd, course):
+    """nbh-render@.service as installed, with its command replaced by a
+    probe: what a flaw in nbconvert would get is no file of nbhosting's, no
+    network, no socket of the front end's, and no account."""
+    folder = "/run/systemd/system/nbh-render@probe.service.d"
+    dropin = sandbox.path(folder)
+    dropin.mkdir(parents=True, exist_ok=True)
+    (dropin / "probe.py").write_text(RENDER_PROBE.replace("sandbox.HTTP_PORT", str(nbh_sandbox.HTTP_PORT)))
+    (dropin / "probe.conf").write_text("[Service]\nStandardInput=null\nStandardOutput=journal\nExecStart=\n"
+                                       f"ExecStart=/usr/bin/python3 {folder}/probe.py\n")
+    try:
+        sandbox.run("systemctl", "daemon-reload")
+        sandbox.run("systemctl", "start", "--wait", "nbh-render@probe.service", check=False)
+        logged = sandbox.run("journalctl", "--no-pager", "-o", "cat", "--since=-60s",
+                             "--unit", "nbh-render@probe.service").stdout
+        assert "probe-done" in logged, logged
+        assert "READ" not in logged and "CONNECTED" not in logged, logged
+        assert "uid 0" not in logged, logged
+    finally:
+        sandbox.run("rm", "-r", folder)
+        sandbox.run("systemctl", "daemon-reload")
 
 
 def test_open_a_notebook_as_myself(sandbox, systemd, admin, course):

@@ -5,6 +5,7 @@ tests/artifacts/ (staff-*.png), failures' too (as in test_browser.py)."""
 from __future__ import annotations
 
 import json
+import time
 import uuid
 
 import pytest
@@ -18,7 +19,9 @@ from .test_browser import (  # noqa: F401 -- the browser fixture
     ARTIFACTS, Browser, browser, first_cell_output, first_cell_source, run_first_cell, wait_for_kernel_idle,
 )
 from .test_course_units import make_repo
-from .test_staff import PASSWORD, add_account, fresh_name, settings_text
+from .test_menus import leak_probes
+from .test_staff import PASSWORD, add_account, courses, fresh_name, settings_text, teacher  # noqa: F401
+from .test_web import entry_path, get
 
 pytestmark = pytest.mark.sandbox
 
@@ -165,3 +168,37 @@ def test_a_course_staff_member_sees_their_course_only(sandbox, browser):
     screenshot(browser, "teacher-course")
     browser.driver.get(f"{STAFF_SITE}/staff/courses/{other}")
     assert "403" in browser.driver.title
+
+
+# What a student's notebook may hold: output that would run a script, fetch
+# and load an image on the staff origin, where the teacher's session is.
+HOSTILE_OUTPUT = ("<script>window.nbhScriptRan = 1; fetch('/nbh-leak-probe/staffview');</script>"
+                  "<img src='/nbh-leak-probe/staffimg'><b>html output</b>")
+
+
+def test_a_teacher_views_a_students_notebook_in_which_nothing_runs(sandbox, systemd, browser, teacher, courses,
+                                                                    student):
+    course = courses[0]
+    instance = Instance(course, student)
+    answers = notebook("print('my answer')")
+    answers["cells"][0]["outputs"] = [
+        {"output_type": "stream", "name": "stdout", "text": "my answer\n"},
+        {"output_type": "display_data", "metadata": {}, "data": {"text/html": HOSTILE_OUTPUT}}]
+    try:
+        assert get(entry_path(course, "w1/w1-s1-c1-intro", student)).status in (200, 302)
+        sandbox.api(instance, "api/contents/answers.ipynb", method="PUT",
+                    body={"type": "notebook", "format": "json", "content": answers})
+        systemd.stop_instance(instance)
+        probes = leak_probes(sandbox)
+        log_in(browser, teacher)
+        browser.driver.get(f"{STAFF_SITE}/staff/courses/{course}/students/{student}")
+        browser.driver.find_element(By.XPATH, "//tr[td='answers.ipynb']//a[@class='view']").click()
+        browser.wait("the student's notebook", lambda: "html output" in browser.js("return document.body.innerText"))
+        assert "my answer" in browser.js("return document.body.innerText")
+        screenshot(browser, "student-notebook-view")
+        time.sleep(1)  # what a script would have done, it would have done by now
+        assert browser.js("return window.nbhScriptRan") is None
+        assert leak_probes(sandbox) == probes  # neither the fetch nor the <img>
+        assert systemd.state(instance.service).ActiveState == "inactive"  # no server started to look
+    finally:
+        systemd.stop_instance(instance)

@@ -30,8 +30,8 @@ from urllib.parse import quote, urlencode, urljoin, urlsplit
 import tornado.iostream
 import tornado.web
 
-from .. import (capacity, config, courses, courseunits, cull, disks, events, lti, mappings, nofollow, paths, staff,
-               workspace)
+from .. import (capacity, config, courses, courseunits, cull, disks, events, lti, mappings, nofollow, paths, render,
+               shares, staff, workspace)
 from ..names import (STAFF_PREFIX, BadName, Instance, check_course, check_notebook, check_workspace, escape,
                      staff_workspace)
 from ..systemd import RUNNING_STATES, AccessDenied, SystemdError
@@ -619,6 +619,54 @@ class NotebookDownloadHandler(StudentWorkHandler):
         await self.send_file(opened)
 
 
+class NotebookViewHandler(StudentWorkHandler):
+    """One of them as a page, read-only: rendered by nbh-render@ (render.py),
+    served as a shared page is (nothing in it runs, no frame), a staff-view
+    event naming who looked."""
+
+    async def get(self, name: str, student: str) -> None:
+        course = self.course(name)
+        instance = self.instance(course, student)
+        notebook = self.get_query_argument("path", "")
+        try:
+            fd, size = await asyncio.get_running_loop().run_in_executor(None, workspace.open_copy, instance,
+                                                                        check_notebook(notebook))
+        except (BadName, nofollow.NotAFile, OSError) as error:
+            raise tornado.web.HTTPError(404, "%s", str(error), reason="No such notebook") from None
+        if size > render.INPUT_MAX:
+            os.close(fd)
+            raise tornado.web.HTTPError(413, "%s is %d bytes, more than %d to render: download it", notebook, size,
+                                        render.INPUT_MAX, reason="Too large to view, download it")
+        page = render.page_of(read_pieces(fd, size))
+        try:
+            first = await anext(page)
+        except render.RenderBusy as error:
+            raise tornado.web.HTTPError(503, "%s", str(error), reason="Busy, try again") from None
+        except render.RenderError as error:
+            raise tornado.web.HTTPError(422, "%s: %s", notebook, str(error),
+                                        reason=f"Cannot show this notebook ({error}): download it") from None
+        self.event("staff-view", f"viewed {notebook} of {instance.path}", course.name,
+                   NBH_STUDENT=instance.student, NBH_NOTEBOOK=notebook)
+        self.set_header("Content-Security-Policy", shares.POLICY + "; frame-ancestors 'none'")
+        self.set_header("Content-Type", "text/html; charset=utf-8")
+        self.set_header("X-Content-Type-Options", "nosniff")
+        try:
+            self.write(first)
+            await self.flush()
+            async for piece in page:
+                self.write(piece)
+                await self.flush()
+        except tornado.iostream.StreamClosedError:
+            return  # the reader went away
+        except render.RenderError as error:
+            log.warning("%s: view of %s cut: %s", instance.path, notebook, error)
+            self.request.connection.close()  # a cut page is not served as whole
+            return
+        finally:
+            await page.aclose()
+        self.finish()
+
+
 class _Pieces(io.RawIOBase):
     """Where zipfile writes: kept until taken, so that each piece is sent
     before the next is read (zipfile needs no seek: data descriptors)."""
@@ -753,6 +801,7 @@ def routes() -> list[tuple]:
         (course + r"/open", OpenHandler),
         (course + r"/students/([^/]+)", StudentWorkHandler),
         (course + r"/students/([^/]+)/notebook", NotebookDownloadHandler),
+        (course + r"/students/([^/]+)/view", NotebookViewHandler),
         (course + r"/students/([^/]+)/notebooks\.zip", NotebooksZipHandler),
         (course + f"/{actions}", ActionHandler),
         (course + f"/{actions}/(events|log)", RunOutputHandler),
