@@ -12,6 +12,7 @@ import grp
 import json
 import os
 import pwd
+import shutil
 import sqlite3
 import subprocess
 import sys
@@ -21,7 +22,7 @@ from urllib.parse import quote
 
 import httpx
 
-from . import (access, autopull, config, course_images, courses, courseunits, cull, disks, events, gc, lti,
+from . import (access, autopull, config, course_images, courses, courseunits, cull, disks, events, gc, lifecycle, lti,
                origins, sampler, staff, stats, store, tokens)
 from .names import BadName, Instance, check_course, check_student
 from .systemd import Systemd, SystemdError
@@ -340,6 +341,38 @@ async def course_build(args) -> None:
         await _follow_unit("build", args.name)
 
 
+async def course_delete(args) -> None:
+    """The unit's work (--here), or: the servers stopped (--force), the unit
+    started and followed, and its archive removed (--remove-work, root)."""
+    if args.here:
+        async with await connect() as systemd:
+            try:
+                archive = await lifecycle.delete(systemd, args.name)
+            except (lifecycle.StillRunning, OSError, subprocess.CalledProcessError) as error:
+                why = str(error) if not isinstance(error, subprocess.CalledProcessError) else error.stderr.strip()
+                events.journal_only("failure", f"course {args.name}: delete failed: {why}", NBH_COURSE=args.name,
+                                    NBH_ACTION="delete", NBH_REASON=why)
+                raise CommandError(f"{args.name}: {why}") from None
+        events.journal_only("course-delete", f"course {args.name} deleted, its students' work kept in {archive}",
+                            NBH_COURSE=args.name, NBH_ARCHIVE=str(archive))
+        print(f"{args.name}: deleted, its students' work kept in {archive}")
+        return
+    if args.remove_work and os.geteuid() != 0:
+        raise CommandError("--remove-work: only root removes students' work")
+    courses.load(args.name)
+    if args.force:
+        async with await connect() as systemd:
+            stopped = await lifecycle.stop_servers(systemd, args.name)
+        print(f"{args.name}: {len(stopped)} running servers stopped")
+    before = set(lifecycle.archives_of(args.name))
+    await _follow_unit("delete", args.name)
+    for archive in sorted(set(lifecycle.archives_of(args.name)) - before) if args.remove_work else ():
+        shutil.rmtree(archive)
+        events.journal_only("course-delete", f"course {args.name}: its students' work removed ({archive})",
+                            NBH_COURSE=args.name, NBH_ARCHIVE=str(archive), NBH_REMOVED="yes")
+        print(f"{args.name}: {archive} removed, as --remove-work asked")
+
+
 def course_set(args) -> None:
     values = {}
     for assignment in args.settings:
@@ -436,6 +469,14 @@ def course_parser(commands) -> None:
     sub.add_argument("--step", choices=("disk", "prepare", "build", "install"),
                      help="one step of nbh-course-build@.service, in this process")
     sub.set_defaults(run=course_build)
+    sub = course_commands.add_parser("delete", help="delete a course, its students' work kept in an archive "
+                                     "(nbh-course-delete@)")
+    sub.add_argument("name")
+    sub.add_argument("--force", action="store_true", help="stop its running servers first (else: refused)")
+    sub.add_argument("--remove-work", action="store_true",
+                     help="then remove the archive of its students' work too (root): nothing is kept")
+    sub.add_argument("--here", **here)
+    sub.set_defaults(run=course_delete)
     sub = course_commands.add_parser("set", help="change settings: " + ", ".join(courses.SETTINGS))
     sub.add_argument("name")
     sub.add_argument("settings", nargs="+", metavar="KEY=VALUE")

@@ -1,4 +1,4 @@
-"""The staff's actions on a course, as systemd units: update and build.
+"""The staff's actions on a course, as systemd units: update, build, delete.
 
 ``nbh-course-update@<course>.service`` and ``nbh-course-build@<course>.service``
 are oneshot units: the front end, the ``nbh`` command and nbh-autopull all
@@ -28,7 +28,7 @@ from .systemd import (
     SystemdError,
 )
 
-ACTIONS = ("update", "build")
+ACTIONS = ("update", "build", "delete")
 # How long a started unit may take to become a run of its own (a queued
 # job waits for what it needs, such as the podman service for a build).
 START_TIMEOUT = 60

@@ -243,7 +243,8 @@ def test_the_front_end_may_start_course_units_and_nothing_near(sandbox, course_n
                ["systemctl", "set-property", "nbh-web.service", "MemoryMax=1T"]]
     hostile = ["nbh-course-update@..-x.service", "nbh-course-update@a\\x2fb.service",
                "nbh-course-clean@x.service", f"nbh-course-update@{'a' * 33}.service",
-               "nbh-course-update@-x.service", "nbh-course-update@x.socket"]
+               "nbh-course-update@-x.service", "nbh-course-update@x.socket", "nbh-course-delete@..-x.service",
+               "nbh-course-delete@x.socket"]
     assert_refused_to_front_end(sandbox, refused, hostile)
 
 

@@ -125,11 +125,13 @@ def course_posts(course: str, student: str = "nobody") -> list[tuple[str, dict]]
         (f"/staff/courses/{course}/build", {}),
         (f"/staff/courses/{course}/stop", {"student": student}),
         (f"/staff/courses/{course}/open", {"notebook": NOTEBOOK}),
+        (f"/staff/courses/{course}/delete", {"confirm": course, "force": "yes"}),
     ]
 
 
 def course_gets(course: str) -> list[str]:
     return [f"/staff/courses/{course}{page}" for page in ("", "/update", "/build", "/update/events", "/build/log",
+                                                           "/delete", "/delete/log",
                                                            "/idle", "/students/nobody",
                                                            "/students/nobody/notebook?path=w1/x.ipynb",
                                                            "/students/nobody/view?path=w1/x.ipynb",

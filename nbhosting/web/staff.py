@@ -25,13 +25,14 @@ import time
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
+from types import SimpleNamespace
 from urllib.parse import quote, urlencode, urljoin, urlsplit
 
 import tornado.iostream
 import tornado.web
 
-from .. import (capacity, config, courses, courseunits, cull, disks, events, lti, mappings, nofollow, paths, render,
-               shares, staff, workspace)
+from .. import (capacity, config, courses, courseunits, cull, disks, events, lifecycle, lti, mappings, nofollow,
+               paths, render, shares, staff, workspace)
 from ..names import (STAFF_PREFIX, BadName, Instance, check_course, check_notebook, check_workspace, escape,
                      staff_workspace)
 from ..systemd import RUNNING_STATES, AccessDenied, SystemdError
@@ -150,6 +151,20 @@ class StaffHandler(BaseHandler):
         self.refused(NBH_COURSE=name)
         raise tornado.web.HTTPError(403, "%s may not manage %r", self.account.name, name,
                                     reason="Not one of your courses")
+
+    def course_of_run(self, name: str, action: str) -> courses.Course | SimpleNamespace:
+        """The course whose run is shown; a deletion's, once the course is
+        gone, to admins only (its name is all the page needs)."""
+        if action != "delete":
+            return self.course(name)
+        self.require_admin()
+        try:
+            return self.course(name)
+        except tornado.web.HTTPError:
+            try:
+                return SimpleNamespace(name=check_course(name))
+            except BadName as error:
+                raise tornado.web.HTTPError(400, "%s", str(error), reason="Bad course name") from None
 
     def refused(self, **fields) -> None:
         events.staff("staff-refused", self.account.name, f"{self.account.name}: refused {self.request.method} "
@@ -496,13 +511,28 @@ async def start_run(handler: StaffHandler, action: str, course: str) -> None:
 
 
 class ActionHandler(StaffHandler):
-    """update, build: POST starts the unit; GET shows a run's output (live or finished)."""
+    """update, build, delete: POST starts the unit; GET shows a run's output (live or finished)."""
 
     async def post(self, name: str, action: str) -> None:
-        await start_run(self, action, self.course(name).name)
+        course = self.course(name)
+        if action == "delete":
+            await self.before_delete(course)
+        await start_run(self, action, course.name)
+
+    async def before_delete(self, course: courses.Course) -> None:
+        """Admins only, the course's name typed again; with "stop its servers",
+        stopped first (the unit refuses while one runs)."""
+        self.require_admin()
+        if self.get_body_argument("confirm", "") != course.name:
+            raise tornado.web.HTTPError(400, "confirm is not %r", course.name,
+                                        reason="Type the course's name to delete it")
+        if self.get_body_argument("force", "") == "yes":
+            stopped = await lifecycle.stop_servers(await self.frontend.systemd(), course.name)
+            self.event("staff-stop", f"stopped the {len(stopped)} servers of {course.name} to delete it",
+                       course.name)
 
     def get(self, name: str, action: str) -> None:
-        course = self.course(name)
+        course = self.course_of_run(name, action)
         invocation = self.get_query_argument("invocation", "")
         query = f"?{urlencode({'invocation': invocation})}" if _INVOCATION.fullmatch(invocation) else ""
         self.render("staff/run.html", course=course, action=action, unit=courseunits.unit_name(action, name),
@@ -516,7 +546,7 @@ class RunOutputHandler(StaffHandler):
     it comes, without JavaScript)."""
 
     async def get(self, name: str, action: str, form: str) -> None:
-        self.course(name)
+        self.course_of_run(name, action)
         invocation = self.get_query_argument("invocation", "")
         if invocation and not _INVOCATION.fullmatch(invocation):
             raise tornado.web.HTTPError(400, "bad invocation id", reason="Bad invocation id")

@@ -1,0 +1,125 @@
+"""A course's end: ``nbh course delete``, run by nbh-course-delete@<course>.service.
+
+The unit runs as root: a course's things belong to several accounts (the
+checkout to nbh-courses, workspaces to nbh-jupyter, disks to root). It
+refuses while a server of the course runs; the caller stops them first when
+asked to (``--force``, the staff page's "stop its servers"). Then, in this
+order, so that nothing of the course starts again meanwhile:
+
+1. its settings leave /etc/nbhosting/courses: the front end and autopull no
+   longer know it, and an entry URL of it is a 404;
+2. every unit of its students stops (listening sockets included: an open tab
+   starts nothing);
+3. its disks are unmounted, and what students made is moved, not copied,
+   into archives/<course>-<when>/ (root's alone): the workspaces, their
+   disks' images, the shared pages, the token generations, the settings;
+4. what can be made again is removed: the checkout, the build's storage and
+   record.
+
+Nothing of a student's is removed here: ``nbh course delete --remove-work``
+(root, the command itself) removes the archive afterwards, explicitly.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import shutil
+import subprocess
+import time
+from pathlib import Path
+
+from . import disks, paths
+from .names import check_course, escape
+from .systemd import RUNNING_STATES, Systemd
+
+ARCHIVES_DIR = paths.DATA_DIR / "archives"
+BUILD_DIR = Path("/var/lib/nbh-build")
+# The templates whose instances are the course's students' units.
+STUDENT_TEMPLATES = ("nbh-jupyter@{}-*.service", "nbh-proxy@{}-*.service", "nbh-jupyter@{}-*.socket",
+                     "nbh-upstream@{}-*.socket")
+
+
+class StillRunning(Exception):
+    """Servers of the course run: stop them first (--force)."""
+
+
+def student_unit_patterns(course: str) -> list[str]:
+    """Every unit of the course's students, and of no other course: a '-' in
+    a course's name is escaped (\\x2d), so "a-*" is not "a\\x2db-*"."""
+    return [template.format(escape(check_course(course))) for template in STUDENT_TEMPLATES]
+
+
+async def running_servers(systemd: Systemd, course: str) -> list[str]:
+    return [unit for unit, _, _ in await systemd.list_units(student_unit_patterns(course)[:1], RUNNING_STATES)]
+
+
+async def stop_servers(systemd: Systemd, course: str) -> list[str]:
+    """Stop the course's running servers (what --force does before the unit)."""
+    running = await running_servers(systemd, course)
+    for unit in running:
+        await systemd.stop(unit, "replace-irreversibly")
+    return running
+
+
+async def _stop_student_units(systemd: Systemd, course: str) -> int:
+    units = [unit for unit, _, _ in await systemd.list_units(student_unit_patterns(course))]
+    for unit in units:
+        await systemd.stop(unit, "replace-irreversibly")
+    return len(units)
+
+
+def _unmount_under(folder: Path) -> None:
+    """Unmount the disks mounted at or below folder (workspaces, shared pages)."""
+    prefix = str(folder) + "/"
+    with open("/proc/self/mountinfo") as mounts:
+        points = [line.split()[4] for line in mounts]
+    for point in sorted((p for p in points if p == str(folder) or p.startswith(prefix)), reverse=True):
+        subprocess.run(["umount", point], check=True, capture_output=True, text=True)
+
+
+def _move(source: Path, archive: Path, name: str) -> bool:
+    if not source.exists() and not source.is_symlink():
+        return False
+    archive.mkdir(mode=0o700, parents=True, exist_ok=True)
+    # a rename where it can (one file system: instant); else copied, links as
+    # links, then removed (the settings, in /etc; a workspaces volume of its own)
+    shutil.move(source, archive / name)
+    return True
+
+
+async def delete(systemd: Systemd, course: str, now: float | None = None) -> Path:
+    """The unit's work: the course gone, its students' work in the archive returned."""
+    check_course(course)
+    settings = paths.COURSE_SETTINGS_DIR / f"{course}.toml"
+    if not settings.exists():
+        raise FileNotFoundError(f"no course {course}")
+    if running := await running_servers(systemd, course):
+        raise StillRunning(f"{len(running)} servers of {course} run (nbh course delete --force stops them)")
+    stamp = time.strftime("%Y%m%d-%H%M%S", time.localtime(now))
+    archive = ARCHIVES_DIR / f"{course}-{stamp}"
+    ARCHIVES_DIR.mkdir(mode=0o700, exist_ok=True)
+    _move(settings, archive, "settings.toml")
+    print(f"{course}: settings moved to {archive}: the course is unknown from now on", flush=True)
+    print(f"{course}: {await _stop_student_units(systemd, course)} units of its students stopped", flush=True)
+    workspaces, shared = paths.WORKSPACES_DIR / course, paths.SHARED_DIR / course
+    _unmount_under(workspaces)
+    _unmount_under(shared)
+    for source, name in ((workspaces, "workspaces"), (disks.DISKS_DIR / course, "disks"), (shared, "shared"),
+                         (paths.TOKENS_DIR / course, "tokens")):
+        if _move(source, archive, name):
+            print(f"{course}: {source} moved to {archive / name}", flush=True)
+    for removed in (paths.COURSES_DIR / course, BUILD_DIR / "courses" / course):
+        if removed.is_dir() and not removed.is_symlink():
+            shutil.rmtree(removed)
+            print(f"{course}: {removed} removed", flush=True)
+    for removed in (paths.COURSES_DIR / f".{course}.update", paths.BUILDS_DIR / f"{course}.json",
+                    BUILD_DIR / "disks" / f"{course}.ext4"):
+        with contextlib.suppress(FileNotFoundError):
+            removed.unlink()
+    return archive
+
+
+def archives_of(course: str) -> list[Path]:
+    """The course's archives, oldest first."""
+    check_course(course)
+    return sorted(ARCHIVES_DIR.glob(f"{course}-[0-9]*-[0-9]*"))
