@@ -273,11 +273,12 @@ def _table(header: tuple[str, ...], rows: list[tuple]) -> None:
         print("  ".join(str(cell).ljust(width) for cell, width in zip(row, widths)).rstrip())
 
 
-async def _follow_unit(action: str, name: str) -> None:
-    """Start the course's unit, print its output as it comes, fail as it fails."""
+async def _follow_unit(action: str, name: str, instance: str | None = None) -> None:
+    """Start the course's unit (nbh-course-<action>@<instance or name>),
+    print its output as it comes, fail as it fails."""
     courses.load(name)  # an unknown course is one line here, not a failed unit
     async with await connect() as systemd:
-        run = await courseunits.start(systemd, action, name)
+        run = await courseunits.start(systemd, action, instance or name)
         print(f"{run.unit} (journalctl _SYSTEMD_INVOCATION_ID={run.invocation})", flush=True)
         async for line in courseunits.follow(run, systemd):
             print(f"  {line}", flush=True)
@@ -371,6 +372,34 @@ async def course_delete(args) -> None:
         events.journal_only("course-delete", f"course {args.name}: its students' work removed ({archive})",
                             NBH_COURSE=args.name, NBH_ARCHIVE=str(archive), NBH_REMOVED="yes")
         print(f"{args.name}: {archive} removed, as --remove-work asked")
+
+
+async def course_rename(args) -> None:
+    """The unit's work (--here, OLD:NEW as the unit passes it), or: the
+    servers stopped (--force), the unit started and followed."""
+    if args.here:
+        old, new = lifecycle.parse_rename_instance(args.name)
+        async with await connect() as systemd:
+            try:
+                moved = await lifecycle.rename(systemd, old, new, tokens.read_secret())
+            except (lifecycle.StillRunning, BadName, OSError, subprocess.CalledProcessError) as error:
+                why = str(error) if not isinstance(error, subprocess.CalledProcessError) else error.stderr.strip()
+                events.journal_only("failure", f"course {old}: rename to {new} failed: {why}", NBH_COURSE=old,
+                                    NBH_ACTION="rename", NBH_REASON=why)
+                raise CommandError(f"{old}: {why}") from None
+        events.journal_only("course-rename", f"course {old} renamed {new}", NBH_COURSE=new, NBH_OLD_NAME=old,
+                            NBH_SHARED_MOVED=str(moved))
+        print(f"{old}: renamed {new}")
+        return
+    if args.new_name is None:
+        raise CommandError("course rename: the new name is missing")
+    instance = lifecycle.rename_instance(args.name, args.new_name)
+    courses.load(args.name)
+    if args.force:
+        async with await connect() as systemd:
+            stopped = await lifecycle.stop_servers(systemd, args.name)
+        print(f"{args.name}: {len(stopped)} running servers stopped")
+    await _follow_unit("rename", args.name, instance)
 
 
 def course_set(args) -> None:
@@ -477,6 +506,13 @@ def course_parser(commands) -> None:
                      help="then remove the archive of its students' work too (root): nothing is kept")
     sub.add_argument("--here", **here)
     sub.set_defaults(run=course_delete)
+    sub = course_commands.add_parser("rename", help="give a course a new name, its students' work with it "
+                                     "(nbh-course-rename@OLD:NEW)")
+    sub.add_argument("name", help="the course (the unit gives OLD:NEW here, with --here)")
+    sub.add_argument("new_name", metavar="new-name", nargs="?")
+    sub.add_argument("--force", action="store_true", help="stop its running servers first (else: refused)")
+    sub.add_argument("--here", **here)
+    sub.set_defaults(run=course_rename)
     sub = course_commands.add_parser("set", help="change settings: " + ", ".join(courses.SETTINGS))
     sub.add_argument("name")
     sub.add_argument("settings", nargs="+", metavar="KEY=VALUE")

@@ -1,4 +1,4 @@
-"""The staff's actions on a course, as systemd units: update, build, delete.
+"""The staff's actions on a course, as systemd units: update, build, delete, rename.
 
 ``nbh-course-update@<course>.service`` and ``nbh-course-build@<course>.service``
 are oneshot units: the front end, the ``nbh`` command and nbh-autopull all
@@ -17,6 +17,7 @@ from dataclasses import dataclass
 
 from systemd import journal
 
+from . import lifecycle
 from .names import check_course
 from .systemd import (
     MANAGER,
@@ -28,7 +29,7 @@ from .systemd import (
     SystemdError,
 )
 
-ACTIONS = ("update", "build", "delete")
+ACTIONS = ("update", "build", "delete", "rename")
 # How long a started unit may take to become a run of its own (a queued
 # job waits for what it needs, such as the podman service for a build).
 START_TIMEOUT = 60
@@ -50,9 +51,12 @@ class Outcome:
 
 
 def unit_name(action: str, course: str) -> str:
-    """Checked names only: the course as names.py allows it, the action one of ours."""
+    """Checked names only: the course as names.py allows it (a rename's:
+    OLD:NEW, both), the action one of ours."""
     if action not in ACTIONS:
         raise ValueError(f"unknown action {action!r}")
+    if action == "rename":
+        return f"nbh-course-rename@{lifecycle.rename_instance(*lifecycle.parse_rename_instance(course))}.service"
     return f"nbh-course-{action}@{check_course(course)}.service"
 
 

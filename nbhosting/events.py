@@ -18,12 +18,12 @@ import syslog
 from .names import Instance
 
 EVENTS = frozenset({"start", "ready", "stop", "failure", "open", "close", "refused", "full", "cull", "gc",
-                    "revoke", "sample", "course-create", "course-set", "course-update", "course-build", "course-delete",
-                    "launch", "reset", "share"})
+                    "revoke", "sample", "course-create", "course-set", "course-update", "course-build",
+                    "course-delete", "course-rename", "launch", "reset", "share"})
 # What staff members do, on the staff pages or with `nbh staff`: NBH_STAFF= names them.
 STAFF_EVENTS = frozenset({"staff-login", "staff-login-failed", "staff-logout", "staff-refused", "staff-create",
-                          "staff-update", "staff-build", "staff-delete", "staff-settings", "staff-stop", "staff-open",
-                          "staff-view", "staff-account"})
+                          "staff-update", "staff-build", "staff-delete", "staff-rename", "staff-settings",
+                          "staff-stop", "staff-open", "staff-view", "staff-account"})
 IDENTIFIER = "nbhosting"
 
 

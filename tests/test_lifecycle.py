@@ -135,3 +135,67 @@ def test_from_the_staff_pages_admins_only_and_the_name_typed_again(sandbox, syst
         assert len(deleted_events(sandbox, course)) == 1
     finally:
         systemd.stop_instance(alice)
+
+
+def test_a_renamed_course_keeps_its_students_work_under_the_new_name(sandbox, systemd, student):
+    old, new = f"before-{uuid.uuid4().hex[:6]}", f"after-{uuid.uuid4().hex[:6]}"
+    sandbox.make_course(old)
+    assert nbh(sandbox, "course", "set", old, "disk_max=64M").returncode == 0
+    page = "b" * 26
+    try:
+        entry(old, NOTEBOOK, student)
+        assert run_code(sandbox, systemd, Instance(old, student),
+                        'open("/home/jovyan/work/answer.txt", "w").write("42")\n'
+                        f'open("/home/jovyan/shared/{page}.html", "w").write("<p>my page")\nprint("saved")'
+                        ) == "saved\n"
+        (old_id,) = [p.name for p in sandbox.path(f"/var/lib/nbhosting/shared/{old}").iterdir()]
+        assert get(f"/shared/{old}/{old_id}/{page}", referer=None).status == 200
+        refused = nbh(sandbox, "course", "rename", old, new)
+        assert refused.returncode == 1 and "1 servers of" in refused.stderr + refused.stdout, refused
+        assert nbh(sandbox, "course", "rename", old, old).returncode != 0
+        assert nbh(sandbox, "course", "rename", old, "../x").returncode != 0
+
+        done = nbh(sandbox, "course", "rename", old, new, "--force")
+        assert done.returncode == 0, done.stdout + done.stderr
+        assert f"{old}: is {new} (1 students' shared pages under their new ids)" in done.stdout, done.stdout
+        assert nbh(sandbox, "course", "show", old).returncode == 1
+        assert nbh(sandbox, "course", "show", new).returncode == 0
+        assert get(entry_path(old, NOTEBOOK, student)).status == 404
+        for unit in Instance(old, student).units:
+            assert systemd.state(unit).ActiveState == "inactive", unit
+        # her work, on her disk, under the new name
+        entry(new, NOTEBOOK, student)
+        assert mounted(sandbox, new, student)
+        assert run_code(sandbox, systemd, Instance(new, student),
+                        'print(open("/home/jovyan/work/answer.txt").read())') == "42\n"
+        # her shared page, at its new address only
+        (new_id,) = [p.name for p in sandbox.path(f"/var/lib/nbhosting/shared/{new}").iterdir()]
+        assert new_id != old_id
+        response = get(f"/shared/{new}/{new_id}/{page}", referer=None)
+        assert response.status == 200 and b"<p>my page" in response.body
+        assert get(f"/shared/{old}/{old_id}/{page}", referer=None).status == 404
+        (event,) = sandbox.journal("NBH_EVENT=course-rename", f"NBH_COURSE={new}")
+        assert event["NBH_OLD_NAME"] == old
+    finally:
+        for course in (old, new):
+            systemd.stop_instance(Instance(course, student))
+
+
+def test_a_rename_onto_a_course_is_refused_and_changes_nothing(sandbox, systemd, admin, teacher, courses):
+    taken, mine = courses
+    before = sorted(p.name for p in sandbox.path("/etc/nbhosting/courses").iterdir())
+    client = logged_in(admin)
+    response = client.post(f"/staff/courses/{mine}/rename", {"new_name": taken})
+    assert response.status_code == 303, response.text[:300]
+    log = client.get(response.headers["Location"].replace("/rename?", "/rename/log?"))
+    assert f"{taken} is taken" in log.text and "-- failed" in log.text, log.text
+    assert sorted(p.name for p in sandbox.path("/etc/nbhosting/courses").iterdir()) == before
+    for bad in ("", mine, "../x", "a:b"):
+        assert client.post(f"/staff/courses/{mine}/rename", {"new_name": bad}).status_code == 400, bad
+    # the course's own staff may not rename it, nor see a rename's run
+    assert nbh(sandbox, "staff", "grant", teacher, mine).returncode == 0
+    theirs = logged_in(teacher)
+    assert 'id="rename-course"' not in theirs.get(f"/staff/courses/{mine}").text
+    assert theirs.post(f"/staff/courses/{mine}/rename", {"new_name": "x1"}).status_code == 403
+    assert theirs.get(response.headers["Location"]).status_code == 403
+    assert nbh(sandbox, "course", "show", mine).returncode == 0

@@ -153,13 +153,19 @@ class StaffHandler(BaseHandler):
                                     reason="Not one of your courses")
 
     def course_of_run(self, name: str, action: str) -> courses.Course | SimpleNamespace:
-        """The course whose run is shown; a deletion's, once the course is
-        gone, to admins only (its name is all the page needs)."""
-        if action != "delete":
+        """The course whose run is shown; a deletion's or a rename's, to
+        admins only, once the course is gone too (its name is all the page
+        needs; a rename's is OLD:NEW, as its unit's instance)."""
+        if action not in ("delete", "rename"):
             return self.course(name)
         self.require_admin()
         try:
+            if action == "rename":
+                lifecycle.parse_rename_instance(name)
+                return SimpleNamespace(name=name)
             return self.course(name)
+        except BadName as error:
+            raise tornado.web.HTTPError(400, "%s", str(error), reason="Bad course name") from None
         except tornado.web.HTTPError:
             try:
                 return SimpleNamespace(name=check_course(name))
@@ -497,39 +503,48 @@ class NewCourseHandler(StaffHandler):
         await start_run(self, "update", course.name)
 
 
-async def start_run(handler: StaffHandler, action: str, course: str) -> None:
-    """Start the course's unit, and go to the page that follows its output."""
+async def start_run(handler: StaffHandler, action: str, course: str, instance: str | None = None) -> None:
+    """Start the course's unit (nbh-course-<action>@<instance or course>),
+    and go to the page that follows its output."""
+    instance = instance or course
     try:
-        run = await courseunits.start(await handler.frontend.systemd(), action, course)
+        run = await courseunits.start(await handler.frontend.systemd(), action, instance)
     except AccessDenied as error:
         raise tornado.web.HTTPError(403, "%s", str(error), reason="Not allowed to start that unit") from None
     except SystemdError as error:
         raise tornado.web.HTTPError(503, "%s", str(error), reason=f"The {action} could not start") from None
     handler.event(f"staff-{action}", f"started {run.unit}", course, NBH_UNIT=run.unit,
                   NBH_INVOCATION=run.invocation)
-    handler.redirect(f"/staff/courses/{course}/{action}?{urlencode({'invocation': run.invocation})}", status=303)
+    handler.redirect(f"/staff/courses/{instance}/{action}?{urlencode({'invocation': run.invocation})}", status=303)
 
 
 class ActionHandler(StaffHandler):
-    """update, build, delete: POST starts the unit; GET shows a run's output (live or finished)."""
+    """update, build, delete, rename: POST starts the unit; GET shows a run's output (live or finished)."""
 
     async def post(self, name: str, action: str) -> None:
         course = self.course(name)
+        instance = None
         if action == "delete":
-            await self.before_delete(course)
-        await start_run(self, action, course.name)
+            self.require_admin()
+            if self.get_body_argument("confirm", "") != course.name:
+                raise tornado.web.HTTPError(400, "confirm is not %r", course.name,
+                                            reason="Type the course's name to delete it")
+        elif action == "rename":
+            self.require_admin()
+            try:
+                instance = lifecycle.rename_instance(course.name, self.get_body_argument("new_name", "").strip())
+            except BadName as error:
+                raise tornado.web.HTTPError(400, "%s", str(error), reason=f"Not a new name: {error}") from None
+        if action in ("delete", "rename"):
+            await self.stop_servers_if_asked(course)
+        await start_run(self, action, course.name, instance)
 
-    async def before_delete(self, course: courses.Course) -> None:
-        """Admins only, the course's name typed again; with "stop its servers",
-        stopped first (the unit refuses while one runs)."""
-        self.require_admin()
-        if self.get_body_argument("confirm", "") != course.name:
-            raise tornado.web.HTTPError(400, "confirm is not %r", course.name,
-                                        reason="Type the course's name to delete it")
+    async def stop_servers_if_asked(self, course: courses.Course) -> None:
+        """With "stop its servers first" (the units refuse while one runs)."""
         if self.get_body_argument("force", "") == "yes":
             stopped = await lifecycle.stop_servers(await self.frontend.systemd(), course.name)
-            self.event("staff-stop", f"stopped the {len(stopped)} servers of {course.name} to delete it",
-                       course.name)
+            self.event("staff-stop", f"stopped the {len(stopped)} servers of {course.name} "
+                       f"to {self.path_args[1]} it", course.name)
 
     def get(self, name: str, action: str) -> None:
         course = self.course_of_run(name, action)
