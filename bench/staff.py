@@ -4,7 +4,8 @@ The course list and a course page of a course with 5,000 enrolled students
 (a workspace and a listening socket each, as after their first visit), a
 few of them running, through nginx and nbh-web, logged in as an admin: its
 first page of students, one in the middle, and a search for one student
-(the page lists 100 at a time); and the view of a student's notebook (40
+(the page lists 100 at a time), each with the name an LTI launch gave, and a
+search by such a name; and the view of a student's notebook (40
 cells, a 100 KiB figure), rendered by a new nbh-render@ each time.
 ``python -m bench.staff`` runs these alone,
 into bench/results.json (key staff_pages).
@@ -47,6 +48,16 @@ def enrol(students: list[Instance]) -> None:
     script = (f"cd /var/lib/nbhosting/workspaces/{COURSE} && xargs mkdir -p -m 2770 && "
               f"chgrp -R {group} /var/lib/nbhosting/workspaces/{COURSE}")
     sandbox.run(["sh", "-c", script], input="\n".join(s.student for s in students), timeout=300)
+    # and the names their LTI launches gave (ltinames.py), as nbh-web keeps them
+    names = f"/var/lib/nbhosting/lti/names/{COURSE}"
+    script = (f"mkdir -p -m 0700 {names} && cd {names} && while read student name; do "
+              f"printf '%s' \"$name\" > \"$student\"; done && chown -R nbh:nbh {names} && chmod 0600 {names}/*")
+    sandbox.run(["sh", "-c", script], input="\n".join(f"{s.student} {known_as(i)}" for i, s in enumerate(students)),
+                timeout=300)
+
+
+def known_as(i: int) -> str:
+    return f"Person {i:05d}"
 
 
 VIEWS = 10
@@ -119,6 +130,11 @@ async def run(systemd: Systemd) -> dict:
         course = await loop.run_in_executor(None, timed, client, f"/staff/courses/{COURSE}")
         middle = await loop.run_in_executor(None, timed, client, f"/staff/courses/{COURSE}?from={ENROLLED // 2}")
         search = await loop.run_in_executor(None, timed, client, f"/staff/courses/{COURSE}?q={one}")
+        by_name = client.get(f"/staff/courses/{COURSE}", params={"q": known_as(ENROLLED // 2)}).text
+        if by_name.count("<tr><td><a href=") != 1 or one not in by_name:
+            raise RuntimeError(f"a search for {known_as(ENROLLED // 2)} did not find {one}")
+        search_name = await loop.run_in_executor(None, timed, client,
+                                                 f"/staff/courses/{COURSE}?q={known_as(ENROLLED // 2)}")
         view = await loop.run_in_executor(None, timed, client, f"/staff/courses/{COURSE}/students/{viewed.student}/"
                                           "view?path=answers.ipynb", VIEWS)
         size = len(page.encode())
@@ -128,7 +144,8 @@ async def run(systemd: Systemd) -> dict:
         for chunk in range(0, len(students), 100):
             await asyncio.gather(*(systemd.stop(i.socket) for i in students[chunk:chunk + 100]))
     return {"enrolled": ENROLLED, "running": RUNNING, "course_list_ms": ms(listing), "course_page_ms": ms(course),
-            "course_page_middle_ms": ms(middle), "course_page_search_ms": ms(search), "course_page_bytes": size,
+            "course_page_middle_ms": ms(middle), "course_page_search_ms": ms(search),
+            "course_page_search_name_ms": ms(search_name), "course_page_bytes": size,
             "notebook_view_ms": ms(view), "notebook_bytes": len(students_notebook())}
 
 
@@ -142,7 +159,8 @@ def table(results: dict) -> list[str]:
         *(f"| staff course page, {results['enrolled']} enrolled, {what} | "
           f"{results[key]['p50']:.1f} ms ({results[key]['p95']:.1f} ms) | < 100 ms |"
           for key, what in (("course_page_middle_ms", "a page in the middle"),
-                            ("course_page_search_ms", "a search for one student")) if key in results),
+                            ("course_page_search_ms", "a search for one student"),
+                            ("course_page_search_name_ms", "a search by an LTI student's name")) if key in results),
     ] + ([f"| staff view of a student's notebook ({results['notebook_bytes'] // 1024} KiB), one render each | "
           f"{view['p50']:.0f} ms ({view['p95']:.0f} ms) | < 2 s |"]
          if (view := results.get("notebook_view_ms")) else [])

@@ -13,7 +13,8 @@ order, so that nothing of the course starts again meanwhile:
    starts nothing);
 3. its disks are unmounted, and what students made is moved, not copied,
    into archives/<course>-<when>/ (root's alone): the workspaces, their
-   disks' images, the shared pages, the token generations, the settings;
+   disks' images, the shared pages, the token generations, the names LTI
+   launches gave, the settings;
 4. what can be made again is removed: the checkout, the build's storage and
    record.
 
@@ -39,7 +40,7 @@ import subprocess
 import time
 from pathlib import Path
 
-from . import disks, paths, tokens
+from . import disks, ltinames, paths, tokens
 from .names import BadName, Instance, check_course, escape
 from .systemd import RUNNING_STATES, Systemd
 
@@ -119,7 +120,7 @@ async def delete(systemd: Systemd, course: str, now: float | None = None) -> Pat
     for folder in (workspaces, shared, BUILD_DIR / "courses" / course):
         _unmount_under(folder)
     for source, name in ((workspaces, "workspaces"), (disks.DISKS_DIR / course, "disks"), (shared, "shared"),
-                         (paths.TOKENS_DIR / course, "tokens")):
+                         (paths.TOKENS_DIR / course, "tokens"), (ltinames.NAMES_DIR / course, "lti-names")):
         if _move(source, archive, name):
             print(f"{course}: {source} moved to {archive / name}", flush=True)
     for removed in (paths.COURSES_DIR / course, BUILD_DIR / "courses" / course):
@@ -157,7 +158,8 @@ def parse_rename_instance(instance: str) -> tuple[str, str]:
 def _course_folders(course: str) -> list[Path]:
     """Every file and folder named after the course, its settings' aside."""
     return [paths.WORKSPACES_DIR / course, disks.DISKS_DIR / course, paths.SHARED_DIR / course,
-            paths.TOKENS_DIR / course, paths.DATA_DIR / "seen" / course, paths.COURSES_DIR / course,
+            paths.TOKENS_DIR / course, paths.DATA_DIR / "seen" / course, ltinames.NAMES_DIR / course,
+            paths.COURSES_DIR / course,
             paths.COURSES_DIR / f".{course}.update", paths.BUILDS_DIR / f"{course}.json",
             BUILD_DIR / "courses" / course, BUILD_DIR / "disks" / f"{course}.ext4"]
 

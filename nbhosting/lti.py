@@ -49,7 +49,7 @@ import jwt
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from . import names, paths
+from . import ltinames, names, paths
 
 # Registrations, one TOML file per platform, written by `nbh lti add` (root).
 PLATFORMS_DIR = paths.CONF_DIR / "lti"
@@ -333,6 +333,7 @@ class Launch:
     notebook: str
     nonce: str
     expires: int  # the id_token's or the state's exp, the later: its nonce is kept until then
+    name: str = ""  # as people know the student, if the LMS sent it (ltinames.py)
 
 
 def verify(id_token: str, key: rsa.RSAPublicKey, platform: Platform, state: dict) -> Launch:
@@ -371,7 +372,7 @@ def verify(id_token: str, key: rsa.RSAPublicKey, platform: Platform, state: dict
         raise Refused(f"launch: platform {platform.name!r} may not launch into the course {course[:40]!r} "
                       f"(nbh lti add --courses)")
     return Launch(platform, student_name(platform, claims["sub"]), course, notebook, claims["nonce"],
-                  max(int(claims["exp"]), int(state["exp"])))
+                  max(int(claims["exp"]), int(state["exp"])), ltinames.from_claims(claims))
 
 
 def resource(claims: dict) -> tuple[str, str]:

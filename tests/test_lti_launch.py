@@ -95,6 +95,41 @@ def test_a_launch_opens_the_students_notebook_copied_and_running(sandbox, system
     assert [e["NBH_COPIED"] for e in opens] == ["yes", "no"]
 
 
+def test_the_course_staff_find_an_lti_student_by_the_name_their_lms_sent(sandbox, systemd, course, lti_platform,
+                                                                          student, stop):
+    """The name claims, kept per course (nbh's alone), shown and searched on
+    the staff pages; HTML in a name is text; a launch without one keeps it."""
+    from .test_staff import add_account, fresh_name, logged_in
+
+    sub = f"named-{student}"
+    instance = Instance(course, lti_platform.student(sub))
+    stop(instance)
+    hostile = f"Ada <img src=x onerror=alert(1)> Lovelace {student}"
+    response, _, _ = launch(lti_platform, sub, course, changes={"name": hostile})
+    assert response.status in (200, 302)
+    inside = f"/var/lib/nbhosting/lti/names/{course}/{instance.student}"
+    kept = sandbox.path(inside)
+    assert kept.read_text() == hostile
+    for account in ("nbh-jupyter", "nobody"):  # the containers' account: what a student's code escaping runs as
+        assert sandbox.run("cat", inside, user=account, check=False).returncode != 0, account
+    teacher = fresh_name("namer")
+    add_account(teacher)
+    assert nbh(sandbox, "staff", "grant", teacher, course).returncode == 0
+    client = logged_in(teacher)
+    found = client.get(f"/staff/courses/{course}", params={"q": f"lovelace {student}"}).text
+    assert re.findall(rf'/staff/courses/{course}/students/([^"]+)"', found) == [instance.student], found[-3000:]
+    assert html.escape(hostile, quote=False) in found and "<img src=x" not in found
+    page = client.get(f"/staff/courses/{course}/students/{instance.student}").text
+    assert f"Known to their LMS as <strong>{html.escape(hostile, quote=False)}</strong>" in page
+    # given and family names when there is no name; none at all: the last one kept
+    launch(lti_platform, sub, course, changes={"given_name": "Grace", "family_name": f"Hopper {student}"})
+    assert kept.read_text() == f"Grace Hopper {student}"
+    launch(lti_platform, sub, course)
+    assert kept.read_text() == f"Grace Hopper {student}"
+    found = client.get(f"/staff/courses/{course}", params={"q": "GRACE HOPPER"}).text
+    assert instance.student in found
+
+
 def test_the_target_link_uri_names_the_notebook_too(sandbox, course, lti_platform, student, stop):
     sub = f"target-{student}"
     instance = Instance(course, lti_platform.student(sub))

@@ -21,7 +21,7 @@ import time
 import tornado.httputil
 import tornado.web
 
-from .. import events, lti
+from .. import events, lti, ltinames
 from ..systemd import SystemdError
 from .base import Frontend
 from .entry import StudentHandler
@@ -150,6 +150,10 @@ class LaunchHandler(LtiHandler):
         except lti.RegistrationError as error:
             raise self.misconfigured(error) from None
         instance, found, path = self.entry(launch.course, launch.notebook, launch.student)
+        try:
+            ltinames.remember(instance, launch.name)
+        except OSError as error:  # the operator's to mend; not the student's launch
+            log.error("cannot keep the name of %s: %s", instance.path, error)
         events.send("launch", instance, f"{instance.path}: LTI launch from {platform.name} of {path}",
                     NBH_PLATFORM=platform.name, NBH_NOTEBOOK=path)
         await self.start_and_open(instance, found, path, None)

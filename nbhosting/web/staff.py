@@ -31,8 +31,8 @@ from urllib.parse import quote, urlencode, urljoin, urlsplit
 import tornado.iostream
 import tornado.web
 
-from .. import (capacity, config, courses, courseunits, cull, disks, events, lifecycle, lti, mappings, nofollow,
-               paths, render, shares, staff, workspace)
+from .. import (capacity, config, courses, courseunits, cull, disks, events, lifecycle, lti, ltinames, mappings,
+               nofollow, paths, render, shares, staff, workspace)
 from ..names import (STAFF_PREFIX, BadName, Instance, check_course, check_notebook, check_workspace, escape,
                      staff_workspace)
 from ..systemd import RUNNING_STATES, AccessDenied, SystemdError
@@ -59,6 +59,7 @@ class StaffSite:
         self.settings = settings
         self.accounts = staff.AccountsFile()
         self.sessions = staff.Sessions(settings.session_lifetime)
+        self.names = ltinames.CourseNames()
         self.limiter = staff.LoginLimiter(settings)
         self.verifier = staff.Verifier()
 
@@ -315,6 +316,7 @@ class StudentRow:
     name: str
     state: str
     changed: float | None  # the workspace folder's last change (a copy, a save)
+    known_as: str = ""  # the name an LTI launch gave (ltinames.py)
 
     @property
     def running(self) -> bool:
@@ -324,14 +326,18 @@ class StudentRow:
 async def students(handler: StaffHandler, course: str) -> list[StudentRow]:
     """Every workspace of the course with its server's state: one D-Bus call
     (ListUnitsByPatterns) for all of them, however many are enrolled."""
-    scan = asyncio.get_running_loop().run_in_executor(None, enrolled, course)  # off the loop, meanwhile
+    loop = asyncio.get_running_loop()
+    scan = loop.run_in_executor(None, enrolled, course)  # off the loop, meanwhile
+    known_as = loop.run_in_executor(None, handler.site.names.of, course)
     systemd = await handler.frontend.systemd()
     pattern = f"nbh-jupyter@{escape(course)}-*.service"  # systemd matches with FNM_NOESCAPE
     # Only the servers that are not inactive: with thousands enrolled, their
     # loaded units are mostly inactive, and not worth a parse each.
     states = {Instance.from_unit(unit).student: f"{active}/{sub}"
               for unit, active, sub in await systemd.list_units([pattern], [*RUNNING_STATES, "failed"])}
-    return [StudentRow(name, states.get(name, "inactive/dead"), changed) for name, changed in await scan]
+    known = await known_as
+    return [StudentRow(name, states.get(name, "inactive/dead"), changed, known.get(name, ""))
+            for name, changed in await scan]
 
 
 class IdleHandler(StaffHandler):
@@ -398,11 +404,12 @@ def url_query(q: str, from_: int) -> str:
 
 
 def student_page(rows: list[StudentRow], query: str, first: int, lti_names: set[str]) -> StudentPage:
-    """The rows whose name holds the query (any case), or that an LTI
-    platform gives the student whose LMS id is the query (lti_names), a
-    page of them from `first`."""
+    """The rows whose name, or name as people know it (LTI), holds the
+    query (any case), or that an LTI platform gives the student whose LMS
+    id is the query (lti_names), a page of them from `first`."""
     needle = query.strip().lower()
-    found = [row for row in rows if not needle or needle in row.name.lower() or row.name in lti_names]
+    found = [row for row in rows if not needle or needle in row.name.lower() or row.name in lti_names
+             or needle in row.known_as.lower()]
     first = max(0, min(first, (len(found) - 1) // STUDENTS_PAGE * STUDENTS_PAGE)) // STUDENTS_PAGE * STUDENTS_PAGE
     return StudentPage(found[first:first + STUDENTS_PAGE], sum(not row.name.startswith(STAFF_PREFIX) for row in rows),
                        len(found), first, query.strip())
@@ -639,8 +646,9 @@ class StudentWorkHandler(StaffHandler):
             unmounted = None
         except disks.DiskError as error:
             copies, unmounted = [], str(error)
+        known_as = await asyncio.get_running_loop().run_in_executor(None, self.site.names.of, course.name)
         self.render("staff/student.html", course=course, student=instance.student, copies=copies,
-                    unmounted=unmounted)
+                    unmounted=unmounted, known_as=known_as.get(instance.student, ""))
 
 
 class NotebookDownloadHandler(StudentWorkHandler):
