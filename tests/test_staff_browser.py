@@ -202,3 +202,43 @@ def test_a_teacher_views_a_students_notebook_in_which_nothing_runs(sandbox, syst
         assert systemd.state(instance.service).ActiveState == "inactive"  # no server started to look
     finally:
         systemd.stop_instance(instance)
+
+
+def test_an_admin_renames_then_deletes_a_course_from_its_page(sandbox, systemd, browser, student):
+    add_account("admin", "--admin")
+    old, new = f"ren-{uuid.uuid4().hex[:6]}", f"renamed-{uuid.uuid4().hex[:6]}"
+    sandbox.make_course(old)
+    browser.diagnostics += [("the rename unit", lambda: journal(sandbox, f"nbh-course-rename@{old}:{new}.service")),
+                            ("the delete unit", lambda: journal(sandbox, f"nbh-course-delete@{new}.service"))]
+    try:
+        assert get(entry_path(old, "w1/w1-s1-c1-intro", student)).status in (200, 302)  # a server runs
+        log_in(browser, "admin")
+        browser.driver.get(f"{STAFF_SITE}/staff/courses/{old}")
+        fill(browser, "new_name", new)
+        click(browser, "rename-force")
+        click(browser, "rename-course")
+        browser.wait("the rename's page", lambda: f"/staff/courses/{old}:{new}/rename?invocation="
+                     in browser.driver.current_url)
+        browser.wait("the rename's outcome", lambda: run_outcome(browser) is not None)
+        screenshot(browser, "course-renamed")
+        if run_outcome(browser) != "ok":
+            browser.fail(f"the rename failed: {browser.driver.find_element(By.ID, 'outcome').text}")
+        assert any(f"is {new}" in line for line in run_log(browser)), run_log(browser)
+        assert sandbox.path(f"/var/lib/nbhosting/workspaces/{new}/{student}").is_dir()
+
+        browser.driver.get(f"{STAFF_SITE}/staff/courses/{new}")
+        fill(browser, "confirm", new)
+        click(browser, "delete-course")
+        browser.wait("the deletion's page", lambda: f"/staff/courses/{new}/delete?invocation="
+                     in browser.driver.current_url)
+        browser.wait("the deletion's outcome", lambda: run_outcome(browser) is not None)
+        screenshot(browser, "course-deleted")
+        if run_outcome(browser) != "ok":
+            browser.fail(f"the deletion failed: {browser.driver.find_element(By.ID, 'outcome').text}")
+        assert any("students' work kept in /var/lib/nbhosting/archives/" in line for line in run_log(browser))
+        browser.driver.get(f"{STAFF_SITE}/staff/")
+        assert not browser.driver.find_elements(By.LINK_TEXT, new)
+        assert not browser.driver.find_elements(By.LINK_TEXT, old)
+    finally:
+        for course in (old, new):
+            systemd.stop_instance(Instance(course, student))
