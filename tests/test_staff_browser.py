@@ -204,6 +204,16 @@ def test_a_teacher_views_a_students_notebook_in_which_nothing_runs(sandbox, syst
         systemd.stop_instance(instance)
 
 
+def run_to_its_end(browser: Browser, button: str, page: str, shot: str) -> None:
+    """Click the button, follow its run's page to an outcome that is "ok"."""
+    click(browser, button)
+    browser.wait(f"the page {page}", lambda: page in browser.driver.current_url)
+    browser.wait("the run's outcome", lambda: run_outcome(browser) is not None)
+    screenshot(browser, shot)
+    if run_outcome(browser) != "ok":
+        browser.fail(f"{button} failed: {browser.driver.find_element(By.ID, 'outcome').text}")
+
+
 def test_an_admin_renames_then_deletes_a_course_from_its_page(sandbox, systemd, browser, student):
     add_account("admin", "--admin")
     old, new = f"ren-{uuid.uuid4().hex[:6]}", f"renamed-{uuid.uuid4().hex[:6]}"
@@ -216,25 +226,13 @@ def test_an_admin_renames_then_deletes_a_course_from_its_page(sandbox, systemd, 
         browser.driver.get(f"{STAFF_SITE}/staff/courses/{old}")
         fill(browser, "new_name", new)
         click(browser, "rename-force")
-        click(browser, "rename-course")
-        browser.wait("the rename's page", lambda: f"/staff/courses/{old}:{new}/rename?invocation="
-                     in browser.driver.current_url)
-        browser.wait("the rename's outcome", lambda: run_outcome(browser) is not None)
-        screenshot(browser, "course-renamed")
-        if run_outcome(browser) != "ok":
-            browser.fail(f"the rename failed: {browser.driver.find_element(By.ID, 'outcome').text}")
+        run_to_its_end(browser, "rename-course", f"/staff/courses/{old}:{new}/rename?invocation=", "course-renamed")
         assert any(f"is {new}" in line for line in run_log(browser)), run_log(browser)
         assert sandbox.path(f"/var/lib/nbhosting/workspaces/{new}/{student}").is_dir()
 
         browser.driver.get(f"{STAFF_SITE}/staff/courses/{new}")
         fill(browser, "confirm", new)
-        click(browser, "delete-course")
-        browser.wait("the deletion's page", lambda: f"/staff/courses/{new}/delete?invocation="
-                     in browser.driver.current_url)
-        browser.wait("the deletion's outcome", lambda: run_outcome(browser) is not None)
-        screenshot(browser, "course-deleted")
-        if run_outcome(browser) != "ok":
-            browser.fail(f"the deletion failed: {browser.driver.find_element(By.ID, 'outcome').text}")
+        run_to_its_end(browser, "delete-course", f"/staff/courses/{new}/delete?invocation=", "course-deleted")
         assert any("students' work kept in /var/lib/nbhosting/archives/" in line for line in run_log(browser))
         browser.driver.get(f"{STAFF_SITE}/staff/")
         assert not browser.driver.find_elements(By.LINK_TEXT, new)
