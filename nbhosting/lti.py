@@ -245,7 +245,7 @@ def new_tool_key() -> str:
 def tool_jwks(pem: bytes) -> dict:
     """The public half, as the JWKS platforms fetch from /lti/jwks."""
     public = serialization.load_pem_private_key(pem, password=None).public_key()
-    jwk = jwt.algorithms.RSAAlgorithm.to_jwk(public, as_dict=True)
+    jwk = json.loads(jwt.algorithms.RSAAlgorithm.to_jwk(public))  # text: PyJWT 2.6 (Debian 12) has no as_dict
     der = public.public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
     return {"keys": [{**jwk, "kid": hashlib.sha256(der).hexdigest()[:16], "use": "sig", "alg": ALGORITHM}]}
 
