@@ -9,7 +9,7 @@ UNITDIR := $(PREFIX)/lib/systemd/system
 SANDBOX := $(VENV)/bin/python -m nbhosting.sandbox
 STATIC := build/static
 
-APT_PACKAGES := podman uidmap crun fuse-overlayfs slirp4netns debootstrap nginx \
+APT_PACKAGES := podman uidmap crun fuse-overlayfs slirp4netns debootstrap systemd-container nginx \
 	polkitd pkexec dbus systemd libsystemd-dev pkg-config python3-venv python3-dev \
 	curl make util-linux e2fsprogs git openssl chromium chromium-driver rpm rpmlint nodejs
 

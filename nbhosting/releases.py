@@ -1,0 +1,283 @@
+"""The Debian release that is not the host's, booted: Debian 13 (systemd 257)
+on a Debian 12 host, Debian 12 (systemd 252) on a Debian 13 one.
+
+``python -m nbhosting.releases up [RELEASE]`` makes a fresh tree of the
+release under /var/lib/nbh-releases/<release>, from a tarball debootstrapped
+once from the Debian archive the host's apt uses (cached in
+/var/cache/nbhosting, as the test image is); installs the project into it
+as its package does (``make install DESTDIR=``: units, polkit rule, nginx
+site, sysusers and tmpfiles; the Python package beside the release's own
+python3 modules, which give it its dependencies, and its commands); and
+boots it with systemd-nspawn: its own PID 1, a cgroup v2 hierarchy of its
+own (nspawn's unified mode, whatever the host mounts), a private network.
+Commands run in it through nsenter, as in the sandbox. ``down`` stops it
+and removes the tree.
+
+What the tests check there (tests/test_releases.py): that it is the
+release, that the project's units verify under its systemd, that its
+polkitd applies the rule, that its nginx loads the site and that the front
+end answers through it. The students' servers (podman 5 and the image) run
+only in the host's sandbox so far.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import io
+import os
+import platform
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import time
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+
+from . import rpminstall
+
+REPO = Path(__file__).resolve().parent.parent
+CACHE = Path(os.environ.get("NBH_CACHE_DIR", "/var/cache/nbhosting"))
+TREES = Path("/var/lib/nbh-releases")
+RELEASES = {"bookworm": "12", "trixie": "13"}
+# The release's own packages: its systemd, polkitd, nginx, podman, and the
+# front end's dependencies as Debian packages them (what the RPM Requires=).
+# debootstrap does not resolve virtual packages: python3-cffi-backend is
+# named for python3-cryptography's and python3-zmq's sake.
+PACKAGES = ("systemd", "systemd-sysv", "dbus", "libpam-systemd", "polkitd", "nginx", "podman", "e2fsprogs",
+            "util-linux", "git", "openssl", "python3", "python3-tornado", "python3-dbus-fast", "python3-pystemd",
+            "python3-systemd", "python3-httpx", "python3-jwt", "python3-cryptography", "python3-cffi-backend",
+            "python3-prometheus-client", "python3-argon2", "python3-nbconvert")
+# Debian 12 has no jupytext (text notebooks, imported by course updates
+# only); its podman needs a container-network-stack, named here (netavark,
+# as Debian 13's podman has).
+RELEASE_PACKAGES = {"bookworm": ("netavark",), "trixie": ("python3-jupytext",)}
+# What the release's archive has older than pyproject.toml asks (Debian 12:
+# Tornado 6.2, PyJWT 2.6), from PyPI's wheels into /usr/local, as an operator
+# of that release would have to (its python3 looks there first).
+RELEASE_PIP = {"bookworm": ("tornado>=6.3", "pyjwt>=2.8"), "trixie": ()}
+RELEASE_PYTHON = {"bookworm": "3.11", "trixie": "3.13"}
+BOOT_TIMEOUT = 120
+
+
+class ReleaseError(RuntimeError):
+    pass
+
+
+def host_release() -> str:
+    text = Path("/etc/os-release").read_text()
+    found = re.search(r"^VERSION_CODENAME=(\w+)", text, re.MULTILINE)
+    if not found or found[1] not in RELEASES:
+        raise ReleaseError(f"the host is not one of {', '.join(RELEASES)}")
+    return found[1]
+
+
+def other_release() -> str:
+    """The release to boot: not the host's, or NBH_RELEASE's."""
+    if wanted := os.environ.get("NBH_RELEASE"):
+        return wanted
+    host = host_release()
+    return next(release for release in RELEASES if release != host)
+
+
+def mirror() -> str:
+    """The Debian archive the host's apt uses (never a host name of ours)."""
+    uris = subprocess.run(["apt-get", "indextargets", "--format", "$(REPO_URI)", "Identifier: Packages",
+                           "Label: Debian"], check=True, capture_output=True, text=True).stdout.split()
+    if not uris:
+        raise ReleaseError("apt on this host uses no Debian archive")
+    return uris[0]
+
+
+def tarball(release: str) -> Path:
+    """The debootstrapped tree of the release, made once (for this list of packages)."""
+    packages = (*PACKAGES, *RELEASE_PACKAGES[release])
+    key = hashlib.sha256(" ".join(sorted(packages)).encode()).hexdigest()[:12]
+    cached = CACHE / f"{release}-tree-{key}.tar"
+    if cached.exists():
+        return cached
+    work = TREES / f".debootstrap-{release}"
+    shutil.rmtree(work, ignore_errors=True)
+    work.mkdir(parents=True)
+    print(f"debootstrap {release} (once, cached in {cached})", file=sys.stderr, flush=True)
+    done = subprocess.run(["debootstrap", "--variant=minbase", f"--include={','.join(packages)}", release,
+                           str(work), mirror()], capture_output=True, text=True)
+    if done.returncode:
+        log = work / "debootstrap" / "debootstrap.log"
+        tail = log.read_text()[-3000:] if log.exists() else done.stdout[-3000:]
+        raise ReleaseError(f"debootstrap {release} failed:\n{tail}")
+    for deb in (work / "var/cache/apt/archives").glob("*.deb"):
+        deb.unlink()
+    CACHE.mkdir(parents=True, exist_ok=True)
+    subprocess.run(["tar", "--numeric-owner", "-C", str(work), "-cf", f"{cached}.tmp", "."], check=True)
+    os.replace(f"{cached}.tmp", cached)
+    shutil.rmtree(work)
+    return cached
+
+
+def _scripts() -> dict[str, str]:
+    with open(REPO / "pyproject.toml", "rb") as opened:
+        return tomllib.load(opened)["project"]["scripts"]
+
+
+def install(tree: Path, release: str) -> None:
+    """What the package installs, into the tree."""
+    subprocess.run(["make", "--no-print-directory", "-C", str(REPO), "install", f"DESTDIR={tree}", "PREFIX=/usr"],
+                   check=True, capture_output=True, text=True)
+    if wanted := RELEASE_PIP[release]:
+        python = RELEASE_PYTHON[release]
+        subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--only-binary=:all:",
+                        f"--python-version={python}", "--implementation=cp", f"--platform=manylinux2014_{platform.machine()}",
+                        "--target", str(tree / f"usr/local/lib/python{python}/dist-packages"), *wanted],
+                       check=True, capture_output=True, text=True)
+    # Debian's python3 finds /usr/lib/python3/dist-packages, as it finds its own modules there
+    shutil.copytree(REPO / "nbhosting", tree / "usr/lib/python3/dist-packages/nbhosting",
+                    ignore=shutil.ignore_patterns("__pycache__"))
+    for script, target in _scripts().items():
+        module, function = target.split(":")
+        path = tree / "usr/bin" / script
+        path.write_text(f"#!/usr/bin/python3\nimport sys\nfrom {module} import {function}\nsys.exit({function}())\n")
+        path.chmod(0o755)
+    # The site needs a certificate; the sandbox's configuration without its ports.
+    (tree / "etc/nbhosting/tls").mkdir(parents=True, exist_ok=True)
+    (tree / "etc/nbhosting/nbhosting.toml").write_text(
+        '[web]\nlms_origins = ["https://lms.example.org"]\npublic_url = "https://127.0.0.1"\n'
+        'staff_url = "https://staff.localhost"\n')
+    for site in (tree / "etc/nginx/sites-enabled").glob("*"):
+        site.unlink()  # Debian's default site would take port 80 too
+    rpminstall.add_nginx_group(tree)
+
+
+@dataclass
+class Booted:
+    release: str
+    tree: Path
+    nspawn: subprocess.Popen
+    leader: int  # the tree's PID 1, as the host sees it
+    log: io.TextIOWrapper  # nspawn's output: the tree's console
+
+    def argv(self, argv: list[str], user: str | None = None) -> list[str]:
+        prefix = ["nsenter", "--target", str(self.leader), "--mount", "--uts", "--ipc", "--net", "--pid", "--"]
+        if user:
+            prefix += ["setpriv", f"--reuid={user}", f"--regid={user}", "--init-groups", "--"]
+        return prefix + ["env", "-i", "PATH=/usr/sbin:/usr/bin:/sbin:/bin", "LANG=C.UTF-8", *argv]
+
+    def run(self, *argv: str, user: str | None = None, check: bool = True, timeout: float = 120,
+            **kwargs) -> subprocess.CompletedProcess:
+        done = subprocess.run(self.argv(list(argv), user), capture_output=True, text=True, timeout=timeout,
+                              **kwargs)
+        if check and done.returncode:
+            raise ReleaseError(f"{' '.join(argv)} in {self.release}: exit {done.returncode}\n"
+                               f"{done.stdout[-2000:]}{done.stderr[-2000:]}")
+        return done
+
+
+def _leader(nspawn: subprocess.Popen) -> int | None:
+    """nspawn's child that is the tree's systemd."""
+    try:
+        children = Path(f"/proc/{nspawn.pid}/task/{nspawn.pid}/children").read_text().split()
+    except FileNotFoundError:
+        return None
+    for child in children:
+        try:
+            if Path(f"/proc/{child}/comm").read_text().strip() == "systemd":
+                return int(child)
+        except FileNotFoundError:
+            continue
+    return None
+
+
+def up(release: str | None = None) -> Booted:
+    """A fresh tree of the release, the project installed, booted."""
+    release = release or other_release()
+    if release not in RELEASES:
+        raise ReleaseError(f"not one of {', '.join(RELEASES)}: {release}")
+    source = tarball(release)
+    tree = TREES / release
+    _stop_left_behind(tree)
+    remove(tree)
+    tree.mkdir(parents=True)
+    subprocess.run(["tar", "--numeric-owner", "-C", str(tree), "-xf", str(source)], check=True)
+    install(tree, release)
+    log = open(TREES / f"{release}.log", "w")  # noqa: SIM115 -- nspawn's output, kept while it runs
+    nspawn = subprocess.Popen(
+        ["systemd-nspawn", "--quiet", "--register=no", "--keep-unit", "--private-network", "--boot",
+         f"--machine=nbh-{release}", f"--directory={tree}"],
+        env={**os.environ, "SYSTEMD_NSPAWN_UNIFIED_HIERARCHY": "1"}, stdin=subprocess.DEVNULL,
+        stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    deadline = time.monotonic() + BOOT_TIMEOUT
+    while (leader := _leader(nspawn)) is None:
+        if nspawn.poll() is not None or time.monotonic() > deadline:
+            nspawn.kill()
+            nspawn.wait()
+            log.close()
+            raise ReleaseError(f"{release} did not boot: {(TREES / f'{release}.log').read_text()[-3000:]}")
+        time.sleep(0.1)
+    booted = Booted(release, tree, nspawn, leader, log)
+    # until its systemd answers (its bus is not there at once), then until it has booted
+    while (state := booted.run("systemctl", "is-system-running", "--wait", check=False,
+                               timeout=BOOT_TIMEOUT).stdout.strip()) not in ("running", "degraded"):
+        if nspawn.poll() is not None or time.monotonic() > deadline:
+            down(booted)
+            raise ReleaseError(f"{release} did not boot ({state or 'no answer'}): "
+                               f"{(TREES / f'{release}.log').read_text()[-3000:]}")
+        time.sleep(0.2)
+    return booted
+
+
+def down(booted: Booted) -> None:
+    """An orderly shutdown (nspawn passes SIGTERM on to the tree's systemd), then the tree removed."""
+    if booted.nspawn.poll() is None:
+        booted.nspawn.send_signal(signal.SIGTERM)
+        try:
+            booted.nspawn.wait(60)
+        except subprocess.TimeoutExpired:
+            booted.nspawn.kill()
+            booted.nspawn.wait()
+    booted.log.close()
+    remove(booted.tree)
+
+
+def _stop_left_behind(tree: Path) -> None:
+    """A tree an earlier run left booted (killed before its down())."""
+    for proc in Path("/proc").glob("[0-9]*"):
+        try:
+            command = (proc / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if command[:1] == [b"systemd-nspawn"] and f"--directory={tree}".encode() in command:
+            os.kill(int(proc.name), signal.SIGTERM)
+            for _ in range(600):
+                if not proc.exists():
+                    break
+                time.sleep(0.1)
+
+
+def remove(tree: Path) -> None:
+    if tree.exists():
+        subprocess.run(["rm", "-rf", "--one-file-system", str(tree)], check=True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m nbhosting.releases", description=__doc__.split("\n\n")[0])
+    parser.add_argument("command", choices=("tarball", "up"))
+    parser.add_argument("release", nargs="?", help=f"one of {', '.join(RELEASES)} (default: not the host's)")
+    args = parser.parse_args(argv)
+    release = args.release or other_release()
+    if args.command == "tarball":
+        print(tarball(release))
+        return 0
+    booted = up(release)
+    print(f"{release} booted: nsenter --target {booted.leader} --all; Ctrl-C shuts it down", flush=True)
+    try:
+        booted.nspawn.wait()
+    except KeyboardInterrupt:
+        down(booted)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,132 @@
+"""The release that is not the host's (nbhosting/releases.py): Debian 13,
+systemd 257, on a Debian 12 host; Debian 12, systemd 252, on a Debian 13
+one. Booted with systemd-nspawn, the project installed as its package
+installs it: its units verify under that systemd, that polkitd applies the
+rule, that nginx loads the site, and the front end answers through it. A
+setting only 257 knows shows which systemd each side really is."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import tempfile
+from pathlib import Path
+
+import pytest
+
+from nbhosting import releases
+
+pytestmark = pytest.mark.sandbox
+
+SYSTEMD = {"bookworm": 252, "trixie": 257}
+UNITS = Path(__file__).resolve().parent.parent / "units"
+
+
+@pytest.fixture(scope="module")
+def booted():
+    tree = releases.up()
+    try:
+        yield tree
+    finally:
+        releases.down(tree)
+
+
+def systemd_version(text: str) -> int:
+    return int(re.match(r"systemd (\d+)", text)[1])
+
+
+def unit_names() -> list[str]:
+    """Every unit the package installs, a template by one of its instances."""
+    return sorted(path.name.replace("@.", "@x.") for path in UNITS.iterdir()
+                  if path.suffix in (".service", ".socket", ".timer", ".slice"))
+
+
+def test_it_is_the_other_release_with_its_systemd(booted):
+    assert booted.release != releases.host_release() or os.environ.get("NBH_RELEASE") == booted.release
+    os_release = booted.run("cat", "/etc/os-release").stdout
+    assert f"VERSION_CODENAME={booted.release}" in os_release
+    assert f'VERSION_ID="{releases.RELEASES[booted.release]}"' in os_release
+    assert systemd_version(booted.run("systemctl", "--version").stdout) == SYSTEMD[booted.release]
+    # the tree's own cgroup v2 hierarchy, whatever the host mounts
+    assert booted.run("stat", "-f", "-c", "%T", "/sys/fs/cgroup").stdout.strip() == "cgroup2fs"
+
+
+def test_the_units_verify_under_its_systemd(booted):
+    verified = booted.run("systemd-analyze", "verify", "--man=no", *unit_names(), check=False)
+    assert verified.returncode == 0 and verified.stderr == "", verified.stderr
+    # and the accounts and folders they name, made at boot by its sysusers and tmpfiles
+    for account in ("nbh", "nbh-jupyter", "nbh-courses", "nbh-events"):
+        assert booted.run("id", account, check=False).returncode == 0, account
+    for folder in ("/var/lib/nbhosting/workspaces", "/run/nbhosting/nb", "/var/lib/nbhosting/archives"):
+        assert booted.run("test", "-d", folder, check=False).returncode == 0, folder
+
+
+def test_its_polkitd_applies_the_rule(booted):
+    def as_front_end(*argv: str) -> subprocess.CompletedProcess:
+        return booted.run("systemctl", "--no-ask-password", *argv, user="nbh", check=False)
+
+    def refused(done: subprocess.CompletedProcess) -> bool:
+        return "Access denied" in done.stderr or "authentication required" in done.stderr.lower()
+
+    # what the rule allows: the units start (and fail on their own: no course, no platform)
+    for unit in ("nbh-lti-keys.service", "nbh-course-update@nope.service", "nbh-course-rename@nope:other.service"):
+        done = as_front_end("start", unit)
+        assert not refused(done), (unit, done.stderr)
+    # and what it does not
+    for argv in (("start", "nbh-autopull.service"), ("restart", "nbh-course-update@nope.service"),
+                 ("start", "nbh-course-clean@x.service"), ("stop", "nginx.service")):
+        done = as_front_end(*argv)
+        assert done.returncode != 0 and refused(done), (argv, done.stderr)
+
+
+def test_the_front_end_answers_through_its_nginx(booted):
+    booted.run("nbh", "setup")
+    booted.run("openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
+               "-days", "2", "-subj", "/CN=127.0.0.1", "-keyout", "/etc/nbhosting/tls/key.pem",
+               "-out", "/etc/nbhosting/tls/cert.pem")
+    tested = booted.run("nginx", "-t", check=False)
+    assert tested.returncode == 0, tested.stderr
+    booted.run("systemctl", "restart", "nginx.service")
+    booted.run("systemctl", "start", "nbh-web.socket")
+    # https (the site sends http there), its certificate the one just made;
+    # the staff pages on their own host name
+    fetch = ("import ssl, sys, urllib.request, urllib.error\n"
+             "request = urllib.request.Request(sys.argv[1], headers={'Host': sys.argv[2]})\n"
+             "try:\n"
+             "    r = urllib.request.urlopen(request, timeout=60, context=ssl._create_unverified_context())\n"
+             "except urllib.error.HTTPError as e:\n"
+             "    r = e\n"
+             "print(r.status); print(r.read().decode()[:20000])\n")
+    page = booted.run("python3", "-c", fetch, "https://127.0.0.1/staff/login", "staff.localhost",
+                      timeout=90).stdout
+    journal = booted.run("journalctl", "--no-pager", "-n", "40", "-u", "nbh-web.service", check=False).stdout
+    assert page.startswith("200\n") and 'name="password"' in page, (page[:2000], journal[-4000:])
+    refused = booted.run("python3", "-c", fetch, "https://127.0.0.1/python-mooc/w1/x/nobody",
+                         "127.0.0.1").stdout
+    assert refused.split("\n", 1)[0] in ("400", "403", "404"), refused[:500]
+    assert booted.run("systemctl", "is-active", "nbh-web.service").stdout.strip() == "active"
+    # the front end runs as its account, on the release's own python3 and its Debian modules
+    main_pid = booted.run("systemctl", "show", "-P", "MainPID", "nbh-web.service").stdout.strip()
+    assert booted.run("stat", "-c", "%U", f"/proc/{main_pid}").stdout.strip() == "nbh"
+    command = booted.run("cat", f"/proc/{main_pid}/cmdline").stdout.split("\0")
+    assert command[:2] == ["/usr/bin/python3", "/usr/bin/nbh-web"], command
+
+
+PROBE = "[Service]\nExecStart=/bin/true\nPrivatePIDs=yes\n"
+
+
+def test_a_setting_only_257_knows_tells_each_systemd_apart(booted):
+    """PrivatePIDs= came with systemd 257: the tree's and the host's systemd
+    each say whether they know it, as their version says they should."""
+    booted.run("sh", "-c", f"printf '{PROBE}' > /run/nbh-release-probe.service")
+    inside = booted.run("systemd-analyze", "verify", "--man=no", "/run/nbh-release-probe.service", check=False)
+    with tempfile.TemporaryDirectory() as folder:
+        probe = Path(folder, "nbh-release-probe.service")
+        probe.write_text(PROBE)
+        host = subprocess.run(["systemd-analyze", "verify", "--man=no", str(probe)], capture_output=True, text=True)
+        host_version = systemd_version(subprocess.run(["systemctl", "--version"], capture_output=True,
+                                                      text=True).stdout)
+    for version, done in ((SYSTEMD[booted.release], inside), (host_version, host)):
+        unknown = re.search(r"Unknown key.*PrivatePIDs", done.stderr) is not None
+        assert unknown == (version < 257), (version, done.stderr)
