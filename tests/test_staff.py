@@ -126,12 +126,13 @@ def course_posts(course: str, student: str = "nobody") -> list[tuple[str, dict]]
         (f"/staff/courses/{course}/stop", {"student": student}),
         (f"/staff/courses/{course}/open", {"notebook": NOTEBOOK}),
         (f"/staff/courses/{course}/delete", {"confirm": course, "force": "yes"}),
+        (f"/staff/courses/{course}/rename", {"new_name": "renamed-by-mistake", "force": "yes"}),
     ]
 
 
 def course_gets(course: str) -> list[str]:
     return [f"/staff/courses/{course}{page}" for page in ("", "/update", "/build", "/update/events", "/build/log",
-                                                           "/delete", "/delete/log",
+                                                           "/delete", "/delete/log", "/rename", "/rename/log",
                                                            "/idle", "/students/nobody",
                                                            "/students/nobody/notebook?path=w1/x.ipynb",
                                                            "/students/nobody/view?path=w1/x.ipynb",
@@ -478,6 +479,11 @@ def test_the_render_reads_no_secret_and_no_workspace(sandbox, systemd, course):
         assert "probe-done" in logged, logged
         assert "READ" not in logged and "CONNECTED" not in logged, logged
         assert "uid 0" not in logged, logged
+        # and the render's socket is the front end's alone: a local account, a container's, cannot ask
+        connect = 'import socket; socket.socket(socket.AF_UNIX).connect("/run/nbhosting/render.sock")'
+        for account in ("nobody", "nbh-jupyter"):
+            refused = sandbox.run("python3", "-c", connect, user=account, check=False)
+            assert "PermissionError" in refused.stderr, (account, refused.stderr)
     finally:
         sandbox.run("rm", "-r", folder)
         sandbox.run("systemctl", "daemon-reload")

@@ -228,6 +228,9 @@ def test_an_admin_renames_then_deletes_a_course_from_its_page(sandbox, systemd, 
         click(browser, "rename-force")
         run_to_its_end(browser, "rename-course", f"/staff/courses/{old}:{new}/rename?invocation=", "course-renamed")
         assert any(f"is {new}" in line for line in run_log(browser)), run_log(browser)
+        # the run's page leads to the course under its new name (a rename's run is OLD:NEW's)
+        course_link = browser.driver.find_element(By.ID, "course").get_attribute("href")
+        assert course_link == f"{STAFF_SITE}/staff/courses/{new}", course_link
         assert sandbox.path(f"/var/lib/nbhosting/workspaces/{new}/{student}").is_dir()
 
         browser.driver.get(f"{STAFF_SITE}/staff/courses/{new}")
