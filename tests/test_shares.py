@@ -10,7 +10,7 @@ import pytest
 
 from nbhosting import follower, paths, shares, tokens
 from nbhosting.names import Instance
-from nbhosting.web.base import read_pieces
+from nbhosting.web.base import FilePieces
 
 ID = "a" * 26
 PAGE = "b" * 26
@@ -27,7 +27,7 @@ def shared(tmp_path, monkeypatch):
 
 def read_page(course: str, share_id: str, page: str) -> bytes:
     """As nbh-web sends it (web/shared.py)."""
-    return b"".join(read_pieces(*shares.open_page_within(course, share_id, page)))
+    return b"".join(FilePieces(*shares.open_page_within(course, share_id, page)))
 
 
 def test_a_page_is_read(shared):
@@ -88,3 +88,20 @@ def test_a_student_unit_speaks_only_for_its_own_pair():
     open_event = follower.as_event(entry(_SYSTEMD_UNIT="nbh-web.service", NBH_EVENT="open",
                                          NBH_COURSE="python-mooc", NBH_STUDENT="bob"))
     assert (open_event.course, open_event.student) == ("python-mooc", "bob")
+
+
+def test_a_file_sent_in_pieces_is_cut_at_its_size_and_closed_read_or_not(tmp_path):
+    """FilePieces (web/base.py): a view refused before the render read the
+    notebook (busy, too large) must not leave its descriptor open."""
+    (tmp_path / "page").write_bytes(b"x" * 10)
+    fd = os.open(tmp_path / "page", os.O_RDONLY)
+    assert b"".join(FilePieces(fd, 4)) == b"xxxx"
+    with pytest.raises(OSError):
+        os.fstat(fd)  # closed at the end
+    fd = os.open(tmp_path / "page", os.O_RDONLY)
+    pieces = FilePieces(fd, 10)
+    pieces.close()
+    pieces.close()  # once only
+    with pytest.raises(OSError):
+        os.fstat(fd)
+    assert next(pieces, b"") == b""

@@ -155,18 +155,31 @@ class HostBusy(tornado.web.HTTPError):
 PIECE = 256 << 10
 
 
-def read_pieces(fd: int, size: int):
+class FilePieces:
     """The file, a piece at a time, no more than the size it had when opened
-    (one rewritten meanwhile is cut, never longer than said); then closed."""
-    try:
-        while size > 0:
-            piece = os.read(fd, min(PIECE, size))
-            if not piece:
-                return
-            size -= len(piece)
-            yield piece
-    finally:
-        os.close(fd)
+    (one rewritten meanwhile is cut, never longer than said). Its descriptor
+    is closed at the end, or by close(), whether reading began or not (a
+    generator's finally would not run if it never began)."""
+
+    def __init__(self, fd: int, size: int):
+        self.fd: int | None = fd
+        self.left = size
+
+    def __iter__(self) -> FilePieces:
+        return self
+
+    def __next__(self) -> bytes:
+        piece = os.read(self.fd, min(PIECE, self.left)) if self.fd is not None and self.left > 0 else b""
+        if not piece:
+            self.close()
+            raise StopIteration
+        self.left -= len(piece)
+        return piece
+
+    def close(self) -> None:
+        if self.fd is not None:
+            fd, self.fd = self.fd, None
+            os.close(fd)
 
 
 class BaseHandler(tornado.web.RequestHandler):
@@ -179,7 +192,7 @@ class BaseHandler(tornado.web.RequestHandler):
         each sent before the next is read: as much memory for a slow reader as
         for a fast one. The descriptor is closed."""
         self.set_header("Content-Length", opened[1])
-        pieces = read_pieces(*opened)
+        pieces = FilePieces(*opened)
         loop = asyncio.get_running_loop()
         try:
             while piece := await loop.run_in_executor(None, next, pieces, b""):

@@ -36,7 +36,7 @@ from .. import (capacity, config, courses, courseunits, cull, disks, events, lif
 from ..names import (STAFF_PREFIX, BadName, Instance, check_course, check_notebook, check_workspace, escape,
                      staff_workspace)
 from ..systemd import RUNNING_STATES, AccessDenied, SystemdError
-from .base import BaseHandler, read_pieces
+from .base import BaseHandler, FilePieces
 
 log = logging.getLogger("nbh-web")
 COOKIE = "nbh_staff"
@@ -686,11 +686,17 @@ class NotebookViewHandler(StudentWorkHandler):
                                                                         check_notebook(notebook))
         except (BadName, nofollow.NotAFile, OSError) as error:
             raise tornado.web.HTTPError(404, "%s", str(error), reason="No such notebook") from None
-        if size > render.INPUT_MAX:
-            os.close(fd)
-            raise tornado.web.HTTPError(413, "%s is %d bytes, more than %d to render: download it", notebook, size,
-                                        render.INPUT_MAX, reason="Too large to view, download it")
-        page = render.page_of(read_pieces(fd, size))
+        pieces = FilePieces(fd, size)
+        try:
+            await self.send_page(instance, notebook, pieces)
+        finally:
+            pieces.close()
+
+    async def send_page(self, instance: Instance, notebook: str, pieces: FilePieces) -> None:
+        if pieces.left > render.INPUT_MAX:
+            raise tornado.web.HTTPError(413, "%s is %d bytes, more than %d to render: download it", notebook,
+                                        pieces.left, render.INPUT_MAX, reason="Too large to view, download it")
+        page = render.page_of(pieces)
         try:
             first = await anext(page)
         except render.RenderBusy as error:
@@ -698,7 +704,7 @@ class NotebookViewHandler(StudentWorkHandler):
         except render.RenderError as error:
             raise tornado.web.HTTPError(422, "%s: %s", notebook, str(error),
                                         reason=f"Cannot show this notebook ({error}): download it") from None
-        self.event("staff-view", f"viewed {notebook} of {instance.path}", course.name,
+        self.event("staff-view", f"viewed {notebook} of {instance.path}", instance.course,
                    NBH_STUDENT=instance.student, NBH_NOTEBOOK=notebook)
         self.set_header("Content-Security-Policy", shares.POLICY + "; frame-ancestors 'none'")
         self.set_header("Content-Type", "text/html; charset=utf-8")
@@ -775,7 +781,7 @@ class NotebooksZipHandler(StudentWorkHandler):
                         fd, size = await loop.run_in_executor(None, workspace.open_copy, instance, copy.notebook)
                     except OSError:
                         continue  # gone or replaced by a link since it was listed
-                    pieces = read_pieces(fd, size)
+                    pieces = FilePieces(fd, size)
                     try:
                         with archive.open(_zip_entry(copy), "w", force_zip64=size > 1 << 31) as member:
                             while piece := await loop.run_in_executor(None, next, pieces, b""):
