@@ -183,10 +183,13 @@ async def rename(systemd: Systemd, old: str, new: str, secret: bytes) -> int:
         if (paths.WORKSPACES_DIR / old).is_dir() else []
     for student in students:
         try:
+            Instance(old, student)
+        except BadName:
+            continue  # not a student's folder
+        try:
             Instance(new, student)
-        except BadName as error:
-            if Instance(old, student):  # a student's, whose units' names would be too long under the new name
-                raise BadName(f"{student}: {error}") from None
+        except BadName as error:  # their units' names would be too long under the new name
+            raise BadName(f"{student}: {error}") from None
     if running := await running_servers(systemd, old):
         raise StillRunning(f"{len(running)} servers of {old} run (nbh course rename --force stops them)")
     os.rename(settings, aside)
