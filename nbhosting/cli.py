@@ -342,18 +342,30 @@ async def course_build(args) -> None:
         await _follow_unit("build", args.name)
 
 
+async def _lifecycle_work(action: str, course: str, work):
+    """What nbh-course-delete@ and nbh-course-rename@ run (--here):
+    work(systemd); a refusal or a failure is a failure event and one line."""
+    async with await connect() as systemd:
+        try:
+            return await work(systemd)
+        except (lifecycle.StillRunning, BadName, OSError) as error:
+            events.journal_only("failure", f"course {course}: {action} failed: {error}", NBH_COURSE=course,
+                                NBH_ACTION=action, NBH_REASON=str(error))
+            raise CommandError(f"{course}: {error}") from None
+
+
+async def _stop_servers_if_forced(args) -> None:
+    if args.force:
+        async with await connect() as systemd:
+            stopped = await lifecycle.stop_servers(systemd, args.name)
+        print(f"{args.name}: {len(stopped)} running servers stopped")
+
+
 async def course_delete(args) -> None:
     """The unit's work (--here), or: the servers stopped (--force), the unit
     started and followed, and its archive removed (--remove-work, root)."""
     if args.here:
-        async with await connect() as systemd:
-            try:
-                archive = await lifecycle.delete(systemd, args.name)
-            except (lifecycle.StillRunning, OSError, subprocess.CalledProcessError) as error:
-                why = str(error) if not isinstance(error, subprocess.CalledProcessError) else error.stderr.strip()
-                events.journal_only("failure", f"course {args.name}: delete failed: {why}", NBH_COURSE=args.name,
-                                    NBH_ACTION="delete", NBH_REASON=why)
-                raise CommandError(f"{args.name}: {why}") from None
+        archive = await _lifecycle_work("delete", args.name, lambda systemd: lifecycle.delete(systemd, args.name))
         events.journal_only("course-delete", f"course {args.name} deleted, its students' work kept in {archive}",
                             NBH_COURSE=args.name, NBH_ARCHIVE=str(archive))
         print(f"{args.name}: deleted, its students' work kept in {archive}")
@@ -361,10 +373,7 @@ async def course_delete(args) -> None:
     if args.remove_work and os.geteuid() != 0:
         raise CommandError("--remove-work: only root removes students' work")
     courses.load(args.name)
-    if args.force:
-        async with await connect() as systemd:
-            stopped = await lifecycle.stop_servers(systemd, args.name)
-        print(f"{args.name}: {len(stopped)} running servers stopped")
+    await _stop_servers_if_forced(args)
     before = set(lifecycle.archives_of(args.name))
     await _follow_unit("delete", args.name)
     for archive in sorted(set(lifecycle.archives_of(args.name)) - before) if args.remove_work else ():
@@ -379,14 +388,8 @@ async def course_rename(args) -> None:
     servers stopped (--force), the unit started and followed."""
     if args.here:
         old, new = lifecycle.parse_rename_instance(args.name)
-        async with await connect() as systemd:
-            try:
-                moved = await lifecycle.rename(systemd, old, new, tokens.read_secret())
-            except (lifecycle.StillRunning, BadName, OSError, subprocess.CalledProcessError) as error:
-                why = str(error) if not isinstance(error, subprocess.CalledProcessError) else error.stderr.strip()
-                events.journal_only("failure", f"course {old}: rename to {new} failed: {why}", NBH_COURSE=old,
-                                    NBH_ACTION="rename", NBH_REASON=why)
-                raise CommandError(f"{old}: {why}") from None
+        moved = await _lifecycle_work("rename", old,
+                                      lambda systemd: lifecycle.rename(systemd, old, new, tokens.read_secret()))
         events.journal_only("course-rename", f"course {old} renamed {new}", NBH_COURSE=new, NBH_OLD_NAME=old,
                             NBH_SHARED_MOVED=str(moved))
         print(f"{old}: renamed {new}")
@@ -395,10 +398,7 @@ async def course_rename(args) -> None:
         raise CommandError("course rename: the new name is missing")
     instance = lifecycle.rename_instance(args.name, args.new_name)
     courses.load(args.name)
-    if args.force:
-        async with await connect() as systemd:
-            stopped = await lifecycle.stop_servers(systemd, args.name)
-        print(f"{args.name}: {len(stopped)} running servers stopped")
+    await _stop_servers_if_forced(args)
     await _follow_unit("rename", args.name, instance)
 
 

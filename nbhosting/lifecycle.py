@@ -89,7 +89,9 @@ def _unmount_under(folder: Path) -> None:
     with open("/proc/self/mountinfo") as mounts:
         points = [line.split()[4] for line in mounts]
     for point in sorted((p for p in points if p == str(folder) or p.startswith(prefix)), reverse=True):
-        subprocess.run(["umount", point], check=True, capture_output=True, text=True)
+        done = subprocess.run(["umount", point], capture_output=True, text=True)
+        if done.returncode:
+            raise OSError(f"umount {point}: {done.stderr.strip()}")
 
 
 def _move(source: Path, archive: Path, name: str) -> bool:

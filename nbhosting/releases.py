@@ -37,7 +37,7 @@ import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import rpminstall
+from . import rpminstall, sandbox
 
 REPO = Path(__file__).resolve().parent.parent
 CACHE = Path(os.environ.get("NBH_CACHE_DIR", "/var/cache/nbhosting"))
@@ -59,8 +59,9 @@ RELEASE_PACKAGES = {"bookworm": ("netavark",), "trixie": ("python3-jupytext",)}
 # Tornado 6.2, PyJWT 2.6), from PyPI's wheels into /usr/local, as an operator
 # of that release would have to (its python3 looks there first).
 RELEASE_PIP = {"bookworm": ("tornado>=6.3", "pyjwt>=2.8"), "trixie": ()}
-RELEASE_PYTHON = {"bookworm": "3.11", "trixie": "3.13"}
 BOOT_TIMEOUT = 120
+# The tree's own: nspawn gives it all of these (its network is private).
+NAMESPACES = ("--mount", "--uts", "--ipc", "--net", "--pid")
 
 
 class ReleaseError(RuntimeError):
@@ -128,9 +129,10 @@ def install(tree: Path, release: str) -> None:
     subprocess.run(["make", "--no-print-directory", "-C", str(REPO), "install", f"DESTDIR={tree}", "PREFIX=/usr"],
                    check=True, capture_output=True, text=True)
     if wanted := RELEASE_PIP[release]:
-        python = RELEASE_PYTHON[release]
+        python = os.readlink(tree / "usr/bin/python3").removeprefix("python")  # the release's: 3.11
         subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--only-binary=:all:",
-                        f"--python-version={python}", "--implementation=cp", f"--platform=manylinux2014_{platform.machine()}",
+                        f"--python-version={python}", "--implementation=cp",
+                        f"--platform=manylinux2014_{platform.machine()}",
                         "--target", str(tree / f"usr/local/lib/python{python}/dist-packages"), *wanted],
                        check=True, capture_output=True, text=True)
     # Debian's python3 finds /usr/lib/python3/dist-packages, as it finds its own modules there
@@ -159,16 +161,10 @@ class Booted:
     leader: int  # the tree's PID 1, as the host sees it
     log: io.TextIOWrapper  # nspawn's output: the tree's console
 
-    def argv(self, argv: list[str], user: str | None = None) -> list[str]:
-        prefix = ["nsenter", "--target", str(self.leader), "--mount", "--uts", "--ipc", "--net", "--pid", "--"]
-        if user:
-            prefix += ["setpriv", f"--reuid={user}", f"--regid={user}", "--init-groups", "--"]
-        return prefix + ["env", "-i", "PATH=/usr/sbin:/usr/bin:/sbin:/bin", "LANG=C.UTF-8", *argv]
-
     def run(self, *argv: str, user: str | None = None, check: bool = True, timeout: float = 120,
             **kwargs) -> subprocess.CompletedProcess:
-        done = subprocess.run(self.argv(list(argv), user), capture_output=True, text=True, timeout=timeout,
-                              **kwargs)
+        done = subprocess.run(sandbox.nsenter_argv(self.leader, list(argv), user, NAMESPACES), capture_output=True,
+                              text=True, timeout=timeout, **kwargs)
         if check and done.returncode:
             raise ReleaseError(f"{' '.join(argv)} in {self.release}: exit {done.returncode}\n"
                                f"{done.stdout[-2000:]}{done.stderr[-2000:]}")

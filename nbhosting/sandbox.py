@@ -138,20 +138,29 @@ def path(inside: str) -> Path:
     return root() / inside.lstrip("/")
 
 
-def primary_group(user: str) -> str:
-    """The account's own group, by its number (nobody's is nogroup)."""
-    for line in path("/etc/passwd").read_text().splitlines():
+def primary_group(user: str, root_dir: Path | None = None) -> str:
+    """The account's own group, by its number (nobody's is nogroup), as the
+    sandbox's (or root_dir's) /etc/passwd says."""
+    for line in ((root_dir or root()) / "etc/passwd").read_text().splitlines():
         fields = line.split(":")
         if fields[0] == user and len(fields) > 3:
             return fields[3]
     raise SandboxError(f"no account {user!r} in the sandbox")
 
 
-def exec_argv(argv: list[str], user: str | None = None) -> list[str]:
-    prefix = ["nsenter", "--target", str(require_pid()), "--mount", "--pid", "--"]
+def nsenter_argv(target: int, argv: list[str], user: str | None = None,
+                 namespaces: tuple[str, ...] = ("--mount", "--pid")) -> list[str]:
+    """argv in the namespaces of the process `target` (a booted system's
+    PID 1), with a clean environment, as root or as `user`."""
+    prefix = ["nsenter", "--target", str(target), *namespaces, "--"]
     if user:
-        prefix += ["setpriv", f"--reuid={user}", f"--regid={primary_group(user)}", "--init-groups", "--"]
+        group = primary_group(user, Path(f"/proc/{target}/root"))
+        prefix += ["setpriv", f"--reuid={user}", f"--regid={group}", "--init-groups", "--"]
     return prefix + ["env", "-i", "PATH=/usr/sbin:/usr/bin:/sbin:/bin", "LANG=C.UTF-8", *argv]
+
+
+def exec_argv(argv: list[str], user: str | None = None) -> list[str]:
+    return nsenter_argv(require_pid(), argv, user)
 
 
 def run(argv: list[str], user: str | None = None, check: bool = True, timeout: float = 120,
