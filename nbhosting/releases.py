@@ -16,8 +16,9 @@ and removes the tree.
 What the tests check there (tests/test_releases.py): that it is the
 release, that the project's units verify under its systemd, that its
 polkitd applies the rule, that its nginx loads the site and that the front
-end answers through it. The students' servers (podman 5 and the image) run
-only in the host's sandbox so far.
+end answers through it, and that a student's server runs there: the test
+image imported into its podman, a course made, a notebook opened through
+its nginx and a cell run.
 """
 
 from __future__ import annotations
@@ -170,6 +171,10 @@ class Booted:
                                f"{done.stdout[-2000:]}{done.stderr[-2000:]}")
         return done
 
+    def path(self, inside: str) -> Path:
+        """A path inside the tree, for the host, its /run included."""
+        return Path(f"/proc/{self.leader}/root") / inside.lstrip("/")
+
 
 def _leader(nspawn: subprocess.Popen) -> int | None:
     """nspawn's child that is the tree's systemd."""
@@ -199,9 +204,11 @@ def up(release: str | None = None) -> Booted:
     subprocess.run(["tar", "--numeric-owner", "-C", str(tree), "-xf", str(source)], check=True)
     install(tree, release)
     log = open(TREES / f"{release}.log", "w")  # noqa: SIM115 -- nspawn's output, kept while it runs
+    # the test image, read-only at its host path, for sandbox.import_image()
+    image = [f"--bind-ro={sandbox.image_tar()}"] if sandbox.IMAGE_TAR.exists() else []
     nspawn = subprocess.Popen(
         ["systemd-nspawn", "--quiet", "--register=no", "--keep-unit", "--private-network", "--boot",
-         f"--machine=nbh-{release}", f"--directory={tree}"],
+         f"--machine=nbh-{release}", f"--directory={tree}", *image],
         env={**os.environ, "SYSTEMD_NSPAWN_UNIFIED_HIERARCHY": "1"}, stdin=subprocess.DEVNULL,
         stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     deadline = time.monotonic() + BOOT_TIMEOUT

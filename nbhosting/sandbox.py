@@ -29,6 +29,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from . import paths, rpminstall, tokens
@@ -233,11 +234,13 @@ def unit_pids(unit: str) -> list[int]:
     return [int(p) for p in procs.read_text().split()] if procs.exists() else []
 
 
-def make_course(name: str, notebooks: dict[str, dict | str | bytes], *options: str) -> None:
+def make_course(name: str, notebooks: dict[str, dict | str | bytes], *options: str,
+                run: Callable[..., subprocess.CompletedProcess] = run, path: Callable[[str], Path] = path) -> None:
     """A course made as an operator does (`nbh course create`), from a git
     repository of these notebooks (path: its JSON) and other files (path:
     their text or bytes). Kept once made, but only if it is exactly that: a
-    course of that name made otherwise (by hand, by the demo) is made anew."""
+    course of that name made otherwise (by hand, by the demo) is made anew.
+    In the sandbox, or in another system that run and path reach."""
     wanted = {relative: content if isinstance(content, bytes) else
               (content if isinstance(content, str) else json.dumps(content, indent=1)).encode()
               for relative, content in notebooks.items()}
@@ -367,22 +370,34 @@ def up(timeout: float = BOOT_TIMEOUT, from_rpm: Path | None = None) -> int:
     return value
 
 
-def load_image() -> None:
-    """Import the test image into the containers' storage, once per build."""
+def image_tar() -> Path:
+    """The test image's file (jupyter-test.tar links to the last checkout's)."""
     if not IMAGE_TAR.exists():
         raise SandboxError(f"no test image at {IMAGE_TAR}: run images/build-test-image")
+    return IMAGE_TAR.resolve()
+
+
+def load_image() -> None:
+    """Import the test image into the containers' storage, once per build."""
     stamp = STATE / "data" / "image.loaded"
-    tar = IMAGE_TAR.resolve()  # jupyter-test.tar links to the last checkout's image
+    tar = image_tar()
     built = f"{tar.name} {tar.stat().st_mtime_ns}"
     have = run(nbh_podman.argv(["image", "exists", IMAGE]), check=False).returncode == 0
     if have and stamp.exists() and stamp.read_text() == built:
         return
+    import_image(run)
+    stamp.write_text(built)
+
+
+def import_image(run_inside: Callable[..., subprocess.CompletedProcess]) -> None:
+    """`podman import` of the test image as the containers' account, by
+    run_inside (run's arguments), in a system that sees image_tar() at its path."""
+    tar = image_tar()
     args_file = tar.with_suffix(".import-args")
     changes = args_file.read_text().splitlines() if args_file.exists() else []
     argv = ["import", *[c for c in changes if c.strip()], "/run/nbh-image.tar", IMAGE]
     # The tar is bind-mounted read-only by systemd-run for the import only.
-    run(nbh_podman.argv(argv, f"BindReadOnlyPaths={tar}:/run/nbh-image.tar"), timeout=600)
-    stamp.write_text(built)
+    run_inside(nbh_podman.argv(argv, f"BindReadOnlyPaths={tar}:/run/nbh-image.tar"), timeout=600)
 
 
 def status() -> dict:

@@ -7,15 +7,20 @@ setting only 257 knows shows which systemd each side really is."""
 
 from __future__ import annotations
 
+import json
 import os
 import re
+import shutil
 import subprocess
 import tempfile
 from pathlib import Path
 
 import pytest
 
-from nbhosting import releases
+from nbhosting import access, podman, releases, sandbox
+from nbhosting.names import Instance
+
+from .conftest import COURSE, notebook
 
 pytestmark = pytest.mark.sandbox
 
@@ -80,7 +85,9 @@ def test_its_polkitd_applies_the_rule(booted):
         assert done.returncode != 0 and refused(done), (argv, done.stderr)
 
 
-def test_the_front_end_answers_through_its_nginx(booted):
+@pytest.fixture(scope="module")
+def site(booted):
+    """The tree set up as an operator does: `nbh setup`, a certificate, its nginx."""
     booted.run("nbh", "setup")
     booted.run("openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
                "-days", "2", "-subj", "/CN=127.0.0.1", "-keyout", "/etc/nbhosting/tls/key.pem",
@@ -89,6 +96,11 @@ def test_the_front_end_answers_through_its_nginx(booted):
     assert tested.returncode == 0, tested.stderr
     booted.run("systemctl", "restart", "nginx.service")
     booted.run("systemctl", "start", "nbh-web.socket")
+    return booted
+
+
+def test_the_front_end_answers_through_its_nginx(site):
+    booted = site
     # https (the site sends http there), its certificate the one just made;
     # the staff pages on their own host name
     fetch = ("import ssl, sys, urllib.request, urllib.error\n"
@@ -111,6 +123,54 @@ def test_the_front_end_answers_through_its_nginx(booted):
     assert booted.run("stat", "-c", "%U", f"/proc/{main_pid}").stdout.strip() == "nbh"
     command = booted.run("cat", f"/proc/{main_pid}/cmdline").stdout.split("\0")
     assert command[:2] == ["/usr/bin/python3", "/usr/bin/nbh-web"], command
+
+
+PODMAN = {"bookworm": "4.3.", "trixie": "5.4."}
+VISIT = Path(__file__).resolve().parent / "release_visit.py"
+
+
+def test_a_student_runs_a_cell_in_its_podman(site):
+    """The test image in the release's podman (Debian 13: podman 5, crun,
+    sqlite), a course, a student's entry through its nginx: the notebook's
+    page with nbhosting's menus, a kernel, a cell."""
+    booted = site
+    assert booted.run("podman", "--version").stdout.startswith(f"podman version {PODMAN[booted.release]}")
+
+    def run_inside(argv: list[str], **kwargs) -> subprocess.CompletedProcess:
+        return booted.run(*argv, **kwargs)
+
+    sandbox.import_image(run_inside)
+    sandbox.make_course(COURSE, {"w1/intro.ipynb": notebook("print(6 * 7)"), "w1/data.csv": "x,y\n1,2\n"},
+                        run=run_inside, path=booted.path)
+    student = f"release-student-{os.getpid()}"
+    key = access.read_key(booted.path(str(access.LMS_KEY_PATH)))
+    entry = (f"/ipythonExercice/{COURSE}/w1/intro.ipynb/{student}?"
+             f"{access.signed_query(key, COURSE, 'w1/intro.ipynb', student, 600)}")
+    shutil.copy(VISIT, booted.path("/var/tmp/release_visit.py"))
+    done = booted.run("python3", "/var/tmp/release_visit.py", entry, "https://lms.example.org/courses/x",
+                      check=False, timeout=300)
+    instance = Instance(COURSE, student)
+    journal = booted.run("journalctl", "--no-pager", "-n", "60", "-u", instance.service, "-u", "nbh-web.service",
+                         check=False).stdout
+    assert done.returncode == 0, (done.stderr[-3000:], journal[-4000:])
+    seen = json.loads(done.stdout)
+    assert seen["page"] == 200 and seen["url"].startswith(instance.base_url), seen
+    assert "@nbhosting/menus" in seen["extensions"] and seen["menus_entry"] == 200, seen
+    assert seen["output"] == "42\n", (seen, journal[-4000:])
+    # the student's own copy, with the file beside it, written by the front
+    # end into the set-group-id workspace; the container in the unit's
+    # cgroup, as the containers' account
+    workspace = f"/var/lib/nbhosting/workspaces/{COURSE}/{student}"
+    assert booted.run("stat", "-c", "%U:%G", f"{workspace}/w1/intro.ipynb", f"{workspace}/w1/data.csv"
+                      ).stdout.split() == ["nbh:nbh-jupyter"] * 2
+    group = booted.run("systemctl", "show", "-P", "ControlGroup", instance.service).stdout.strip()
+    pids = booted.run("cat", f"/sys/fs/cgroup{group}/cgroup.procs").stdout.split()  # the tree's PIDs
+    owners = set(booted.run("stat", "-c", "%U", *(f"/proc/{pid}" for pid in pids)).stdout.split())
+    commands = set(booted.run("cat", *(f"/proc/{pid}/comm" for pid in pids)).stdout.split())
+    assert owners == {"nbh-jupyter"} and {"conmon", "jupyter-server"} <= commands, (owners, commands)
+    # stopped: no container left behind
+    booted.run("nbh", "stop", COURSE, student)
+    assert booted.run(*podman.argv(["ps", "--all", "--format", "{{.Names}}"])).stdout.split() == []
 
 
 PROBE = "[Service]\nExecStart=/bin/true\nPrivatePIDs=yes\n"
