@@ -38,6 +38,20 @@ BUILD_DISK_DROPIN = """\
 BindsTo=nbh-course-disk@%i.service
 After=nbh-course-disk@%i.service
 """
+# The units that read another party's input (a student's notebook, a
+# course's repository) see no process but their own with systemd >= 257's
+# PrivatePIDs=; an older systemd would warn of an unknown key at every
+# reload, so the drop-in is written only where the installed one knows it.
+PRIVATE_PIDS_UNITS = ("nbh-render@.service", "nbh-course-update@.service")
+PRIVATE_PIDS_SINCE = 257
+PRIVATE_PIDS_DROPIN = """\
+# Written by `nbh setup`: this systemd knows PrivatePIDs= (257 and later).
+[Service]
+# A PID namespace of the unit's own, its first process PID 1. (257 logs
+# "Supervising process ... which is not our child" at each start: its
+# executor forks that first process; systemd follows it by its cgroup.)
+PrivatePIDs=yes
+"""
 
 
 class CommandError(Exception):
@@ -194,8 +208,25 @@ def setup(args) -> None:
         build_disk.write_text(BUILD_DISK_DROPIN)
     else:
         build_disk.unlink(missing_ok=True)
+    private_pids = systemd_version() >= PRIVATE_PIDS_SINCE
+    for unit in PRIVATE_PIDS_UNITS:
+        dropin = UNIT_DIR / f"{unit}.d" / "60-private-pids.conf"
+        if private_pids:
+            dropin.parent.mkdir(parents=True, exist_ok=True)
+            dropin.write_text(PRIVATE_PIDS_DROPIN)
+        else:
+            dropin.unlink(missing_ok=True)
     if Path("/run/systemd/system").is_dir():
         subprocess.run(["systemctl", "daemon-reload"], check=True)
+
+
+def systemd_version() -> int:
+    """The installed systemd's version (the one that runs, or will run, the units)."""
+    try:
+        first = subprocess.run(["systemctl", "--version"], capture_output=True, text=True, check=True).stdout
+        return int(first.split()[1])
+    except (OSError, subprocess.CalledProcessError, IndexError, ValueError):
+        raise CommandError("cannot tell the installed systemd's version (systemctl --version)") from None
 
 
 def mount_shared(args) -> None:

@@ -2,8 +2,10 @@
 systemd 257, on a Debian 12 host; Debian 12, systemd 252, on a Debian 13
 one. Booted with systemd-nspawn, the project installed as its package
 installs it: its units verify under that systemd, that polkitd applies the
-rule, that nginx loads the site, and the front end answers through it. A
-setting only 257 knows shows which systemd each side really is."""
+rule, that nginx loads the site, and the front end answers through it; a
+student's notebook opens and runs in its podman. A setting only 257 knows
+shows which systemd each side really is, and `nbh setup` uses it on the
+side that knows it (PrivatePIDs=), the sandbox's and the tree's."""
 
 from __future__ import annotations
 
@@ -17,7 +19,8 @@ from pathlib import Path
 
 import pytest
 
-from nbhosting import access, podman, releases, sandbox
+from nbhosting import access, cli, podman, releases
+from nbhosting import sandbox as sandbox_module
 from nbhosting.names import Instance
 
 from .conftest import COURSE, notebook
@@ -139,8 +142,8 @@ def test_a_student_runs_a_cell_in_its_podman(site):
     def run_inside(argv: list[str], **kwargs) -> subprocess.CompletedProcess:
         return booted.run(*argv, **kwargs)
 
-    sandbox.import_image(run_inside)
-    sandbox.make_course(COURSE, {"w1/intro.ipynb": notebook("print(6 * 7)"), "w1/data.csv": "x,y\n1,2\n"},
+    sandbox_module.import_image(run_inside)
+    sandbox_module.make_course(COURSE, {"w1/intro.ipynb": notebook("print(6 * 7)"), "w1/data.csv": "x,y\n1,2\n"},
                         run=run_inside, path=booted.path)
     student = f"release-student-{os.getpid()}"
     key = access.read_key(booted.path(str(access.LMS_KEY_PATH)))
@@ -171,6 +174,45 @@ def test_a_student_runs_a_cell_in_its_podman(site):
     # stopped: no container left behind
     booted.run("nbh", "stop", COURSE, student)
     assert booted.run(*podman.argv(["ps", "--all", "--format", "{{.Names}}"])).stdout.split() == []
+
+
+RENDER = ("import json, socket\n"
+          "nb = {'nbformat': 4, 'nbformat_minor': 5, 'metadata': {}, 'cells': [{'cell_type': 'markdown',"
+          " 'id': 'm', 'metadata': {}, 'source': '# Week 1'}]}\n"
+          "s = socket.socket(socket.AF_UNIX); s.connect('/run/nbhosting/render.sock')\n"
+          "s.sendall(json.dumps(nb).encode()); s.shutdown(socket.SHUT_WR)\n"
+          "out = b''\n"
+          "while chunk := s.recv(65536):\n"
+          "    out += chunk\n"
+          "print(out.decode())\n")
+
+
+def check_private_pids(system) -> None:
+    """`nbh setup` gives the units that read another party's input a PID
+    namespace of their own where the installed systemd knows PrivatePIDs=,
+    and writes nothing that one would not know elsewhere. The sandbox's (the
+    host's release) and the tree's (the other) are checked: each path runs."""
+    version = systemd_version(system.run("systemctl", "--version").stdout)
+    instances = [unit.replace("@.", "@x.") for unit in cli.PRIVATE_PIDS_UNITS]
+    for unit, instance in zip(cli.PRIVATE_PIDS_UNITS, instances, strict=True):
+        dropin = f"/etc/systemd/system/{unit}.d/60-private-pids.conf"
+        assert (system.run("test", "-e", dropin, check=False).returncode == 0) == (version >= 257), (dropin, version)
+        shown = system.run("systemctl", "show", "-P", "PrivatePIDs", instance, check=False).stdout.strip()
+        assert shown == ("yes" if version >= 257 else ""), (instance, version, shown)
+    verified = system.run("systemd-analyze", "verify", "--man=no", *instances, check=False)
+    assert verified.returncode == 0 and verified.stderr == "", verified.stderr
+    # and the render still answers the front end's account
+    system.run("systemctl", "start", "nbh-render.socket")
+    page = system.run("python3", "-c", RENDER, user="nbh").stdout
+    assert page.startswith("ok\n") and "Week 1" in page, page[:500]
+
+
+def test_private_pids_where_the_trees_systemd_knows_it(site):
+    check_private_pids(site)
+
+
+def test_private_pids_where_the_sandboxs_systemd_knows_it(sandbox):
+    check_private_pids(sandbox)
 
 
 PROBE = "[Service]\nExecStart=/bin/true\nPrivatePIDs=yes\n"
