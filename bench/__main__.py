@@ -33,7 +33,10 @@ machine is small (2 cores) and shared, so compare ratios, not absolutes.
 - a notebook with neighbours (data, figures, a module) beside one without,
   cold and warm (bench/mappings.py, ``--mappings`` alone);
 - a workspace on a disk of its own beside a folder: first open, stop, open
-  again, warm entry (bench/disks.py, ``--disks`` alone).
+  again, warm entry (bench/disks.py, ``--disks`` alone);
+- the other Debian release beside the host's: cold start, 20 at once, PID
+  1's CPU per visit with 10 and 50,000 enrolled (bench/releases.py,
+  ``--releases`` alone).
 """
 
 from __future__ import annotations
@@ -601,6 +604,12 @@ if __name__ == "__main__":
         figures = asyncio.run(disks.run())
         write_key("disks", figures)
         print("\n".join(disks.table(figures)))
+        sys.exit(0)
+    if sys.argv[1:] == ["--releases"]:  # each Debian release, side by side (bench/releases.py)
+        from . import releases  # noqa: PLC0415
+        figures = asyncio.run(releases.run())
+        write_key("releases", figures)
+        print("\n".join(releases.table(figures)))
         sys.exit(0)
     if sys.argv[1:] == ["--bounded"]:  # a warm entry under a login flood, slow readers (bench/bounded.py)
         from . import bounded  # noqa: PLC0415

@@ -125,10 +125,12 @@ def _scripts() -> dict[str, str]:
         return tomllib.load(opened)["project"]["scripts"]
 
 
-def install(tree: Path, release: str) -> None:
-    """What the package installs, into the tree."""
-    subprocess.run(["make", "--no-print-directory", "-C", str(REPO), "install", f"DESTDIR={tree}", "PREFIX=/usr"],
-                   check=True, capture_output=True, text=True)
+def install(tree: Path, release: str, rpm: Path | None = None) -> None:
+    """What the package installs, into the tree: the checkout as the package
+    would, or the package itself (`make rpm`'s), its scriptlets run there."""
+    rpminstall.add_nginx_group(tree)
+    for site in (tree / "etc/nginx/sites-enabled").glob("*"):
+        site.unlink()  # Debian's default site would take port 80 too
     if wanted := RELEASE_PIP[release]:
         python = os.readlink(tree / "usr/bin/python3").removeprefix("python")  # the release's: 3.11
         subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--only-binary=:all:",
@@ -136,6 +138,20 @@ def install(tree: Path, release: str) -> None:
                         f"--platform=manylinux2014_{platform.machine()}",
                         "--target", str(tree / f"usr/local/lib/python{python}/dist-packages"), *wanted],
                        check=True, capture_output=True, text=True)
+    if rpm is None:
+        install_checkout(tree)
+    else:
+        print(install_rpm(tree, rpm), end="", file=sys.stderr, flush=True)
+    # The site needs a certificate; the sandbox's configuration without its ports.
+    (tree / "etc/nbhosting/tls").mkdir(parents=True, exist_ok=True)
+    (tree / "etc/nbhosting/nbhosting.toml").write_text(
+        '[web]\nlms_origins = ["https://lms.example.org"]\npublic_url = "https://127.0.0.1"\n'
+        'staff_url = "https://staff.localhost"\n')
+
+
+def install_checkout(tree: Path) -> None:
+    subprocess.run(["make", "--no-print-directory", "-C", str(REPO), "install", f"DESTDIR={tree}", "PREFIX=/usr"],
+                   check=True, capture_output=True, text=True)
     # Debian's python3 finds /usr/lib/python3/dist-packages, as it finds its own modules there
     shutil.copytree(REPO / "nbhosting", tree / "usr/lib/python3/dist-packages/nbhosting",
                     ignore=shutil.ignore_patterns("__pycache__"))
@@ -144,14 +160,22 @@ def install(tree: Path, release: str) -> None:
         path = tree / "usr/bin" / script
         path.write_text(f"#!/usr/bin/python3\nimport sys\nfrom {module} import {function}\nsys.exit({function}())\n")
         path.chmod(0o755)
-    # The site needs a certificate; the sandbox's configuration without its ports.
-    (tree / "etc/nbhosting/tls").mkdir(parents=True, exist_ok=True)
-    (tree / "etc/nbhosting/nbhosting.toml").write_text(
-        '[web]\nlms_origins = ["https://lms.example.org"]\npublic_url = "https://127.0.0.1"\n'
-        'staff_url = "https://staff.localhost"\n')
-    for site in (tree / "etc/nginx/sites-enabled").glob("*"):
-        site.unlink()  # Debian's default site would take port 80 too
-    rpminstall.add_nginx_group(tree)
+
+
+def install_rpm(tree: Path, rpm: Path) -> str:
+    """`rpm -i` with the host's rpm, which runs the scriptlets chrooted into
+    the tree: its systemd-sysusers, systemd-tmpfiles, systemctl preset and
+    `nbh setup` (with its python3 and its libraries). They need /proc and
+    /dev, lent for the install only."""
+    lent = [tree / "proc", tree / "dev"]
+    try:
+        for api in lent:
+            subprocess.run(["mount", "--rbind", f"/{api.name}", str(api)], check=True)
+            subprocess.run(["mount", "--make-rslave", str(api)], check=True)
+        return rpminstall.install(rpm, tree, python_requires=False)
+    finally:
+        for api in lent:
+            subprocess.run(["umount", "--recursive", "--lazy", str(api)], check=False)
 
 
 @dataclass
@@ -191,8 +215,9 @@ def _leader(nspawn: subprocess.Popen) -> int | None:
     return None
 
 
-def up(release: str | None = None) -> Booted:
-    """A fresh tree of the release, the project installed, booted."""
+def up(release: str | None = None, from_rpm: Path | None = None) -> Booted:
+    """A fresh tree of the release, the project installed (from the checkout,
+    or from_rpm, the RPM `make rpm` built), booted."""
     release = release or other_release()
     if release not in RELEASES:
         raise ReleaseError(f"not one of {', '.join(RELEASES)}: {release}")
@@ -202,7 +227,7 @@ def up(release: str | None = None) -> Booted:
     remove(tree)
     tree.mkdir(parents=True)
     subprocess.run(["tar", "--numeric-owner", "-C", str(tree), "-xf", str(source)], check=True)
-    install(tree, release)
+    install(tree, release, from_rpm)
     log = open(TREES / f"{release}.log", "w")  # noqa: SIM115 -- nspawn's output, kept while it runs
     # the test image, read-only at its host path, for sandbox.import_image()
     image = [f"--bind-ro={sandbox.image_tar()}"] if sandbox.IMAGE_TAR.exists() else []
@@ -229,6 +254,18 @@ def up(release: str | None = None) -> Booted:
                                f"{(TREES / f'{release}.log').read_text()[-3000:]}")
         time.sleep(0.2)
     return booted
+
+
+def open_site(booted: Booted) -> None:
+    """The tree set up as an operator does: `nbh setup`, a certificate for
+    its nginx (checked with nginx -t), the front end listening."""
+    booted.run("nbh", "setup")
+    booted.run("openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
+               "-days", "2", "-subj", "/CN=127.0.0.1", "-keyout", "/etc/nbhosting/tls/key.pem",
+               "-out", "/etc/nbhosting/tls/cert.pem")
+    booted.run("nginx", "-t")
+    booted.run("systemctl", "restart", "nginx.service")
+    booted.run("systemctl", "start", "nbh-web.socket")
 
 
 def down(booted: Booted) -> None:
@@ -268,12 +305,13 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m nbhosting.releases", description=__doc__.split("\n\n")[0])
     parser.add_argument("command", choices=("tarball", "up"))
     parser.add_argument("release", nargs="?", help=f"one of {', '.join(RELEASES)} (default: not the host's)")
+    parser.add_argument("--from-rpm", type=Path, metavar="RPM", help="install this RPM, not the checkout")
     args = parser.parse_args(argv)
     release = args.release or other_release()
     if args.command == "tarball":
         print(tarball(release))
         return 0
-    booted = up(release)
+    booted = up(release, args.from_rpm)
     print(f"{release} booted: nsenter --target {booted.leader} --all; Ctrl-C shuts it down", flush=True)
     try:
         booted.nspawn.wait()

@@ -84,9 +84,12 @@ def add_nginx_group(root: Path) -> None:
     subprocess.run(["usermod", *chroot, "--append", "--groups", "nginx", "www-data"], check=True)
 
 
-def install(rpm: Path, root: Path = Path("/")) -> str:
-    """`rpm -i` into the root, scriptlets run there; returns what rpm said."""
-    install_python_requires(root)
+def install(rpm: Path, root: Path = Path("/"), python_requires: bool = True) -> str:
+    """`rpm -i` into the root, scriptlets run there; returns what rpm said.
+    Without python_requires, the root has the libraries already (a Debian
+    release's own packages, nbhosting/releases.py)."""
+    if python_requires:
+        install_python_requires(root)
     # Debian's rpm refuses to install packages unless told it is meant.
     debian = ["--force-debian"] if "--force-debian" in rpm_help() else []
     result = subprocess.run(

@@ -1,26 +1,27 @@
 """A student's visit, as a browser makes it, run inside a booted release
 (tests/test_releases.py) with that release's python3 and Tornado: the entry
-URL through nginx, the notebook's page and its extension, the student's copy, a kernel, its
-first cell.
+URL through nginx, the notebook's page and its extension, the student's
+copy, a kernel, its first cell.
 
-    python3 release_visit.py ENTRY_PATH REFERER
+    python3 release_visit.py ENTRY_PATH REFERER [--page]
 
-prints one JSON object: what each step got.
+prints one JSON object: what each step got. With --page, only the entry to
+the notebook's page, and how long that took (bench/releases.py). The site
+is NBH_SITE's, https://127.0.0.1 by default.
 """
 
 import asyncio
 import json
+import os
 import re
 import ssl
 import sys
+import time
 import urllib.error
 import urllib.request
 import uuid
 
-from tornado.httpclient import HTTPRequest
-from tornado.websocket import websocket_connect
-
-SITE = "https://127.0.0.1"
+SITE = os.environ.get("NBH_SITE", "https://127.0.0.1")
 UNVERIFIED = ssl._create_unverified_context()  # the tree's own certificate, made by the test
 
 
@@ -54,10 +55,10 @@ def notebook_url(entry: str, referer: str) -> str:
     return json.loads(fields["data"])["url"]
 
 
-async def execute(base: str, kernel_id: str, token: str, code: str) -> str:
-    request = HTTPRequest(f"wss://127.0.0.1{base}api/kernels/{kernel_id}/channels?token={token}",
-                          validate_cert=False)
-    socket = await websocket_connect(request)
+async def run_cell(socket, code: str) -> str:
+    """Run code over a kernel's websocket (Tornado's), as the notebook page
+    does: its stdout and error names, "<closed>" if the server went away.
+    Also tests/test_web.py's."""
     msg_id = uuid.uuid4().hex
     socket.write_message(json.dumps({
         "header": {"msg_id": msg_id, "msg_type": "execute_request", "username": "", "session": "s",
@@ -67,11 +68,13 @@ async def execute(base: str, kernel_id: str, token: str, code: str) -> str:
                     "allow_stdin": False, "stop_on_error": True},
     }))
     out = []
+    deadline = time.monotonic() + 60
     try:
-        while True:
+        while time.monotonic() < deadline:
             text = await asyncio.wait_for(socket.read_message(), 60)
             if text is None:
-                return "".join(out) + "<closed>"
+                out.append("<closed>")
+                break
             message = json.loads(text)
             if message["parent_header"].get("msg_id") != msg_id:
                 continue
@@ -80,9 +83,18 @@ async def execute(base: str, kernel_id: str, token: str, code: str) -> str:
             elif message["msg_type"] == "error":
                 out.append(message["content"]["ename"])
             elif message["msg_type"] == "status" and message["content"]["execution_state"] == "idle":
-                return "".join(out)
+                break
     finally:
         socket.close()
+    return "".join(out)
+
+
+async def execute(base: str, kernel_id: str, token: str, code: str) -> str:
+    from tornado.httpclient import HTTPRequest  # the release's; --page needs only the standard library
+    from tornado.websocket import websocket_connect
+    request = HTTPRequest(f"{SITE.replace('http', 'ws', 1)}{base}api/kernels/{kernel_id}/channels?token={token}",
+                          validate_cert=False)
+    return await run_cell(await websocket_connect(request), code)
 
 
 def main(entry: str, referer: str) -> dict:
@@ -110,5 +122,12 @@ def main(entry: str, referer: str) -> dict:
     return seen
 
 
+def page(entry: str, referer: str) -> dict:
+    began = time.perf_counter()
+    status, _, _ = fetch(notebook_url(entry, referer))
+    assert status == 200, status
+    return {"s": time.perf_counter() - began}
+
+
 if __name__ == "__main__":
-    print(json.dumps(main(*sys.argv[1:3])))
+    print(json.dumps((page if "--page" in sys.argv else main)(*sys.argv[1:3])))

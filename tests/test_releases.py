@@ -91,14 +91,7 @@ def test_its_polkitd_applies_the_rule(booted):
 @pytest.fixture(scope="module")
 def site(booted):
     """The tree set up as an operator does: `nbh setup`, a certificate, its nginx."""
-    booted.run("nbh", "setup")
-    booted.run("openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
-               "-days", "2", "-subj", "/CN=127.0.0.1", "-keyout", "/etc/nbhosting/tls/key.pem",
-               "-out", "/etc/nbhosting/tls/cert.pem")
-    tested = booted.run("nginx", "-t", check=False)
-    assert tested.returncode == 0, tested.stderr
-    booted.run("systemctl", "restart", "nginx.service")
-    booted.run("systemctl", "start", "nbh-web.socket")
+    releases.open_site(booted)
     return booted
 
 
@@ -132,20 +125,15 @@ PODMAN = {"bookworm": "4.3.", "trixie": "5.4."}
 VISIT = Path(__file__).resolve().parent / "release_visit.py"
 
 
-def test_a_student_runs_a_cell_in_its_podman(site):
-    """The test image in the release's podman (Debian 13: podman 5, crun,
-    sqlite), a course, a student's entry through its nginx: the notebook's
-    page with nbhosting's menus, a kernel, a cell."""
-    booted = site
-    assert booted.run("podman", "--version").stdout.startswith(f"podman version {PODMAN[booted.release]}")
-
+def student_visit(booted: releases.Booted, student: str) -> dict:
+    """The test image imported into the tree's podman, a course made, and a
+    student's visit through its nginx (tests/release_visit.py), checked."""
     def run_inside(argv: list[str], **kwargs) -> subprocess.CompletedProcess:
         return booted.run(*argv, **kwargs)
 
     sandbox_module.import_image(run_inside)
     sandbox_module.make_course(COURSE, {"w1/intro.ipynb": notebook("print(6 * 7)"), "w1/data.csv": "x,y\n1,2\n"},
-                        run=run_inside, path=booted.path)
-    student = f"release-student-{os.getpid()}"
+                               run=run_inside, path=booted.path)
     key = access.read_key(booted.path(str(access.LMS_KEY_PATH)))
     entry = (f"/ipythonExercice/{COURSE}/w1/intro.ipynb/{student}?"
              f"{access.signed_query(key, COURSE, 'w1/intro.ipynb', student, 600)}")
@@ -160,6 +148,18 @@ def test_a_student_runs_a_cell_in_its_podman(site):
     assert seen["page"] == 200 and seen["url"].startswith(instance.base_url), seen
     assert "@nbhosting/menus" in seen["extensions"] and seen["menus_entry"] == 200, seen
     assert seen["output"] == "42\n", (seen, journal[-4000:])
+    return seen
+
+
+def test_a_student_runs_a_cell_in_its_podman(site):
+    """The test image in the release's podman (Debian 13: podman 5, crun,
+    sqlite), a course, a student's entry through its nginx: the notebook's
+    page with nbhosting's menus, a kernel, a cell."""
+    booted = site
+    assert booted.run("podman", "--version").stdout.startswith(f"podman version {PODMAN[booted.release]}")
+    student = f"release-student-{os.getpid()}"
+    instance = Instance(COURSE, student)
+    student_visit(booted, student)
     # the student's own copy, with the file beside it, written by the front
     # end into the set-group-id workspace; the container in the unit's
     # cgroup, as the containers' account

@@ -9,6 +9,7 @@ a unit or an account added there is checked without touching this file.
 from __future__ import annotations
 
 import json
+import os
 import re
 import stat
 import subprocess
@@ -17,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from nbhosting import rpminstall
+from nbhosting import releases, rpminstall
 from nbhosting import sandbox as sandbox_module
 
 from .conftest import COURSE, Sandbox, in_sandbox_allowed
@@ -349,3 +350,50 @@ def test_the_sandbox_booted_from_the_rpm_serves_a_notebook(rpm_sandbox):
     assert page.status == 200 and b"<title>Jupyter Notebook" in page.body, page.body[:300]
     state = sandbox.run("systemctl", "is-system-running", check=False).stdout.strip()
     assert state == "running", sandbox.run("systemctl", "--failed", "--no-legend").stdout
+
+
+@pytest.mark.sandbox
+def test_the_other_release_booted_from_the_rpm_runs_a_students_notebook(rpm):
+    """The same RPM (its Python under /usr/lib/python3/dist-packages, which
+    every Debian release's python3 reads) installed into the other Debian
+    release's tree by rpm, its scriptlets run there, then booted: what runs is
+    the package's, on the release's python3, and a student's cell runs."""
+    from .test_releases import student_visit
+
+    booted = releases.up(from_rpm=rpm)
+    try:
+        for command in ("nbh", "nbh-web", "nbh-jupyter-run"):
+            owner = subprocess.run(["rpm", "--root", str(booted.tree), "--dbpath", rpminstall.DBPATH, "-qf",
+                                    f"/usr/bin/{command}"], capture_output=True, text=True).stdout
+            assert owner.startswith("nbhosting-"), (command, owner)
+        where = booted.run("python3", "-c", "import nbhosting; print(nbhosting.__file__)")
+        assert where.stdout.startswith("/usr/lib/python3/dist-packages/nbhosting/"), where.stdout
+        # the scriptlets' work: accounts (%pre), presets (%post), nbh setup's secrets
+        assert booted.run("systemctl", "is-enabled", "nbh-web.socket").stdout.strip() == "enabled"
+        assert booted.run("stat", "-c", "%U:%G", "/etc/nbhosting/secret").stdout.strip() == "root:nbh"
+        releases.open_site(booted)
+        student_visit(booted, f"fromrpm-{os.getpid()}")
+        state = booted.run("systemctl", "is-system-running", check=False).stdout.strip()
+        assert state == "running", booted.run("systemctl", "--failed", "--no-legend").stdout
+    finally:
+        releases.down(booted)
+
+
+# Fedora's names of the Python distributions pyproject.toml depends on,
+# where they are not python3-<name>.
+FEDORA_NAMES = {"systemd-python": "python3-systemd", "pyjwt": "python3-jwt"}
+
+
+def test_the_spec_requires_every_dependency_of_the_package():
+    """A dependency pyproject.toml gained is one the RPM's host must have too
+    (argon2-cffi, the staff passwords' hash, was missing from the spec)."""
+    import tomllib  # noqa: PLC0415
+
+    with open(REPO / "pyproject.toml", "rb") as opened:
+        dependencies = tomllib.load(opened)["project"]["dependencies"]
+    spec = (REPO / "packaging/rpm/nbhosting.spec").read_text()
+    required = {name.replace("_", "-") for name in re.findall(r"^Requires:\s+(\S+)", spec, re.M)}
+    for dependency in dependencies:
+        name = re.match(r"[A-Za-z0-9._-]+", dependency)[0].lower().replace("_", "-")
+        wanted = FEDORA_NAMES.get(name, f"python3-{name}")
+        assert wanted in required, (dependency, wanted)

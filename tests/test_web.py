@@ -2,13 +2,10 @@
 
 from __future__ import annotations
 
-import asyncio
 import http.client
 import json
 import re
 import stat
-import time
-import uuid
 from concurrent.futures import ThreadPoolExecutor
 from urllib.parse import unquote, urlsplit
 
@@ -20,6 +17,7 @@ from nbhosting import sandbox as nbh_sandbox
 from nbhosting.names import Instance
 
 from .conftest import COURSE_NOTEBOOKS, nbh
+from .release_visit import run_cell
 
 pytestmark = pytest.mark.sandbox
 
@@ -366,35 +364,7 @@ async def execute(sandbox, instance: Instance, kernel_id: str, code: str) -> str
     """Run code in a kernel over its websocket, as the notebook page does; its stdout."""
     url = (f"ws://{HOST}:{PORT}{instance.base_url}api/kernels/{kernel_id}/channels"
            f"?token={sandbox.token(instance)}")
-    socket = await websocket_connect(url)
-    msg_id = uuid.uuid4().hex
-    socket.write_message(json.dumps({
-        "header": {"msg_id": msg_id, "msg_type": "execute_request", "username": "", "session": "s",
-                   "version": "5.3", "date": ""},
-        "parent_header": {}, "metadata": {}, "channel": "shell",
-        "content": {"code": code, "silent": False, "store_history": True, "user_expressions": {},
-                    "allow_stdin": False, "stop_on_error": True},
-    }))
-    out = []
-    deadline = time.monotonic() + 60
-    try:
-        while time.monotonic() < deadline:
-            text = await asyncio.wait_for(socket.read_message(), 60)
-            if text is None:  # the server went away
-                out.append("<closed>")
-                break
-            message = json.loads(text)
-            if message["parent_header"].get("msg_id") != msg_id:
-                continue
-            if message["msg_type"] == "stream":
-                out.append(message["content"]["text"])
-            elif message["msg_type"] == "error":
-                out.append(message["content"]["ename"])
-            elif message["msg_type"] == "status" and message["content"]["execution_state"] == "idle":
-                break
-    finally:
-        socket.close()
-    return "".join(out)
+    return await run_cell(await websocket_connect(url), code)
 
 
 def test_restarting_the_front_end_keeps_kernels(sandbox, systemd, course, student, stop):
