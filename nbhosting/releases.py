@@ -1,13 +1,14 @@
 """The Debian release that is not the host's, booted: Debian 13 (systemd 257)
 on a Debian 12 host, Debian 12 (systemd 252) on a Debian 13 one.
 
-``python -m nbhosting.releases up [RELEASE]`` makes a fresh tree of the
-release under /var/lib/nbh-releases/<release>, from a tarball debootstrapped
-once from the Debian archive the host's apt uses (cached in
-/var/cache/nbhosting, as the test image is); installs the project into it
-as its package does (``make install DESTDIR=``: units, polkit rule, nginx
-site, sysusers and tmpfiles; the Python package beside the release's own
-python3 modules, which give it its dependencies, and its commands); and
+``python -m nbhosting.releases up [RELEASE] [--from-rpm RPM]`` makes a
+fresh tree of the release under /var/lib/nbh-releases/<release>, from a
+tarball debootstrapped once from the Debian archive the host's apt uses
+(cached in /var/cache/nbhosting, as the test image is); installs the project
+into it as its package does (``make install DESTDIR=``: units, polkit rule,
+nginx site, sysusers and tmpfiles; the Python package beside the release's
+own python3 modules, which give it its dependencies, and its commands), or
+the package itself, by rpm, its scriptlets run in the tree; and
 boots it with systemd-nspawn: its own PID 1, a cgroup v2 hierarchy of its
 own (nspawn's unified mode, whatever the host mounts), a private network.
 Commands run in it through nsenter, as in the sandbox. ``down`` stops it
