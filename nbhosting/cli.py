@@ -88,13 +88,6 @@ def _memory(value: int | None) -> str:
     return f"{value / 2**20:.1f}M"
 
 
-def _duration(seconds: float | None) -> str:
-    if seconds is None:
-        return "-"
-    seconds = int(seconds)
-    return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m" if seconds >= 3600 else f"{seconds // 60}m{seconds % 60:02d}s"
-
-
 async def status(args) -> None:
     if args.student and not args.course:
         raise CommandError("a student needs a course")
@@ -122,7 +115,7 @@ async def status(args) -> None:
                     except (cull.AskError, OSError):
                         pass
             rows.append((instance.course, instance.student, f"{state.ActiveState}/{state.SubState}",
-                         _since(state.since_usec), _memory(state.MemoryCurrent), _duration(age), _duration(idle),
+                         _since(state.since_usec), _memory(state.MemoryCurrent), config.duration_text(age), config.duration_text(idle),
                          _disk(instance)))
     _table(("COURSE", "STUDENT", "STATE", "SINCE", "MEMORY", "AGE", "IDLE", "DISK"), rows)
     if not args.student:
@@ -466,13 +459,7 @@ def course_list(args) -> None:
 
 
 def _size(value: int | None) -> str:
-    if value is None:
-        return "default"
-    for unit in "TGMK":
-        shift = 10 * (" KMGT".index(unit))
-        if value >= 1 << shift and value % (1 << shift) == 0:
-            return f"{value >> shift}{unit}"
-    return str(value)
+    return "default" if value is None else config.size_text(value)
 
 
 def course_show(args) -> None:

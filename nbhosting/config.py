@@ -107,6 +107,22 @@ def size_bytes(text: str) -> int:
     return int(number) << (10 * (1 + "KMGT".index(unit)) if unit else 0)
 
 
+def size_text(value: int) -> str:
+    """size_bytes' inverse: the largest unit that divides it (2G, 1536M, 100)."""
+    for unit, shift in (("T", 40), ("G", 30), ("M", 20), ("K", 10)):
+        if value >= 1 << shift and value % (1 << shift) == 0:
+            return f"{value >> shift}{unit}"
+    return str(value)
+
+
+def duration_text(seconds: float | None) -> str:
+    """A server's age or idle time, as `nbh status` and the staff pages show it: 1h05m, 4m07s, -."""
+    if seconds is None:
+        return "-"
+    seconds = int(seconds)
+    return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m" if seconds >= 3600 else f"{seconds // 60}m{seconds % 60:02d}s"
+
+
 _ORIGIN = re.compile(r"https?://[A-Za-z0-9.-]+(:[0-9]{1,5})?")
 # nginx routes a host name whose first label is a key (26 base32 letters) to
 # that pair's server: the key, alone, is that label.

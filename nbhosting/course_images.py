@@ -41,7 +41,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from . import config, containerfile, courses, disks, nofollow, paths, podman
+from . import config, containerfile, courses, disks, files, nofollow, paths, podman
 from .jupyter_run import DEFAULT_IMAGE, PODMAN
 
 REPOSITORY = "localhost/nbhosting/course-"
@@ -145,7 +145,7 @@ def prepare(name: str) -> str:
     plan = {"course": name, "image": image, "commit": commit, "base": base, "base_id": archive.stem,
             "base_archive": str(archive), "containerfile": relative,
             "digest": hashlib.sha256(text).hexdigest(), "context": str(course.path)}
-    courses._write_atomically(_plan_path(name), json.dumps(plan))
+    files.replace_text(_plan_path(name), json.dumps(plan))
     print(f"building {image} from {relative} at {commit}, FROM {base}", flush=True)
     return image
 
@@ -266,7 +266,7 @@ def install(name: str) -> str:
     record = {"image": plan["image"], "commit": plan["commit"], "containerfile": plan["digest"],
               "time": time.time()}
     paths.BUILDS_DIR.mkdir(parents=True, exist_ok=True)
-    courses._write_atomically(paths.BUILDS_DIR / f"{name}.json", json.dumps(record))
+    files.replace_text(paths.BUILDS_DIR / f"{name}.json", json.dumps(record))
     return plan["image"]
 
 

@@ -26,7 +26,7 @@ import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import config, nofollow, paths, textnotebooks
+from . import config, files, nofollow, paths, textnotebooks
 from .names import COURSE_RE, STAFF_ACCOUNT_RE, BadName, check_course, check_notebook
 
 GIT_TIMEOUT = 300
@@ -258,7 +258,7 @@ def _write_settings(course: Course) -> None:
             lines.append(f"{key} = {json.dumps(list(value) if key in ('staff', 'hide') else value, ensure_ascii=False)}\n")
     path = _settings_path(course.name)
     path.parent.mkdir(parents=True, exist_ok=True)
-    _write_atomically(path, "".join(lines))
+    files.replace_text(path, "".join(lines))
 
 
 def register(name: str, git_url: str, branch: str | None = None, image: str | None = None,
@@ -390,7 +390,7 @@ def update(name: str) -> str:
         _text_notebooks(course)
         _share(course.path)
     short = commit(course)
-    _write_atomically(_update_record(name), json.dumps({"commit": short, "time": time.time()}))
+    files.replace_text(_update_record(name), json.dumps({"commit": short, "time": time.time()}))
     return short
 
 
@@ -465,18 +465,6 @@ def containerfile(course: Course) -> str | None:
             continue
         return relative
     return None
-
-
-def _write_atomically(path: Path, text: str) -> None:
-    fd, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as file:
-            file.write(text)
-        os.chmod(temporary, 0o644)
-        os.replace(temporary, path)
-    except BaseException:
-        os.unlink(temporary)
-        raise
 
 
 def _is_notebook(tree: Path, relative: str) -> bool:

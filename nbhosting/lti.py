@@ -34,11 +34,9 @@ import contextlib
 import hashlib
 import hmac
 import json
-import os
 import re
 import secrets
 import sqlite3
-import tempfile
 import time
 import tomllib
 from dataclasses import dataclass
@@ -49,7 +47,7 @@ import jwt
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from . import ltinames, names, paths
+from . import files, ltinames, names, paths
 
 # Registrations, one TOML file per platform, written by `nbh lti add` (root).
 PLATFORMS_DIR = paths.CONF_DIR / "lti"
@@ -209,15 +207,7 @@ def _write(platform: Platform, folder: Path) -> None:
 
 def _replace(path: Path, text: str, mode: int) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, temporary = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as file:
-            file.write(text)
-        os.chmod(temporary, mode)
-        os.replace(temporary, path)
-    except BaseException:
-        os.unlink(temporary)
-        raise
+    files.replace_text(path, text, mode)
 
 
 # -- students -------------------------------------------------------------------

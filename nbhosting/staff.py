@@ -22,7 +22,6 @@ import asyncio
 import collections
 import concurrent.futures
 import json
-import os
 import secrets
 import time
 from dataclasses import dataclass
@@ -30,7 +29,7 @@ from pathlib import Path
 
 import argon2
 
-from . import config, courses, paths
+from . import config, courses, files, paths
 from .names import STAFF_ACCOUNT_RE
 
 ACCOUNTS_PATH = paths.CONF_DIR / "staff.json"
@@ -103,17 +102,7 @@ def save(accounts: dict[str, Account], group_id: int, path: Path = ACCOUNTS_PATH
     """Written aside, owned root:group_id (nbh), mode 0640, then renamed over."""
     data = {"accounts": {a.name: {"hash": a.password_hash, "admin": a.admin, "since": a.since}
                          for a in sorted(accounts.values(), key=lambda a: a.name)}}
-    aside = path.with_name(f".{path.name}.new")
-    aside.unlink(missing_ok=True)
-    fd = os.open(aside, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o640)
-    with os.fdopen(fd, "w") as file:
-        os.fchown(file.fileno(), 0, group_id)
-        os.fchmod(file.fileno(), 0o640)  # whatever the umask
-        json.dump(data, file, indent=1)
-        file.write("\n")
-        file.flush()
-        os.fsync(file.fileno())
-    os.replace(aside, path)
+    files.replace_text(path, json.dumps(data, indent=1) + "\n", 0o640, owner=(0, group_id))
 
 
 class AccountsFile:

@@ -18,7 +18,7 @@ import re
 import secrets
 from pathlib import Path
 
-from . import paths
+from . import files, paths
 from .names import Instance
 
 SECRET_PATH = Path("/etc/nbhosting/secret")
@@ -111,27 +111,14 @@ def bump_generation(instance: Instance, group_id: int, tokens_dir: Path = paths.
         os.chown(folder, 0, group_id)
         folder.chmod(0o750)  # whatever the umask
     new = generation(instance, tokens_dir) + 1
-    _replace(path, f"{new}\n", 0o640, group_id)
+    files.replace_text(path, f"{new}\n", 0o640, owner=(0, group_id))
     return new
 
 
 def replace_secret(path: Path = SECRET_PATH, group_id: int = 0) -> None:
     """A new random secret, written aside then renamed: readers see the old
     one or the new one, whole."""
-    _replace(path, secrets.token_hex(32) + "\n", 0o440, group_id)
-
-
-def _replace(path: Path, text: str, mode: int, group_id: int) -> None:
-    """Write aside, owned root:group_id, then rename over path."""
-    aside = path.with_name(f".{path.name}.new")
-    aside.unlink(missing_ok=True)
-    fd = os.open(aside, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
-    with os.fdopen(fd, "w") as file:
-        file.write(text)
-        file.flush()
-        os.fsync(file.fileno())
-    os.chown(aside, 0, group_id)
-    os.replace(aside, path)
+    files.replace_text(path, secrets.token_hex(32) + "\n", 0o440, owner=(0, group_id))
 
 
 def create_secret(path: Path = SECRET_PATH, group_id: int = 0, content: str | None = None) -> bool:

@@ -102,3 +102,16 @@ def test_the_staff_pages_origin_defaults_to_staff_dot_the_site():
     assert config.Web().staff_origin == "https://staff.localhost"
     assert config.Web(public_url="https://nb.example.org").staff_origin == "https://staff.nb.example.org"
     assert config.Web(staff_url="https://staff.example.com").staff_origin == "https://staff.example.com"
+
+
+@pytest.mark.parametrize(("value", "text"), [(2 << 30, "2G"), (1536 << 20, "1536M"), (1 << 40, "1T"), (100, "100"),
+                                             (1025, "1025")])
+def test_a_size_is_written_as_systemd_and_the_settings_read_it(value, text):
+    assert config.size_text(value) == text
+    assert config.size_bytes(text) == value
+
+
+@pytest.mark.parametrize(("seconds", "text"), [(None, "-"), (0, "0m00s"), (247.9, "4m07s"), (3600, "1h00m"),
+                                               (3900, "1h05m"), (90061, "25h01m")])
+def test_a_duration_as_nbh_status_and_the_staff_pages_show_it(seconds, text):
+    assert config.duration_text(seconds) == text

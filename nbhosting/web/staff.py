@@ -131,8 +131,8 @@ class StaffHandler(BaseHandler):
 
     def get_template_namespace(self) -> dict:
         namespace = super().get_template_namespace()
-        namespace.update(account=self.current_user, nonce=self.nonce, when=when, size=size, duration=duration, quote=quote,
-                         url_query=url_query, page_size=STUDENTS_PAGE)
+        namespace.update(account=self.current_user, nonce=self.nonce, when=when, size=size,
+                         duration=config.duration_text, quote=quote, url_query=url_query, page_size=STUDENTS_PAGE)
         return namespace
 
     def event(self, event: str, message: str, course: str | None = None, **fields) -> None:
@@ -197,19 +197,7 @@ def when(epoch: float | None) -> str:
 
 
 def size(value: int | None) -> str:
-    if value is None:
-        return ""
-    for unit, shift in (("T", 40), ("G", 30), ("M", 20), ("K", 10)):
-        if value >= 1 << shift and value % (1 << shift) == 0:
-            return f"{value >> shift}{unit}"
-    return str(value)
-
-
-def duration(seconds: float | None) -> str:
-    if seconds is None:
-        return "-"
-    seconds = int(seconds)
-    return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m" if seconds >= 3600 else f"{seconds // 60}m{seconds % 60:02d}s"
+    return "" if value is None else config.size_text(value)
 
 
 # -- logging in and out ------------------------------------------------------------
@@ -363,7 +351,7 @@ class IdleHandler(StaffHandler):
 
         for answer in asyncio.as_completed([ask(instance) for instance in running]):
             instance, idle = await answer
-            self.write(f"event: idle\ndata: {json.dumps({'student': instance.student, 'idle': duration(idle)})}\n\n")
+            self.write(f"event: idle\ndata: {json.dumps({'student': instance.student, 'idle': config.duration_text(idle)})}\n\n")
             try:
                 await self.flush()
             except tornado.iostream.StreamClosedError:
