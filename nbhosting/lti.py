@@ -47,7 +47,7 @@ import jwt
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from . import files, ltinames, names, paths
+from . import files, ltinames, names, paths, tokens
 
 # Registrations, one TOML file per platform, written by `nbh lti add` (root).
 PLATFORMS_DIR = paths.CONF_DIR / "lti"
@@ -244,7 +244,7 @@ def tool_jwks(pem: bytes) -> dict:
 
 def _state_key(secret: bytes) -> bytes:
     """Its own key, so that no other MAC of the host secret passes for a state."""
-    return hmac.new(secret, b"nbh-lti-state", hashlib.sha256).digest()
+    return tokens.derive(secret, "lti-state")
 
 
 @dataclass(frozen=True)

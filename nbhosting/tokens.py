@@ -43,13 +43,32 @@ class TokenError(ValueError):
 _GENERATION = re.compile(r"[0-9]{1,18}")
 
 
+# Every use of the host secret, by name: each is an HMAC of its label and a
+# message, and no label begins another, so that no value made for one use
+# passes for another's. Changing one changes what every running server,
+# session or link holds.
+LABELS = {
+    "token": b"jupyter-token:",  # a server's token (server_token)
+    "shared": b"shared-pages:",  # a pair's shared pages folder (share_id)
+    "origin": b"origin:",  # a pair's own origin (origin_key)
+    "notary": b"notary:",  # Jupyter's notebook signatures in a pair's server
+    "ticket": b"ticket:",  # the front end's start tickets (web/base.py)
+    "staff-cookies": b"nbhosting staff session cookies",  # web/staff.py
+    "lti-state": b"nbh-lti-state",  # an LTI login's state (lti.py)
+}
+
+
+def derive(secret: bytes, use: str, message: bytes = b"") -> bytes:
+    return hmac.new(secret, LABELS[use] + message, hashlib.sha256).digest()
+
+
 def server_token(secret: bytes, instance_path: str, generation: int = 0) -> str:
     """Generation 0 is the token of servers made before revocation existed."""
-    message = b"jupyter-token:" + instance_path.encode()
+    message = instance_path.encode()
     if generation:
         # no name holds a newline, so the message stays one-to-one
         message += b"\ngeneration:%d" % generation
-    return hmac.new(secret, message, hashlib.sha256).hexdigest()
+    return derive(secret, "token", message).hex()
 
 
 def generation_path(instance: Instance, tokens_dir: Path = paths.TOKENS_DIR) -> Path:
@@ -72,28 +91,28 @@ def instance_token(secret: bytes, instance: Instance) -> str:
     return server_token(secret, instance.path, generation(instance))
 
 
-def _pair_id(secret: bytes, label: bytes, instance: Instance) -> str:
-    """26 base32 letters (130 bits) of an HMAC of the pair under this label:
+def _pair_id(secret: bytes, use: str, instance: Instance) -> str:
+    """26 base32 letters (130 bits) of an HMAC of the pair for this use:
     stable, and no one can tell from it whose it is nor find another's."""
-    digest = hmac.new(secret, label + instance.path.encode(), hashlib.sha256).digest()
+    digest = derive(secret, use, instance.path.encode())
     return base64.b32encode(digest[:16]).decode().lower()[:26]
 
 
 def share_id(secret: bytes, instance: Instance) -> str:
     """The name of the pair's shared pages folder, in their addresses
     (/shared/<course>/<id>/<page>)."""
-    return _pair_id(secret, b"shared-pages:", instance)
+    return _pair_id(secret, "shared", instance)
 
 
 def origin_key(secret: bytes, instance: Instance) -> str:
     """The first label of the pair's own origin (web.student_origin)."""
-    return _pair_id(secret, b"origin:", instance)
+    return _pair_id(secret, "origin", instance)
 
 
 def notary_secret(secret: bytes, instance: Instance) -> str:
     """The key of Jupyter's notebook signatures in the pair's server: the
     same at every start, so what the student ran stays trusted."""
-    return hmac.new(secret, b"notary:" + instance.path.encode(), hashlib.sha256).hexdigest()
+    return derive(secret, "notary", instance.path.encode()).hex()
 
 
 SHARE_ID_RE = re.compile(r"[a-z2-7]{26}")

@@ -84,3 +84,28 @@ def test_derive_writes_the_pairs_values_and_follows_nothing_planted(tmp_path, mo
     (tmp_path / "linked").symlink_to(runtime)
     with pytest.raises(OSError):
         jupyter_run.derive(ALICE, str(tmp_path / "linked"))
+
+
+def test_no_use_of_the_host_secret_can_pass_for_another():
+    """Each derived value is an HMAC of its use's label and a message: no
+    label may begin another, or a message of one use could forge another's."""
+    labels = list(tokens.LABELS.values())
+    assert len(set(labels)) == len(labels)
+    for one in labels:
+        for other in labels:
+            assert one == other or not other.startswith(one), (one, other)
+
+
+def test_derived_values_are_those_running_servers_and_sessions_hold():
+    """The labels are part of every token, link and cookie already given:
+    the values are pinned, so that moving code never changes them."""
+    secret = b"s" * 32
+    instance = Instance("python-mooc", "student-1")
+    derived = [tokens.server_token(secret, instance.path), tokens.server_token(secret, instance.path, 2),
+               tokens.share_id(secret, instance), tokens.origin_key(secret, instance),
+               tokens.notary_secret(secret, instance), tokens.derive(secret, "ticket", b"x").hex(),
+               tokens.derive(secret, "staff-cookies").hex(), tokens.derive(secret, "lti-state").hex()]
+    assert [value[:26] for value in derived] == [
+        "77747c1380b58ace129b584542", "8df05f67362c598413896f5bec", "ynhchu5np7rsy3mws53ujkubo4",
+        "qcxedultbvp6x567k23dfvflgu", "62fa0c341082c39a693b93a283", "2239692bc8f3d77eb65ea33421",
+        "2aa4f4998beaa15d0ff9c88058", "ae22936c1d9148f4dfcbb9c210"]

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import hashlib
 import hmac
 import html
 import json
@@ -137,7 +136,7 @@ class Frontend:
         return course, notebook, student
 
     def _mac(self, payload: str) -> str:
-        return hmac.new(self.secret, b"ticket:" + payload.encode(), hashlib.sha256).hexdigest()
+        return tokens.derive(self.secret, "ticket", payload.encode()).hex()
 
 
 class HostBusy(tornado.web.HTTPError):

@@ -12,8 +12,6 @@ journal event naming the staff member (NBH_STAFF=).
 from __future__ import annotations
 
 import asyncio
-import hashlib
-import hmac
 import io
 import json
 import logging
@@ -49,7 +47,7 @@ KEEPALIVE = 15
 
 def cookie_secret(secret: bytes) -> str:
     """The session cookies' key, derived from the host secret."""
-    return hmac.new(secret, b"nbhosting staff session cookies", hashlib.sha256).hexdigest()
+    return tokens.derive(secret, "staff-cookies").hex()
 
 
 class StaffSite:
