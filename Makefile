@@ -13,7 +13,7 @@ APT_PACKAGES := podman uidmap crun fuse-overlayfs slirp4netns debootstrap system
 	polkitd pkexec dbus systemd libsystemd-dev pkg-config python3-venv python3-dev \
 	curl make util-linux e2fsprogs git openssl chromium chromium-driver rpm rpmlint nodejs
 
-.PHONY: deps venv static image test unit-test bench bench-peer demo demo-down install rpm check-config clean
+.PHONY: deps venv static image lint test unit-test bench bench-peer demo demo-down install rpm check-config clean
 
 # Debian packages; daemons are not started on the host (policy-rc.d).
 .stamp-deps: Makefile
@@ -35,7 +35,7 @@ deps: .stamp-deps
 $(VENV)/.stamp: pyproject.toml .stamp-deps
 	$(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/pip install -q --upgrade pip
-	$(VENV)/bin/pip install -q -e '.[test]'
+	$(VENV)/bin/pip install -q -e '.[test,lint]'
 	@touch $@
 venv: $(VENV)/.stamp $(VENV)/.stamp-build $(STATIC)/.stamp
 
@@ -60,10 +60,15 @@ WITH_IMAGE = NBH_IMAGE_TAR=$$($(BUILD_IMAGE)) && export NBH_IMAGE_TAR &&
 image: venv
 	@$(BUILD_IMAGE)
 
-unit-test: venv
+# pyflakes' checks (ruff, pyproject.toml's [tool.ruff]): an unused or
+# shadowed import, a name defined nowhere. Before every test run.
+lint: venv
+	$(VENV)/bin/ruff check --quiet nbhosting tests bench
+
+unit-test: lint
 	$(VENV)/bin/pytest -m 'not sandbox'
 
-test: venv image
+test: lint image
 	@$(WITH_IMAGE) $(VENV)/bin/pytest
 
 bench: venv image

@@ -22,7 +22,7 @@ from urllib.parse import quote
 
 import httpx
 
-from . import (access, autopull, config, course_images, courses, courseunits, cull, disks, events, gc, lifecycle, lti,
+from . import (access, ask, autopull, config, course_images, courses, courseunits, cull, disks, events, gc, lifecycle, lti,
                origins, sampler, staff, stats, store, tokens)
 from .names import BadName, Instance, check_course, check_student
 from .systemd import Systemd, SystemdError
@@ -112,7 +112,7 @@ async def status(args) -> None:
                 if secret:
                     try:
                         idle = (await cull.activity(instance, secret)).idle
-                    except (cull.AskError, OSError):
+                    except (ask.AskError, OSError):
                         pass
             rows.append((instance.course, instance.student, f"{state.ActiveState}/{state.SubState}",
                          _since(state.since_usec), _memory(state.MemoryCurrent), config.duration_text(age), config.duration_text(idle),

@@ -234,7 +234,7 @@ def _share(tree: Path) -> None:
     and the containers see the whole tree.
     """
     tree.chmod(0o755)
-    for top, dirs, files in os.walk(tree):
+    for top, dirs, names in os.walk(tree):
         if top == str(tree) and ".git" in dirs:
             dirs.remove(".git")
             (tree / ".git").chmod(0o700)
@@ -242,7 +242,7 @@ def _share(tree: Path) -> None:
             path = os.path.join(top, name)
             if not os.path.islink(path):  # chmod would follow it
                 os.chmod(path, 0o755)
-        for name in files:
+        for name in names:
             path = os.path.join(top, name)
             mode = os.lstat(path).st_mode
             if stat.S_ISREG(mode):
@@ -493,10 +493,10 @@ def notebooks_in(tree: Path) -> list[str]:
     """Every notebook in this checkout, as notebooks() lists a course's."""
     tree = tree.resolve()
     found = []
-    for top, dirs, files in os.walk(tree):
+    for top, dirs, names in os.walk(tree):
         # Hidden folders, .git and .ipynb_checkpoints among them, are not looked into.
         dirs[:] = [name for name in dirs if not name.startswith(".")]
-        for name in files:
+        for name in names:
             if name.endswith(NOTEBOOK_SUFFIX):
                 relative = Path(top, name).relative_to(tree).as_posix()
                 if _is_notebook(tree, relative):

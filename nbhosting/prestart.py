@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 
 from . import tokens
-from .cull import AskError, get_json
+from .ask import AskError, get_json
 from .names import Instance
 
 log = logging.getLogger("nbh-web")

@@ -1,7 +1,7 @@
 """``nbh sample``, run by nbh-sample.timer once a minute: the host and each
 course as they are now, and the notebooks whose last tab went away.
 
-Every running server is asked, as ``nbh cull`` asks it (cull.get_json: its
+Every running server is asked, as ``nbh cull`` asks it (nbhosting/ask.py: its
 own upstream socket, bounded answers), for its kernels and its sessions. A
 course's sample counts its running servers, kernels, busy kernels and the
 servers' memory; the host's adds load, memory and the free space of the
@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from . import config, courses, cull, disks, events, store, tokens
+from .ask import AskError, get_json
 from .names import BadName, Instance
 from .systemd import Systemd, SystemdError
 
@@ -49,13 +50,13 @@ class Server:
 def _connected_notebooks(sessions: object) -> set[str]:
     """Notebooks whose kernel has a websocket open, from /api/sessions."""
     if not isinstance(sessions, list):
-        raise cull.AskError("answered sessions that are not a list")
+        raise AskError("answered sessions that are not a list")
     found = set()
     for session in sessions:
         try:
             path, connections = session["path"], session["kernel"]["connections"]
         except (TypeError, KeyError):
-            raise cull.AskError("answered sessions that are not Jupyter's") from None
+            raise AskError("answered sessions that are not Jupyter's") from None
         if isinstance(path, str) and isinstance(connections, int) and connections > 0:
             found.add(path[:400])
     return found
@@ -69,12 +70,12 @@ async def ask(systemd: Systemd, instance: Instance, secret: bytes) -> Server:
         pass
     token = tokens.instance_token(secret, instance)
     try:
-        kernels = await cull.get_json(instance, "api/kernels?no_track_activity=1", token)
-        sessions = await cull.get_json(instance, "api/sessions?no_track_activity=1", token)
+        kernels = await get_json(instance, "api/kernels?no_track_activity=1", token)
+        sessions = await get_json(instance, "api/sessions?no_track_activity=1", token)
         server.kernels = len(kernels)
         server.busy = sum(kernel["execution_state"] == "busy" for kernel in kernels)
         server.connected = _connected_notebooks(sessions)
-    except (cull.AskError, TypeError, KeyError) as error:
+    except (AskError, TypeError, KeyError) as error:
         server.answered = False
         server.kernels = server.busy = 0
         server.connected = set()

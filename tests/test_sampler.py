@@ -7,6 +7,7 @@ import pytest
 
 from nbhosting import sampler, store
 from nbhosting.names import Instance
+from nbhosting.ask import AskError
 from nbhosting.sampler import Server
 
 A = Instance("c", "alice")
@@ -71,7 +72,7 @@ def test_a_session_runs_from_its_open(tmp_path):
     None, {}, [{"path": "x"}], [{"kernel": {"connections": 1}}], "garbage", [1],
 ])
 def test_sessions_that_are_not_jupyters_are_an_error(answer):
-    with pytest.raises(sampler.cull.AskError):
+    with pytest.raises(AskError):
         sampler._connected_notebooks(answer)
 
 

@@ -613,7 +613,7 @@ def test_the_student_list_is_paged_and_found_by_id_or_lti_id(sandbox, admin):
                 f"for n in $(seq -w 1 250); do mkdir s$n; done && mkdir {lti_student} staff.admin")
     client = logged_in(admin)
     page = client.get(f"/staff/courses/{name}").text
-    assert f"Students (251)" in page and "1&ndash;100 of 252" in page, page[:3000]
+    assert "Students (251)" in page and "1&ndash;100 of 252" in page, page[:3000]
     assert page.count(f'<tr><td><a href="/staff/courses/{name}/students/') == 100
     following = re.search(r'<a id="students-next" href="([^"]+)"', page).group(1)
     page = client.get(following.replace("&amp;", "&")).text

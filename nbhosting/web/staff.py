@@ -29,8 +29,8 @@ from urllib.parse import quote, urlencode, urljoin, urlsplit
 import tornado.iostream
 import tornado.web
 
-from .. import (capacity, config, courses, courseunits, cull, disks, events, lifecycle, lti, ltinames, mappings,
-               nofollow, paths, render, shares, staff, workspace)
+from .. import (ask, capacity, config, courses, courseunits, cull, disks, events, lifecycle, lti, ltinames,
+               mappings, nofollow, paths, render, shares, staff, tokens, workspace)
 from ..names import (STAFF_PREFIX, BadName, Instance, check_course, check_notebook, check_workspace, escape,
                      staff_workspace)
 from ..systemd import RUNNING_STATES, AccessDenied, SystemdError
@@ -340,14 +340,14 @@ class IdleHandler(StaffHandler):
         self.set_header("Content-Type", "text/event-stream")
         limit = asyncio.Semaphore(cull.AT_ONCE)
 
-        async def ask(instance: Instance) -> tuple[Instance, float | None]:
+        async def idle_of(instance: Instance) -> tuple[Instance, float | None]:
             async with limit:
                 try:
                     return instance, (await cull.activity(instance, self.frontend.secret)).idle
-                except (cull.AskError, OSError, ValueError):
+                except (ask.AskError, OSError, ValueError):
                     return instance, None
 
-        for answer in asyncio.as_completed([ask(instance) for instance in running]):
+        for answer in asyncio.as_completed([idle_of(instance) for instance in running]):
             instance, idle = await answer
             self.write(f"event: idle\ndata: {json.dumps({'student': instance.student, 'idle': config.duration_text(idle)})}\n\n")
             try:
