@@ -1,8 +1,10 @@
 """nbh-web: the front end the LMS's iframes talk to.
 
 One module per part of the site: ``entry`` (the student's entry URL and
-its "starting" page); ``base`` (what every handler shares). This module
-makes the application and serves it.
+its "starting" page); ``lti`` (LTI 1.3 launches); ``shared`` (the students'
+shared pages); ``staff`` (the staff pages) and ``stats`` (their statistics);
+``base`` (what every handler shares). Each gives its routes; this module
+puts them together in one application, and serves it.
 
 Socket-activated (nbh-web.socket), run as the unprivileged account nbh; it
 keeps no state that matters, so it can be restarted at any time without
@@ -26,11 +28,10 @@ import tornado.web
 from pystemd import daemon
 
 from .. import access, config, origins, tokens
+from . import lti, staff, stats
 from .base import Frontend, NotFoundHandler
-from . import lti
 from .entry import EntryHandler, WaitHandler
 from .shared import SharedPageHandler
-from . import staff
 
 log = logging.getLogger("nbh-web")
 access_log = logging.getLogger("tornado.access")
@@ -56,9 +57,9 @@ def make_app(frontend: Frontend) -> tornado.web.Application:
     # LTI 1.3 launches (web/lti.py), beside the entry URLs
     lti_routes = [(r"/lti/login", lti.LoginHandler), (r"/lti/launch", lti.LaunchHandler),
                   (r"/lti/jwks", lti.JwksHandler)]
-    # The staff pages (web/staff.py): sessions, and CSRF checked by their own
-    # handlers, not here, so that the students' entry needs no cookie.
-    staff_routes = staff.routes()
+    # The staff pages (web/staff.py, web/stats.py): sessions, and CSRF checked
+    # by their own handlers, not here, so that the students' entry needs no cookie.
+    staff_routes = [*staff.routes(), *stats.routes(), (r"/staff/.*", staff.StaffNotFoundHandler)]
     return tornado.web.Application(
         [(entry, EntryHandler), (r"/_nbh/wait", WaitHandler), *lti_routes, *staff_routes,
          (rf"/shared/({NAME})/({NAME})/({NAME})", SharedPageHandler), (r".*", NotFoundHandler)],

@@ -831,7 +831,8 @@ class StaffNotFoundHandler(StaffHandler):
 
 
 def routes() -> list[tuple]:
-    from .stats import routes as stats_routes  # noqa: PLC0415 -- it imports this module's StaffHandler
+    """The staff pages' routes but the statistics' (web/stats.py) and the
+    catch-all (StaffNotFoundHandler): web/__init__.make_app puts them together."""
     course = r"/staff/courses/([^/]+)"
     actions = "(" + "|".join(courseunits.ACTIONS) + ")"
     return [
@@ -850,8 +851,6 @@ def routes() -> list[tuple]:
         (course + r"/students/([^/]+)/notebooks\.zip", NotebooksZipHandler),
         (course + f"/{actions}", ActionHandler),
         (course + f"/{actions}/(events|log)", RunOutputHandler),
-        *stats_routes(),
-        (r"/staff/.*", StaffNotFoundHandler),
     ]
 
 
