@@ -203,6 +203,22 @@ class BaseHandler(tornado.web.RequestHandler):
             pieces.close()
         self.finish()
 
+    def start_events(self) -> None:
+        """The answer is a stream of server-sent events, which nginx passes on
+        as they come."""
+        self.set_header("Content-Type", "text/event-stream")
+        self.set_header("X-Accel-Buffering", "no")
+
+    async def send_event(self, event: str | None, data: object = None) -> bool:
+        """One event, sent at once (None: a keep-alive comment); False when
+        the reader went away."""
+        self.write(f"event: {event}\ndata: {json.dumps(data)}\n\n" if event else ": alive\n\n")
+        try:
+            await self.flush()
+        except tornado.iostream.StreamClosedError:
+            return False
+        return True
+
     @property
     def frontend(self) -> Frontend:
         return self.application.settings["frontend"]

@@ -139,7 +139,7 @@ class WaitHandler(StudentHandler):
         except (access.Refused, ValueError, TypeError) as error:
             raise self.refuse(403, "Not allowed", f"wait: {error}") from None
         instance, found, path = self.entry(course, notebook, student)
-        self.set_header("Content-Type", "text/event-stream")
+        self.start_events()
         start, began = self.frontend.start(instance), time.monotonic()
         while not start.done():
             try:
@@ -165,11 +165,7 @@ class WaitHandler(StudentHandler):
         self.finish()
 
     async def send(self, event: str, data: dict) -> None:
-        self.write(f"event: {event}\ndata: {json.dumps(data)}\n\n")
-        try:
-            await self.flush()
-        except tornado.iostream.StreamClosedError:
-            pass  # the page went away; the start goes on for the next visit
+        await self.send_event(event, data)  # the page may have gone: the start goes on for the next visit
 
 
 def starting_page(wait_url: str, entry_url: str | None) -> str:

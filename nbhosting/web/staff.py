@@ -337,7 +337,7 @@ class IdleHandler(StaffHandler):
         pattern = f"nbh-jupyter@{escape(course.name)}-*.service"
         running = [Instance.from_unit(unit) for unit, _, sub in await systemd.list_units([pattern], ["active"])
                    if sub == "running"]
-        self.set_header("Content-Type", "text/event-stream")
+        self.start_events()
         limit = asyncio.Semaphore(cull.AT_ONCE)
 
         async def idle_of(instance: Instance) -> tuple[Instance, float | None]:
@@ -349,12 +349,10 @@ class IdleHandler(StaffHandler):
 
         for answer in asyncio.as_completed([idle_of(instance) for instance in running]):
             instance, idle = await answer
-            self.write(f"event: idle\ndata: {json.dumps({'student': instance.student, 'idle': config.duration_text(idle)})}\n\n")
-            try:
-                await self.flush()
-            except tornado.iostream.StreamClosedError:
+            if not await self.send_event("idle", {"student": instance.student, "idle": config.duration_text(idle)}):
                 return
-        self.finish("event: done\ndata: {}\n\n")
+        await self.send_event("done", {})
+        self.finish()
 
 
 def notebook_tree(names: list[str]) -> list[tuple[int, str, str | None]]:
@@ -562,8 +560,11 @@ class RunOutputHandler(StaffHandler):
             run = courseunits.Run(courseunits.unit_name(action, name), invocation)
         else:
             run = await asyncio.get_running_loop().run_in_executor(None, courseunits.last_run, action, name)
-        self.set_header("Content-Type", "text/event-stream" if form == "events" else "text/plain; charset=utf-8")
-        self.set_header("X-Accel-Buffering", "no")
+        if form == "events":
+            self.start_events()
+        else:
+            self.set_header("Content-Type", "text/plain; charset=utf-8")
+            self.set_header("X-Accel-Buffering", "no")
         if run is None:
             await self.send("done", {"ok": False, "message": f"no {action} has run yet"})
             self.finish()
@@ -601,8 +602,8 @@ class RunOutputHandler(StaffHandler):
         """One event (None: a keep-alive); False when the page went away."""
         form = self.path_args[2]
         if form == "events":
-            self.write(f"event: {event}\ndata: {json.dumps(data)}\n\n" if event else ": alive\n\n")
-        elif event == "line":
+            return await self.send_event(event, data)
+        if event == "line":
             self.write(data + "\n")
         elif event == "done":
             self.write(f"\n-- {'done' if data['ok'] else 'failed'}: {data['message']}\n")
