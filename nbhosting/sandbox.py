@@ -45,8 +45,8 @@ BOOT_LOG = STATE / "boot.log"
 NAME = "nbh-sandbox"
 IMAGE_TAR = Path(os.environ.get("NBH_IMAGE_TAR", "/var/cache/nbhosting/jupyter-test.tar"))
 IMAGE = "localhost/nbhosting/jupyter:test"
-# Host units that would touch the host, or that a container has no use for
-# (DESIGN.md): systemd-tmpfiles-setup alone would empty the host's /tmp.
+# Host units that would touch the host, or that a container has no use for:
+# systemd-tmpfiles-setup alone would empty the host's /tmp.
 MASKED = (
     "systemd-tmpfiles-setup.service", "systemd-tmpfiles-setup-dev.service",
     "systemd-tmpfiles-clean.timer", "systemd-sysctl.service", "systemd-binfmt.service",
