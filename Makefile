@@ -6,7 +6,7 @@ VENV := .venv
 PREFIX ?= /usr
 DESTDIR ?=
 UNITDIR := $(PREFIX)/lib/systemd/system
-SANDBOX := $(VENV)/bin/python -m nbhosting.sandbox
+SANDBOX := $(VENV)/bin/python -m devtools.sandbox
 STATIC := build/static
 
 APT_PACKAGES := podman uidmap crun fuse-overlayfs slirp4netns debootstrap systemd-container nginx \
@@ -63,7 +63,7 @@ image: venv
 # pyflakes' checks (ruff, pyproject.toml's [tool.ruff]): an unused or
 # shadowed import, a name defined nowhere. Before every test run.
 lint: venv
-	$(VENV)/bin/ruff check --quiet nbhosting tests bench
+	$(VENV)/bin/ruff check --quiet nbhosting devtools tests bench
 
 unit-test: lint
 	$(VENV)/bin/pytest -m 'not sandbox'
@@ -83,7 +83,7 @@ bench-peer: venv image
 
 demo: venv image
 	@$(WITH_IMAGE) $(SANDBOX) up
-	$(VENV)/bin/python -m nbhosting.demo
+	$(VENV)/bin/python -m devtools.demo
 
 demo-down:
 	$(SANDBOX) down

@@ -55,7 +55,8 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from urllib.parse import parse_qs, urlencode, urlsplit
 
-from nbhosting import access, config, podman, sandbox
+from nbhosting import access, config, podman
+from devtools import sandbox
 from nbhosting.names import Instance
 from nbhosting.systemd import Systemd
 

@@ -20,7 +20,8 @@ import socket
 import threading
 import time
 
-from nbhosting import sandbox, shares, tokens
+from nbhosting import shares, tokens
+from devtools import sandbox
 from nbhosting.names import Instance
 from nbhosting.systemd import Systemd
 

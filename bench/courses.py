@@ -12,7 +12,7 @@ import os
 import random
 import time
 
-from nbhosting import sandbox
+from devtools import sandbox
 
 from .__main__ import percentiles
 

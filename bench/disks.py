@@ -20,7 +20,7 @@ import asyncio
 import os
 import time
 
-from nbhosting import sandbox
+from devtools import sandbox
 from nbhosting.names import Instance
 from nbhosting.systemd import Systemd
 

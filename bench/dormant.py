@@ -28,7 +28,8 @@ import statistics
 import sys
 import time
 
-from nbhosting import dormant, sandbox
+from nbhosting import dormant
+from devtools import sandbox
 from nbhosting.names import Instance
 from nbhosting.systemd import Systemd
 

@@ -33,7 +33,8 @@ from pathlib import Path
 from types import SimpleNamespace
 from urllib.parse import urlsplit
 
-from nbhosting import config, sandbox, stats, store
+from nbhosting import config, stats, store
+from devtools import sandbox
 from nbhosting.store import Event
 
 from .__main__ import percentiles

@@ -18,7 +18,7 @@ import time
 
 from tornado.websocket import websocket_connect
 
-from nbhosting import sandbox
+from devtools import sandbox
 from nbhosting.names import Instance
 from nbhosting.systemd import Systemd
 

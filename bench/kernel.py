@@ -23,7 +23,8 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from urllib.parse import quote
 
-from nbhosting import access, sandbox
+from nbhosting import access
+from devtools import sandbox
 from nbhosting.names import Instance
 from nbhosting.systemd import Systemd
 

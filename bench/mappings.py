@@ -18,7 +18,8 @@ import asyncio
 import base64
 import os
 
-from nbhosting import access, sandbox
+from nbhosting import access
+from devtools import sandbox
 from nbhosting.names import Instance
 from nbhosting.systemd import Systemd
 

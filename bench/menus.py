@@ -22,7 +22,8 @@ import time
 import zlib
 from pathlib import Path
 
-from nbhosting import access, podman, sandbox
+from nbhosting import access, podman
+from devtools import sandbox
 from nbhosting.names import Instance
 
 from .__main__ import fetch, lms_client, open_notebook, percentiles, write_key

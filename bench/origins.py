@@ -19,7 +19,7 @@ from __future__ import annotations
 import asyncio
 import os
 
-from nbhosting import sandbox
+from devtools import sandbox
 from nbhosting.names import Instance
 from nbhosting.systemd import Systemd
 

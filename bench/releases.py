@@ -1,8 +1,8 @@
 """PID 1 and a student's server on each Debian release, side by side in one
 run: ``python -m bench --releases``.
 
-The host's release runs in the sandbox (nbhosting/sandbox.py), the other is
-booted with systemd-nspawn (nbhosting/releases.py), the project installed
+The host's release runs in the sandbox (devtools/sandbox.py), the other is
+booted with systemd-nspawn (devtools/releases.py), the project installed
 in it as its package installs it: systemd 252 and podman 4.3 beside systemd
 257 and podman 5.4. Both are up at once, each with the same course, and
 every figure is sampled on one, then on the other, in turn, so that the
@@ -37,7 +37,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from nbhosting import access, dormant, paths, releases, sandbox, tokens
+from nbhosting import access, dormant, paths, tokens
+from devtools import releases, sandbox
 from nbhosting.names import Instance
 from nbhosting.systemd import Systemd
 

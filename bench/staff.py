@@ -23,7 +23,7 @@ from urllib.parse import urlsplit
 
 import httpx
 
-from nbhosting import sandbox
+from devtools import sandbox
 from nbhosting.names import Instance
 from nbhosting.systemd import Systemd
 from nbhosting.web.staff import STUDENTS_PAGE

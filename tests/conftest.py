@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from nbhosting import sandbox as sandbox_module
+from devtools import sandbox as sandbox_module
 from nbhosting import podman
 from nbhosting.names import Instance
 from nbhosting.systemd import Systemd

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from nbhosting import sandbox as nbh_sandbox
+from devtools import sandbox as nbh_sandbox
 from nbhosting import shares, tokens
 from nbhosting.names import Instance
 

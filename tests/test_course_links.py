@@ -10,7 +10,7 @@ import re
 
 import pytest
 
-from nbhosting import sandbox as nbh_sandbox
+from devtools import sandbox as nbh_sandbox
 from nbhosting.names import Instance
 
 from .conftest import configure, nbh

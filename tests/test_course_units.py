@@ -10,7 +10,7 @@ import time
 import pytest
 
 from nbhosting import podman
-from nbhosting import sandbox as nbh_sandbox
+from devtools import sandbox as nbh_sandbox
 from nbhosting.names import Instance
 
 from .conftest import assert_refused_to_front_end, nbh

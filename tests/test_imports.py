@@ -70,5 +70,15 @@ def test_no_module_of_the_package_imports_itself_back():
     assert cycles(edges) == []
 
 
+def test_the_product_imports_nothing_of_the_development_tools():
+    """devtools/ (the sandbox, the demo, rpminstall) is not in the package,
+    nor in the RPM: a module of the package that imported it would fail there."""
+    for path in PACKAGE.rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = ([alias.name for alias in node.names] if isinstance(node, ast.Import) else
+                     [node.module or ""] if isinstance(node, ast.ImportFrom) and node.level == 0 else [])
+            assert not any(name.split(".")[0] in ("devtools", "tests", "bench") for name in names), (path, names)
+
+
 def test_a_cycle_is_found():
     assert cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": set()}) == [["a", "b", "c", "a"]]

@@ -18,7 +18,7 @@ import jwt
 import pytest
 
 from nbhosting import lti
-from nbhosting import sandbox as nbh_sandbox
+from devtools import sandbox as nbh_sandbox
 from nbhosting.names import Instance
 
 from .conftest import nbh

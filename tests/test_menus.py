@@ -70,7 +70,7 @@ NOTEBOOKS = {
 
 
 def make_courses(sandbox) -> None:
-    from nbhosting import sandbox as sandbox_module
+    from devtools import sandbox as sandbox_module
     sandbox_module.make_course(COURSE, NOTEBOOKS)
     sandbox_module.make_course(LAB_COURSE, NOTEBOOKS)
     sandbox.run("nbh", "course", "set", LAB_COURSE, "interface=lab", f"hide={','.join(LAB_HIDDEN)}")
@@ -362,7 +362,7 @@ def test_a_course_in_jupyterlab_has_the_same_menu(sandbox, lab_pair, browser):
 def test_a_notebook_fresh_from_the_course_is_trusted_and_a_changed_one_is_not(sandbox, pair, systemd):
     """Jupyter's trust, through its own API: the course's output is trusted,
     output that appeared in the file by other means is not."""
-    from nbhosting import sandbox as sandbox_module
+    from devtools import sandbox as sandbox_module
     systemd.start_instance(pair)
     path = "w1/with-output.ipynb"
     sandbox_module.run(["install", "-D", "-o", "nbh-jupyter", "-g", "nbh-jupyter", "-m", "0660",

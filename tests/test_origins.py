@@ -18,7 +18,7 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from nbhosting import sandbox as nbh_sandbox
+from devtools import sandbox as nbh_sandbox
 from nbhosting.names import Instance
 
 from .conftest import nbh

@@ -1,4 +1,4 @@
-"""The release that is not the host's (nbhosting/releases.py): Debian 13,
+"""The release that is not the host's (devtools/releases.py): Debian 13,
 systemd 257, on a Debian 12 host; Debian 12, systemd 252, on a Debian 13
 one. Booted with systemd-nspawn, the project installed as its package
 installs it: its units verify under that systemd, that polkitd applies the
@@ -19,8 +19,9 @@ from pathlib import Path
 
 import pytest
 
-from nbhosting import access, cli, podman, releases
-from nbhosting import sandbox as sandbox_module
+from nbhosting import access, cli, podman
+from devtools import releases
+from devtools import sandbox as sandbox_module
 from nbhosting.names import Instance
 
 from .conftest import COURSE, notebook

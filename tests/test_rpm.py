@@ -18,8 +18,8 @@ from pathlib import Path
 
 import pytest
 
-from nbhosting import releases, rpminstall
-from nbhosting import sandbox as sandbox_module
+from devtools import releases, rpminstall
+from devtools import sandbox as sandbox_module
 
 from .conftest import COURSE, Sandbox, in_sandbox_allowed
 
@@ -116,6 +116,9 @@ def test_the_package_has_every_unit_and_the_site_rule_and_system_files(rpm):
             "/usr/lib/sysusers.d/nbhosting.conf", "/usr/lib/tmpfiles.d/nbhosting.conf"} <= files
     config = query(rpm, "-qpc")
     assert config == ["/etc/nginx/conf.d/nbhosting.conf"]  # the operator's edits survive an upgrade
+    # the product alone: nothing of devtools/ (the sandbox, the demo, rpminstall, the release trees)
+    assert [f for f in files if any(word in Path(f).name for word in ("sandbox", "demo", "rpminstall", "releases"))
+            or "devtools" in f] == []
 
 
 def test_the_package_has_the_stats_pages_libraries_that_nginx_serves(rpm):
@@ -198,8 +201,9 @@ class Root:
 @pytest.fixture(scope="module")
 def root(rpm, tmp_path_factory) -> Root:
     directory = tmp_path_factory.mktemp("rpm-root")
-    result = subprocess.run([str(REPO / ".venv/bin/python"), "-m", "nbhosting.rpminstall", "scratch",
-                             str(directory / "scratch"), str(rpm)], capture_output=True, text=True, timeout=300)
+    result = subprocess.run([str(REPO / ".venv/bin/python"), "-m", "devtools.rpminstall", "scratch",
+                             str(directory / "scratch"), str(rpm)], capture_output=True, text=True, timeout=300,
+                            cwd=REPO)
     assert result.returncode == 0, (result.stdout, result.stderr)
     return Root(directory / "scratch", result.stdout + result.stderr)
 

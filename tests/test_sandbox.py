@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from nbhosting import sandbox as nbh_sandbox
+from devtools import sandbox as nbh_sandbox
 
 from .conftest import COURSE
 

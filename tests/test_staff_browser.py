@@ -11,7 +11,7 @@ import uuid
 import pytest
 from selenium.webdriver.common.by import By
 
-from nbhosting import sandbox as nbh_sandbox
+from devtools import sandbox as nbh_sandbox
 from nbhosting.names import Instance
 
 from .conftest import notebook

@@ -22,7 +22,7 @@ import httpx
 import pytest
 from selenium.webdriver.common.by import By
 
-from nbhosting import sandbox as nbh_sandbox
+from devtools import sandbox as nbh_sandbox
 from nbhosting import stats
 
 from .conftest import COURSE_NOTEBOOKS, nbh

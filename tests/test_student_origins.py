@@ -19,7 +19,7 @@ from urllib.parse import urljoin, urlsplit
 import pytest
 
 from nbhosting import origins, podman, tokens
-from nbhosting import sandbox as nbh_sandbox
+from devtools import sandbox as nbh_sandbox
 from nbhosting.names import Instance
 
 from .conftest import configure, nbh

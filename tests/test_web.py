@@ -13,7 +13,7 @@ import pytest
 from tornado.websocket import websocket_connect
 
 from nbhosting import access
-from nbhosting import sandbox as nbh_sandbox
+from devtools import sandbox as nbh_sandbox
 from nbhosting.names import Instance
 
 from .conftest import COURSE_NOTEBOOKS, nbh

@@ -1,9 +1,9 @@
 """The RPM that `make rpm` builds, installed as dnf would, scriptlets and all.
 
-``python -m nbhosting.rpminstall scratch DIR [RPM]`` installs it into a
+``python -m devtools.rpminstall scratch DIR [RPM]`` installs it into a
 scratch root, DIR/root, in a mount namespace of its own: an overlay of this
 host's / whose upper layer, DIR/upper, keeps exactly what the install made.
-The sandbox (``python -m nbhosting.sandbox up --from-rpm``) installs it with
+The sandbox (``python -m devtools.sandbox up --from-rpm``) installs it with
 `install` in its own namespace.
 
 This host stands for what a Fedora host gets from the package's Requires:
@@ -87,7 +87,7 @@ def add_nginx_group(root: Path) -> None:
 def install(rpm: Path, root: Path = Path("/"), python_requires: bool = True) -> str:
     """`rpm -i` into the root, scriptlets run there; returns what rpm said.
     Without python_requires, the root has the libraries already (a Debian
-    release's own packages, nbhosting/releases.py)."""
+    release's own packages, devtools/releases.py)."""
     if python_requires:
         install_python_requires(root)
     # Debian's rpm refuses to install packages unless told it is meant.
@@ -121,7 +121,7 @@ def scratch(rpm: Path, directory: Path) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m nbhosting.rpminstall", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m devtools.rpminstall", description=__doc__.split("\n")[0])
     commands = parser.add_subparsers(dest="command", required=True)
     scratch_parser = commands.add_parser("scratch", help="install into DIR/root, a new overlay of /")
     scratch_parser.add_argument("directory", type=Path, help="an empty or absent folder")
@@ -133,8 +133,8 @@ def main(argv: list[str] | None = None) -> int:
             rpm = (args.rpm or built_rpm()).resolve()
             # a mount namespace of its own, which ends with this command
             return subprocess.run(["unshare", "--mount", "--propagation", "private", sys.executable, "-m",
-                                   "nbhosting.rpminstall", "_scratch", str(rpm),
-                                   str(args.directory.resolve())]).returncode
+                                   "devtools.rpminstall", "_scratch", str(rpm),
+                                   str(args.directory.resolve())], cwd=REPO).returncode
         print(scratch(Path(args.args[0]), Path(args.args[1])), end="")
     except (InstallError, OSError, subprocess.CalledProcessError) as error:
         print(f"nbh-rpminstall: {error}", file=sys.stderr)

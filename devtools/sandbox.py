@@ -1,6 +1,6 @@
 """A private systemd with nbhosting installed, on a machine without one.
 
-``python -m nbhosting.sandbox up|status|exec -- CMD|down``
+``python -m devtools.sandbox up|status|exec -- CMD|down``
 
 systemd boots as PID 1 of new PID, mount and cgroup namespaces, in a cgroup
 of its own on the host's cgroup2 hierarchy. Inside, /usr, /etc and /var are
@@ -32,9 +32,11 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from . import paths, rpminstall, tokens
-from . import podman as nbh_podman
-from .names import Instance
+from nbhosting import paths, tokens
+from nbhosting import podman as nbh_podman
+from nbhosting.names import Instance
+
+from . import rpminstall
 
 REPO = Path(__file__).resolve().parent.parent
 STATE = Path(os.environ.get("NBH_SANDBOX_STATE", "/var/lib/nbh-sandbox"))
@@ -80,7 +82,7 @@ STAFF_URL = f"http://staff.localhost:{HTTP_PORT}"
 LMS_ORIGINS = (f"http://localhost:{LMS_PORT}", f"http://localhost:{LMS_PORT + 1}")
 LMS_ROOT = "/var/lib/nbhosting/sandbox-lms"
 CONFIG = f"""\
-# The sandbox's configuration (nbhosting.sandbox); see nbhosting.toml.example.
+# The sandbox's configuration (devtools.sandbox); see nbhosting.toml.example.
 [web]
 lms_origins = {json.dumps(LMS_ORIGINS)}
 public_url = "{SITE_URL}"
@@ -125,7 +127,7 @@ def pid() -> int | None:
 def require_pid() -> int:
     value = pid()
     if value is None:
-        raise SandboxError("the sandbox is not up (python -m nbhosting.sandbox up)")
+        raise SandboxError("the sandbox is not up (python -m devtools.sandbox up)")
     return value
 
 
@@ -340,7 +342,7 @@ def up(timeout: float = BOOT_TIMEOUT, from_rpm: Path | None = None) -> int:
         subprocess.run(
             ["setsid", "--fork", "unshare", "--pid", "--fork", "--mount", "--mount-proc", "--cgroup",
              "--propagation", "private",
-             sys.executable, "-m", "nbhosting.sandbox", "_boot",
+             sys.executable, "-m", "devtools.sandbox", "_boot",
              *(["--from-rpm", str(from_rpm.resolve())] if from_rpm else [])],
             cwd=REPO, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
             preexec_fn=enter_cgroup, check=True,
@@ -587,7 +589,7 @@ server {{
 # -- command line -----------------------------------------------------------
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m nbhosting.sandbox", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m devtools.sandbox", description=__doc__.split("\n")[0])
     commands = parser.add_subparsers(dest="command", required=True)
     up_parser = commands.add_parser("up", help="boot the sandbox (no-op when it is up)")
     up_parser.add_argument("--from-rpm", nargs="?", const="", metavar="RPM", type=str,

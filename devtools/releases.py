@@ -1,7 +1,7 @@
 """The Debian release that is not the host's, booted: Debian 13 (systemd 257)
 on a Debian 12 host, Debian 12 (systemd 252) on a Debian 13 one.
 
-``python -m nbhosting.releases up [RELEASE] [--from-rpm RPM]`` makes a
+``python -m devtools.releases up [RELEASE] [--from-rpm RPM]`` makes a
 fresh tree of the release under /var/lib/nbh-releases/<release>, from a
 tarball debootstrapped once from the Debian archive the host's apt uses
 (cached in /var/cache/nbhosting, as the test image is); installs the project
@@ -303,7 +303,7 @@ def remove(tree: Path) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m nbhosting.releases", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m devtools.releases", description=__doc__.split("\n\n")[0])
     parser.add_argument("command", choices=("tarball", "up"))
     parser.add_argument("release", nargs="?", help=f"one of {', '.join(RELEASES)} (default: not the host's)")
     parser.add_argument("--from-rpm", type=Path, metavar="RPM", help="install this RPM, not the checkout")

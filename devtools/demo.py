@@ -14,7 +14,9 @@ import sys
 from pathlib import Path
 from urllib.parse import quote
 
-from . import access, config, sandbox
+from nbhosting import access, config
+
+from . import sandbox
 
 COURSE, STUDENT = "demo", "student"
 NOTEBOOKS = {
@@ -68,7 +70,7 @@ def main() -> int:
     page.write_text(lms_page())
     page.parent.chmod(0o755)
     page.chmod(0o644)
-    module = f"{Path(sys.executable).parent.parent.name}/bin/python -m nbhosting.sandbox"
+    module = f"{Path(sys.executable).parent.parent.name}/bin/python -m devtools.sandbox"
     print(f"""
 The sandbox is up, with the course {COURSE!r}.
 
