@@ -22,8 +22,8 @@ from urllib.parse import quote
 
 import httpx
 
-from . import (access, ask, autopull, config, course_images, courses, courseunits, cull, disks, events, gc, lifecycle, lti,
-               origins, sampler, staff, stats, store, tokens)
+from . import (access, ask, autopull, config, course_images, courses, courseunits, cull, disks, events, gc, lifecycle,
+               lti, origins, sampler, staff, stats, store, tokens)
 from .names import BadName, Instance, check_course, check_student
 from .systemd import Systemd, SystemdError
 
@@ -115,8 +115,8 @@ async def status(args) -> None:
                     except (ask.AskError, OSError):
                         pass
             rows.append((instance.course, instance.student, f"{state.ActiveState}/{state.SubState}",
-                         _since(state.since_usec), _memory(state.MemoryCurrent), config.duration_text(age), config.duration_text(idle),
-                         _disk(instance)))
+                         _since(state.since_usec), _memory(state.MemoryCurrent), config.duration_text(age),
+                         config.duration_text(idle), _disk(instance)))
     _table(("COURSE", "STUDENT", "STATE", "SINCE", "MEMORY", "AGE", "IDLE", "DISK"), rows)
     if not args.student:
         used = {course: disks.used(course) for course in sorted({row[0] for row in rows})}
