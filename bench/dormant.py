@@ -46,9 +46,10 @@ BATCH = int(os.environ.get("NBH_BENCH_BATCH", "2000"))
 DAY = 86400
 
 
-def stamp(instance: Instance, seen: float) -> None:
-    path = sandbox.path(str(dormant.stamp(instance)))
-    path.parent.mkdir(mode=0o700, exist_ok=True)
+def stamp(instance: Instance, seen: float, inside=sandbox.path) -> None:
+    """The stamp the front end would have left, dated `seen`, in the system `inside` reaches."""
+    path = inside(str(dormant.stamp(instance)))
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
     path.touch()
     os.utime(path, (seen, seen))
 
@@ -61,25 +62,38 @@ def units_loaded() -> dict:
                                              in ("nbh-jupyter", "nbh-proxy", "nbh-upstream"))}
 
 
+async def in_hundreds(act, units: list[str]) -> None:
+    """act(unit) for each, 100 at a time: D-Bus calls PID 1 answers in turn."""
+    for chunk in range(0, len(units), 100):
+        await asyncio.gather(*(act(unit) for unit in units[chunk:chunk + 100]))
+
+
+async def stop_sockets(systemd: Systemd) -> int:
+    """Every student's listening socket stopped: how many there were."""
+    sockets = [unit for unit, _, _ in await systemd.list_units(["nbh-jupyter@*.socket"])]
+    await in_hundreds(systemd.stop, sockets)
+    return len(sockets)
+
+
 async def enrol(systemd: Systemd, students: list[Instance], seen: list[float]) -> float:
     """Sockets started and stamps written; seconds it took."""
     began = time.perf_counter()
-    for chunk in range(0, len(students), 100):
-        await asyncio.gather(*(systemd.start(i.socket) for i in students[chunk:chunk + 100]))
+    await in_hundreds(systemd.start, [i.socket for i in students])
     for instance, when in zip(students, seen):
         stamp(instance, when)
     sandbox.run(["chown", "-R", "nbh:nbh", str(dormant.SEEN_DIR)])
     return time.perf_counter() - began
 
 
-async def visit(systemd: Systemd, instance: Instance) -> float:
-    """PID 1's CPU seconds for one visit: entry URL to notebook page, then the stop."""
+async def visit(systemd: Systemd, instance: Instance, opener=open_notebook, pid1_cpu=pid1_cpu_s) -> float:
+    """PID 1's CPU seconds for one visit: entry URL to notebook page (opener),
+    then the stop."""
     loop = asyncio.get_running_loop()
-    before = pid1_cpu_s()
-    await loop.run_in_executor(None, open_notebook, instance.student)
+    before = pid1_cpu()
+    await loop.run_in_executor(None, opener, instance.student)
     await systemd.stop_instance(instance)
     await asyncio.sleep(0.5)  # the stop's last jobs and garbage collection
-    return pid1_cpu_s() - before
+    return pid1_cpu() - before
 
 
 async def visits(systemd: Systemd, students: list[Instance]) -> dict:
@@ -100,15 +114,15 @@ def pid1_open_files_max() -> int:
     return int(next(line.split()[3] for line in limits.splitlines() if line.startswith("Max open files")))
 
 
-async def quiet_pid1(limit: float = 600) -> float:
+async def quiet_pid1(limit: float = 600, pid1_cpu=pid1_cpu_s) -> float:
     """Seconds until PID 1 uses under 2% of a CPU over 2 s. After thousands of
     sockets started or stopped it goes on for minutes (unloading, collecting
     units), and visits measured meanwhile would pay for that backlog."""
     began = time.perf_counter()
     while time.perf_counter() - began < limit:
-        before = pid1_cpu_s()
+        before = pid1_cpu()
         await asyncio.sleep(2)
-        if pid1_cpu_s() - before < 0.04:
+        if pid1_cpu() - before < 0.04:
             break
     return time.perf_counter() - began
 
@@ -130,11 +144,9 @@ async def clean_slate(systemd: Systemd) -> dict:
     """No student loaded, and PID 1 quiet: in `make bench` the parts before
     leave sockets listening and units to collect, which PID 1 pays for
     during the first visits (317 ms a visit "with 10 enrolled" in one run)."""
-    sockets = [unit for unit, _, _ in await systemd.list_units(["nbh-jupyter@*.socket"])]
-    for chunk in range(0, len(sockets), 100):
-        await asyncio.gather(*(systemd.stop(unit) for unit in sockets[chunk:chunk + 100]))
+    stopped = await stop_sockets(systemd)
     sandbox.run(["systemctl", "reset-failed"])
-    return {"sockets_stopped": len(sockets), "settled_s": await quiet_pid1(120)}
+    return {"sockets_stopped": stopped, "settled_s": await quiet_pid1(120)}
 
 
 async def measure(systemd: Systemd) -> dict:
@@ -194,8 +206,7 @@ async def measure(systemd: Systemd) -> dict:
                                          **await visits(systemd, students[:SEEN_THIS_WEEK][-VISITS:])}
     # the 1,000 and the few that came back: stopped, so that what runs next starts from a clean PID 1
     loaded = students[:SEEN_THIS_WEEK] + asleep[:VISITS]
-    for chunk in range(0, len(loaded), 100):
-        await asyncio.gather(*(systemd.stop(i.socket) for i in loaded[chunk:chunk + 100]))
+    await in_hundreds(systemd.stop, [i.socket for i in loaded])
     low = results[str(fewest)]["pid1_cpu_ms_per_visit"]
     return {
         "by_enrolled": results,

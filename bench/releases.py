@@ -42,6 +42,7 @@ from devtools import releases, sandbox
 from nbhosting.names import Instance
 from nbhosting.systemd import Systemd
 
+from . import dormant as dormant_bench
 from .__main__ import COURSE, ENTRY_NOTEBOOK, RUN, make_course, percentiles
 
 COLD_RUNS = int(os.environ.get("NBH_BENCH_COLD", "7"))
@@ -109,17 +110,6 @@ def in_tree(booted: releases.Booted) -> System:
                   "https://lms.example.org/courses/x")
 
 
-async def quiet(system: System, limit: float = 600) -> float:
-    """Seconds until its PID 1 uses under 2% of a CPU over 2 s (bench/dormant.py's measure)."""
-    began = time.perf_counter()
-    while time.perf_counter() - began < limit:
-        before = system.pid1_cpu_s()
-        await asyncio.sleep(2)
-        if system.pid1_cpu_s() - before < 0.04:
-            break
-    return time.perf_counter() - began
-
-
 async def cold_start(system: System, systemd: Systemd, instance: Instance) -> dict:
     token = system.token(instance)
     await systemd.stop_instance(instance)
@@ -145,27 +135,22 @@ async def crowd(system: System, systemd: Systemd, round_: int) -> dict:
     return figures
 
 
+async def quiet(system: System) -> float:
+    return await dormant_bench.quiet_pid1(pid1_cpu=system.pid1_cpu_s)
+
+
 async def visit(system: System, systemd: Systemd, instance: Instance) -> float:
-    """PID 1's CPU seconds for one visit: entry URL to notebook page, then the stop."""
-    before = system.pid1_cpu_s()
-    await asyncio.get_running_loop().run_in_executor(None, system.open_notebook, instance.student)
-    await systemd.stop_instance(instance)
-    await asyncio.sleep(0.5)  # the stop's last jobs and garbage collection
-    return system.pid1_cpu_s() - before
+    return await dormant_bench.visit(systemd, instance, system.open_notebook, system.pid1_cpu_s)
 
 
 def write_stamps(system: System, students: list[Instance], seen: list[float]) -> None:
     for instance, when in zip(students, seen, strict=True):
-        stamp = system.path(str(dormant.stamp(instance)))
-        stamp.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-        stamp.touch()
-        os.utime(stamp, (when, when))
+        dormant_bench.stamp(instance, when, system.path)
     system.run("chown", "-R", "nbh:nbh", str(dormant.SEEN_DIR), timeout=600)
 
 
 async def enrol(systemd: Systemd, students: list[Instance]) -> None:
-    for chunk in range(0, len(students), 100):
-        await asyncio.gather(*(systemd.start(i.socket) for i in students[chunk:chunk + 100]))
+    await dormant_bench.in_hundreds(systemd.start, [i.socket for i in students])
 
 
 def units_loaded(system: System) -> int:
@@ -203,9 +188,7 @@ async def measure(pairs: list[tuple[System, Systemd]]) -> dict:
     # enrolled: FEWEST, all seen this week, and no one else's units loaded
     # (the cold start's and the crowd's sockets are still listening)
     for system, systemd in pairs:
-        sockets = [unit for unit, _, _ in await systemd.list_units(["nbh-jupyter@*.socket"])]
-        for chunk in range(0, len(sockets), 100):
-            await asyncio.gather(*(systemd.stop(unit) for unit in sockets[chunk:chunk + 100]))
+        await dormant_bench.stop_sockets(systemd)
         system.run("systemctl", "reset-failed")
     now, rng = time.time(), random.Random(RUN)
     students = [Instance(COURSE, f"v{RUN}-{i}") for i in range(MOST)]
@@ -239,9 +222,7 @@ async def measure(pairs: list[tuple[System, Systemd]]) -> dict:
         pairs, VISITS, visits(students[SEEN_THIS_WEEK - VISITS:SEEN_THIS_WEEK])), per_visit)
     put("dormant_comeback", await side_by_side(pairs, VISITS, visits(students[SEEN_THIS_WEEK:])), per_visit)
     for system, systemd in pairs:
-        loaded = students[:SEEN_THIS_WEEK] + students[SEEN_THIS_WEEK:SEEN_THIS_WEEK + VISITS]
-        for chunk in range(0, len(loaded), 100):
-            await asyncio.gather(*(systemd.stop(i.socket) for i in loaded[chunk:chunk + 100]))
+        await dormant_bench.stop_sockets(systemd)  # the 1,000 and the few that came back
         mine = figures[system.release]
         mine["ratio_most_vs_fewest"] = (mine[f"{MOST}_enrolled_{SEEN_THIS_WEEK}_seen"]["pid1_cpu_ms_per_visit"]
                                         / mine[f"{FEWEST}_enrolled"]["pid1_cpu_ms_per_visit"])

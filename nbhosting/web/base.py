@@ -213,6 +213,10 @@ class BaseHandler(tornado.web.RequestHandler):
         """One event, sent at once (None: a keep-alive comment); False when
         the reader went away."""
         self.write(f"event: {event}\ndata: {json.dumps(data)}\n\n" if event else ": alive\n\n")
+        return await self.flushed()
+
+    async def flushed(self) -> bool:
+        """What was written, sent now; False when the reader went away."""
         try:
             await self.flush()
         except tornado.iostream.StreamClosedError:

@@ -607,11 +607,7 @@ class RunOutputHandler(StaffHandler):
             self.write(data + "\n")
         elif event == "done":
             self.write(f"\n-- {'done' if data['ok'] else 'failed'}: {data['message']}\n")
-        try:
-            await self.flush()
-        except tornado.iostream.StreamClosedError:
-            return False
-        return True
+        return await self.flushed()
 
 
 class StudentWorkHandler(StaffHandler):
