@@ -76,7 +76,7 @@ async def collect(systemd: Systemd, dry_run: bool = False, dormant_after: int | 
             continue
         if name == instance.container and not await active(instance.service):
             if not dry_run:
-                podman.run(["rm", "--force", "--ignore", "--time", "0", name])
+                podman.remove(name)
             removed.append(f"container {name}")
     for folder, unit in ((SOCKETS, "socket"), (UPSTREAM, "upstream")):
         for path, instance in _pairs(folder, ".sock"):

@@ -18,7 +18,8 @@ container is gone.
 
 ``nbh-jupyter-run --stopped COURSE/STUDENT`` removes the pair's container by
 its name, which comes from the unit's own instance and nothing the container
-could write, and logs the stop. It runs at every stop, the cull's included,
+could write, and logs the stop; ``--leftover`` only removes it (after a
+failure, nbh-jupyter-leftover@.service). It runs at every stop, the cull's included,
 so the modules only a start needs are imported by the start, and --derive
 (a process of its own on every start's path) imports only the names and
 the tokens.
@@ -186,13 +187,20 @@ def stopped(instance: Instance) -> int:
     happened. The event first: journald ties an entry to its unit by its
     sender's cgroup, which a process that has exited no longer has, and the
     store believes a student unit's entries only when tied (follower.py)."""
-    import subprocess  # noqa: PLC0415 (the stop's only)
-
     from . import events  # noqa: PLC0415
     events.after_stop(instance, os.environ)
+    return remove_container(instance)
+
+
+def remove_container(instance: Instance) -> int:
+    """No container of the pair left: the stop's last step, and all of
+    nbh-jupyter-leftover@.service, which the unit's failure starts."""
+    import subprocess  # noqa: PLC0415 (the stop's only)
+
+    from . import podman  # noqa: PLC0415
     try:
-        removed = subprocess.run([PODMAN, "rm", "--force", "--ignore", "--time", "0", instance.container],
-                                 stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=60)
+        removed = podman.remove(instance.container, lambda args: subprocess.run(
+            [PODMAN, *args], stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=60))
     except (OSError, subprocess.TimeoutExpired) as error:
         print(f"nbh-jupyter-run: cannot remove {instance.container}: {error}", file=sys.stderr)
     else:
@@ -204,7 +212,7 @@ def stopped(instance: Instance) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    step = argv[0] if argv[:1] in (["--stopped"], ["--derive"]) else None
+    step = argv[0] if argv[:1] in (["--stopped"], ["--derive"], ["--leftover"]) else None
     try:
         (pair,) = argv[1:] if step else argv
         instance = Instance.from_path(pair)
@@ -213,6 +221,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     if step == "--stopped":
         return stopped(instance)
+    if step == "--leftover":
+        return remove_container(instance)
     runtime_dir = os.environ.get("RUNTIME_DIRECTORY", "")
     if not runtime_dir:
         print("nbh-jupyter-run: no RUNTIME_DIRECTORY (run it from nbh-jupyter@.service)", file=sys.stderr)

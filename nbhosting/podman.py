@@ -7,6 +7,7 @@ the operator (or `nbh gc`) sees exactly the containers the units made.
 from __future__ import annotations
 
 import subprocess
+from collections.abc import Callable
 
 ENVIRONMENT_FILE = "/usr/lib/nbhosting/podman.env"
 
@@ -19,3 +20,12 @@ def argv(args: list[str], *properties: str) -> list[str]:
 
 def run(args: list[str], timeout: float = 120) -> subprocess.CompletedProcess:
     return subprocess.run(argv(args), capture_output=True, text=True, timeout=timeout, check=False)
+
+
+def remove(container: str, run: Callable[[list[str]], subprocess.CompletedProcess] = run) -> subprocess.CompletedProcess:
+    """`podman rm --force`, again if it fails: when the container's conmon
+    was killed, podman 5 fails the first ("conmon exited prematurely"),
+    having only marked the container stopped, and the second removes it."""
+    args = ["rm", "--force", "--ignore", "--time", "0", container]
+    done = run(args)
+    return run(args) if done.returncode != 0 else done

@@ -35,7 +35,9 @@ from .names import STAFF_ACCOUNT_RE
 ACCOUNTS_PATH = paths.CONF_DIR / "staff.json"
 PASSWORD_MIN = 8
 PASSWORD_MAX = 1024
-_hasher = argon2.PasswordHasher()
+# RFC 9106's "low memory" choice (argon2-cffi's default since 23.1), named
+# so that Debian's 21.1 (whose default takes 100 MiB) hashes the same way.
+_hasher = argon2.PasswordHasher(time_cost=3, memory_cost=65536, parallelism=4)
 # Verified when the account does not exist, so that an unknown name costs
 # the same time as a wrong password.
 _NOBODY = _hasher.hash(secrets.token_hex(16))
@@ -199,7 +201,7 @@ def verify(account: Account | None, password: str) -> bool:
         return False
     try:
         return _hasher.verify(account.password_hash if account else _NOBODY, password) and account is not None
-    except (argon2.exceptions.VerificationError, argon2.exceptions.InvalidHashError):
+    except (argon2.exceptions.VerificationError, ValueError):  # InvalidHash(Error): 21.1 and 23.1 name it apart
         return False
 
 

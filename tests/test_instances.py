@@ -16,6 +16,7 @@ from nbhosting.names import Instance
 from nbhosting.systemd import UnitFailed
 
 from .conftest import assert_refused_to_front_end, nbh
+from .test_cull import wait_for
 
 pytestmark = pytest.mark.sandbox
 
@@ -107,21 +108,39 @@ def test_a_leftover_container_does_not_block_the_start(sandbox, systemd, course,
     assert_nothing_left(sandbox, instance)
 
 
-def test_a_killed_server_leaves_no_container(sandbox, systemd, course, student):
-    instance = Instance(course, student)
-    systemd.start_instance(instance)
-    sandbox.run("systemctl", "kill", "--signal=SIGKILL", instance.service)
+def killed(sandbox, systemd, instance: Instance, *how: str) -> None:
+    sandbox.run("systemctl", "kill", "--signal=SIGKILL", *how, instance.service)
     deadline = time.monotonic() + 30
     while systemd.state(instance.service).ActiveState not in ("failed", "inactive"):
         assert time.monotonic() < deadline
         time.sleep(0.1)
-    assert_nothing_left(sandbox, instance)
-    failures = sandbox.journal("NBH_EVENT=failure", f"NBH_STUDENT={student}")
-    assert failures and failures[-1]["NBH_RESULT"] == "signal"
-    # and it starts again
+
+
+def test_a_killed_server_leaves_no_container(sandbox, systemd, course, student):
+    """Its main process (conmon) killed, as the OOM killer would: the stop's
+    step removes the container. Podman 5 refuses the first removal of a
+    container whose conmon died; the second succeeds (podman.remove)."""
+    instance = Instance(course, student)
     systemd.start_instance(instance)
-    assert "started" in sandbox.api(instance, "api/status")
-    systemd.stop_instance(instance)
+    killed(sandbox, systemd, instance, "--kill-whom=main")
+    assert_nothing_left(sandbox, instance)
+
+
+def test_a_server_killed_whole_leaves_nothing_and_starts_again(sandbox, systemd, course, student):
+    """`systemctl kill` of the whole unit: systemd 257 kills the stop's step
+    too (252 lets it run), and the container would be left, failing the
+    next start. The unit's failure starts nbh-jupyter-leftover@, which
+    removes it; a start meanwhile waits for it."""
+    instance = Instance(course, student)
+    leftover = f"nbh-jupyter-leftover@{instance.name}.service"
+    for _ in range(2):
+        systemd.start_instance(instance)
+        assert "started" in sandbox.api(instance, "api/status")
+        killed(sandbox, systemd, instance)
+    wait_for(lambda: systemd.state(leftover).ActiveState == "inactive" and
+             instance.container not in sandbox.containers(), what="the leftover container to go")
+    assert_nothing_left(sandbox, instance)
+    assert sandbox.run("journalctl", "--no-pager", "-o", "cat", "-u", leftover).stdout.count("Finished") >= 1
 
 
 def test_unknown_course_fails_with_its_reason(sandbox, systemd, student):

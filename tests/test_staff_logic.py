@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import dataclasses
 import os
 import stat
 
@@ -37,6 +38,9 @@ def test_accounts_are_hashed_kept_private_and_read_back(accounts_path):
     assert staff.verify(accounts["alice"], "correct horse")
     assert not staff.verify(accounts["alice"], "battery staple")
     assert not staff.verify(None, "correct horse")  # an unknown account
+    # a hash that is not one (a file edited by hand) refuses, never raises
+    assert not staff.verify(dataclasses.replace(accounts["bob"], password_hash="$argon2id$broken"), "battery staple")
+    assert "$m=65536,t=3,p=4$" in accounts["bob"].password_hash  # the same cost on every argon2-cffi
     with pytest.raises(staff.StaffError, match="exists already"):
         staff.add("alice", "another one", admin=False, group_id=gid, path=accounts_path)
 
