@@ -7,6 +7,10 @@ PREFIX ?= /usr
 DESTDIR ?=
 UNITDIR := $(PREFIX)/lib/systemd/system
 SANDBOX := $(VENV)/bin/python -m devtools.sandbox
+# The Debian release the sandbox runs (make test, demo, bench): the host's by
+# default; OS=trixie or OS=bookworm boots a tree of it (devtools/releases.py).
+OS ?=
+export NBH_OS := $(OS)
 STATIC := build/static
 
 APT_PACKAGES := podman uidmap crun fuse-overlayfs slirp4netns debootstrap systemd-container nginx \

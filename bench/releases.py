@@ -38,7 +38,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from nbhosting import access, dormant, paths, tokens
-from devtools import releases, sandbox
+from devtools import releases, sandbox, systems
 from nbhosting.names import Instance
 from nbhosting.systemd import Systemd
 
@@ -95,7 +95,7 @@ def in_sandbox() -> System:
     def run(*argv: str, **kwargs) -> subprocess.CompletedProcess:
         return sandbox.run(list(argv), **kwargs)
 
-    return System(releases.host_release(), run, sandbox.path, sandbox.cgroup(), sandbox.SITE_URL,
+    return System(releases.under_test(), run, sandbox.path, sandbox.cgroup(), sandbox.SITE_URL,
                   sandbox.LMS_ORIGINS[0] + "/")
 
 
@@ -238,16 +238,16 @@ async def run() -> dict:
     try:
         releases.open_site(booted)
         tree = in_tree(booted)
-        sandbox.import_image(lambda argv, **kwargs: booted.run(*argv, **kwargs))
+        systems.import_image(lambda argv, **kwargs: booted.run(*argv, **kwargs))
         sandbox.make_course(COURSE, {f"{ENTRY_NOTEBOOK}.ipynb": {"cells": [], "metadata": {}, "nbformat": 4,
                                                                  "nbformat_minor": 5}},
                             run=lambda argv, **kwargs: booted.run(*argv, **kwargs), path=booted.path)
-        systems = [in_sandbox(), tree]
-        for system in systems:
+        booted_systems = [in_sandbox(), tree]
+        for system in booted_systems:
             system.path("/run/nbh-bench-visit.py").write_bytes(VISIT.read_bytes())
-        buses = [await Systemd.connect(system.bus) for system in systems]
+        buses = [await Systemd.connect(system.bus) for system in booted_systems]
         try:
-            figures = await measure(list(zip(systems, buses, strict=True)))
+            figures = await measure(list(zip(booted_systems, buses, strict=True)))
         finally:
             for bus in buses:
                 await bus.close()

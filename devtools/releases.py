@@ -25,6 +25,7 @@ its nginx and a cell run.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import hashlib
 import io
 import os
@@ -39,7 +40,7 @@ import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import rpminstall, sandbox
+from . import rpminstall, systems
 
 REPO = Path(__file__).resolve().parent.parent
 CACHE = Path(os.environ.get("NBH_CACHE_DIR", "/var/cache/nbhosting"))
@@ -78,12 +79,19 @@ def host_release() -> str:
     return found[1]
 
 
+def under_test() -> str:
+    """The release the sandbox runs: the host's, or NBH_OS's (`make test OS=`)."""
+    wanted = os.environ.get("NBH_OS") or host_release()
+    if wanted not in RELEASES:
+        raise ReleaseError(f"OS={wanted}: not one of {', '.join(RELEASES)}")
+    return wanted
+
+
 def other_release() -> str:
-    """The release to boot: not the host's, or NBH_RELEASE's."""
+    """The release to boot beside the sandbox: not the one under test, or NBH_RELEASE's."""
     if wanted := os.environ.get("NBH_RELEASE"):
         return wanted
-    host = host_release()
-    return next(release for release in RELEASES if release != host)
+    return next(release for release in RELEASES if release != under_test())
 
 
 def mirror() -> str:
@@ -161,19 +169,31 @@ def install_checkout(tree: Path) -> None:
         path = tree / "usr/bin" / script
         path.write_text(f"#!/usr/bin/python3\nimport sys\nfrom {module} import {function}\nsys.exit({function}())\n")
         path.chmod(0o755)
+    # what the package's scriptlets do, with the tree's own tools
+    with lent_api(tree):
+        for argv in (["systemd-sysusers", "/usr/lib/sysusers.d/nbhosting.conf"],
+                     ["systemd-tmpfiles", "--create", "/usr/lib/tmpfiles.d/nbhosting.conf"]):
+            subprocess.run(["chroot", str(tree), *argv], check=True, capture_output=True, text=True)
 
 
 def install_rpm(tree: Path, rpm: Path) -> str:
     """`rpm -i` with the host's rpm, which runs the scriptlets chrooted into
     the tree: its systemd-sysusers, systemd-tmpfiles, systemctl preset and
-    `nbh setup` (with its python3 and its libraries). They need /proc and
-    /dev, lent for the install only."""
+    `nbh setup` (with its python3 and its libraries)."""
+    with lent_api(tree):
+        return rpminstall.install(rpm, tree, python_requires=False)
+
+
+@contextlib.contextmanager
+def lent_api(tree: Path):
+    """The host's /proc and /dev in the tree, for a chrooted command that
+    needs them (as a scriptlet does), while it runs."""
     lent = [tree / "proc", tree / "dev"]
     try:
         for api in lent:
             subprocess.run(["mount", "--rbind", f"/{api.name}", str(api)], check=True)
             subprocess.run(["mount", "--make-rslave", str(api)], check=True)
-        return rpminstall.install(rpm, tree, python_requires=False)
+        yield
     finally:
         for api in lent:
             subprocess.run(["umount", "--recursive", "--lazy", str(api)], check=False)
@@ -189,7 +209,7 @@ class Booted:
 
     def run(self, *argv: str, user: str | None = None, check: bool = True, timeout: float = 120,
             **kwargs) -> subprocess.CompletedProcess:
-        done = subprocess.run(sandbox.nsenter_argv(self.leader, list(argv), user, NAMESPACES), capture_output=True,
+        done = subprocess.run(systems.nsenter_argv(self.leader, list(argv), user, NAMESPACES), capture_output=True,
                               text=True, timeout=timeout, **kwargs)
         if check and done.returncode:
             raise ReleaseError(f"{' '.join(argv)} in {self.release}: exit {done.returncode}\n"
@@ -216,27 +236,42 @@ def _leader(nspawn: subprocess.Popen) -> int | None:
     return None
 
 
-def up(release: str | None = None, from_rpm: Path | None = None) -> Booted:
+def prepare(release: str, from_rpm: Path | None = None, name: str | None = None) -> Path:
     """A fresh tree of the release, the project installed (from the checkout,
-    or from_rpm, the RPM `make rpm` built), booted."""
-    release = release or other_release()
+    or from_rpm, the RPM `make rpm` built), not booted, at TREES/name."""
     if release not in RELEASES:
         raise ReleaseError(f"not one of {', '.join(RELEASES)}: {release}")
     source = tarball(release)
-    tree = TREES / release
+    tree = TREES / (name or release)
     _stop_left_behind(tree)
     remove(tree)
     tree.mkdir(parents=True)
     subprocess.run(["tar", "--numeric-owner", "-C", str(tree), "-xf", str(source)], check=True)
     install(tree, release, from_rpm)
+    return tree
+
+
+def nspawn_argv(tree: Path, *options: str, init_args: tuple[str, ...] = ()) -> list[str]:
+    """systemd-nspawn booting the tree; run with UNIFIED in the environment."""
+    # the test image, read-only at its host path, for systems.import_image()
+    image = [f"--bind-ro={systems.image_tar()}"] if systems.IMAGE_TAR.exists() else []
+    return ["systemd-nspawn", "--quiet", "--register=no", "--keep-unit", "--boot", f"--machine=nbh-{tree.name}",
+            f"--directory={tree}", *image, *options, *(("--", *init_args) if init_args else ())]
+
+
+# systemd >= 256 refuses cgroup v1: nspawn gives the tree a cgroup2
+# hierarchy of its own, whatever the host mounts.
+UNIFIED = {"SYSTEMD_NSPAWN_UNIFIED_HIERARCHY": "1"}
+
+
+def up(release: str | None = None, from_rpm: Path | None = None) -> Booted:
+    """A fresh tree of the release, the project installed, booted on a
+    private network."""
+    release = release or other_release()
+    tree = prepare(release, from_rpm)
     log = open(TREES / f"{release}.log", "w")  # noqa: SIM115 -- nspawn's output, kept while it runs
-    # the test image, read-only at its host path, for sandbox.import_image()
-    image = [f"--bind-ro={sandbox.image_tar()}"] if sandbox.IMAGE_TAR.exists() else []
-    nspawn = subprocess.Popen(
-        ["systemd-nspawn", "--quiet", "--register=no", "--keep-unit", "--private-network", "--boot",
-         f"--machine=nbh-{release}", f"--directory={tree}", *image],
-        env={**os.environ, "SYSTEMD_NSPAWN_UNIFIED_HIERARCHY": "1"}, stdin=subprocess.DEVNULL,
-        stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    nspawn = subprocess.Popen(nspawn_argv(tree, "--private-network"), env={**os.environ, **UNIFIED},
+                              stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     deadline = time.monotonic() + BOOT_TIMEOUT
     while (leader := _leader(nspawn)) is None:
         if nspawn.poll() is not None or time.monotonic() > deadline:
@@ -304,10 +339,14 @@ def remove(tree: Path) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m devtools.releases", description=__doc__.split("\n\n")[0])
-    parser.add_argument("command", choices=("tarball", "up"))
+    parser.add_argument("command", choices=("tarball", "up", "other"),
+                        help="make the tarball; boot a tree; print the release that is not the host's")
     parser.add_argument("release", nargs="?", help=f"one of {', '.join(RELEASES)} (default: not the host's)")
     parser.add_argument("--from-rpm", type=Path, metavar="RPM", help="install this RPM, not the checkout")
     args = parser.parse_args(argv)
+    if args.command == "other":
+        print(next(release for release in RELEASES if release != host_release()))
+        return 0
     release = args.release or other_release()
     if args.command == "tarball":
         print(tarball(release))

@@ -14,6 +14,12 @@ storage from one run to the next (importing the image takes a while).
 ``down`` powers systemd off, kills what is left through the cgroup
 (cgroup.kill) and removes the cgroup: no process, mount or unit stays behind. The tests, the demo and the
 benchmarks all use this module.
+
+With NBH_OS naming the Debian release that is not the host's (``make test
+OS=trixie`` on Debian 12), the sandbox is a fresh tree of that release
+instead (devtools/releases.py), with the same settings, booted by
+systemd-nspawn in the same cgroup and on the host's network; the tests
+reach it the same way.
 """
 
 from __future__ import annotations
@@ -26,6 +32,7 @@ import pwd
 import shutil
 import signal
 import socket
+import stat
 import subprocess
 import sys
 import time
@@ -36,17 +43,19 @@ from nbhosting import paths, tokens
 from nbhosting import podman as nbh_podman
 from nbhosting.names import Instance
 
-from . import rpminstall
+from . import releases, rpminstall
+from .systems import IMAGE, image_tar, import_image, nsenter_argv
 
 REPO = Path(__file__).resolve().parent.parent
 STATE = Path(os.environ.get("NBH_SANDBOX_STATE", "/var/lib/nbh-sandbox"))
 PIDFILE = STATE / "systemd.pid"
 # What the running sandbox was installed from: "checkout", or an RPM's path.
 INSTALLED = STATE / "installed"
+# The Debian release of a sandbox booted from a tree of it (`make test
+# OS=trixie` on a Debian 12 host): absent when the sandbox is the host's own.
+TREE_RELEASE = STATE / "tree-release"
 BOOT_LOG = STATE / "boot.log"
 NAME = "nbh-sandbox"
-IMAGE_TAR = Path(os.environ.get("NBH_IMAGE_TAR", "/var/cache/nbhosting/jupyter-test.tar"))
-IMAGE = "localhost/nbhosting/jupyter:test"
 # Host units that would touch the host, or that a container has no use for:
 # systemd-tmpfiles-setup alone would empty the host's /tmp.
 MASKED = (
@@ -141,29 +150,16 @@ def path(inside: str) -> Path:
     return root() / inside.lstrip("/")
 
 
-def primary_group(user: str, root_dir: Path | None = None) -> str:
-    """The account's own group, by its number (nobody's is nogroup), as the
-    sandbox's (or root_dir's) /etc/passwd says."""
-    for line in ((root_dir or root()) / "etc/passwd").read_text().splitlines():
-        fields = line.split(":")
-        if fields[0] == user and len(fields) > 3:
-            return fields[3]
-    raise SandboxError(f"no account {user!r} in the sandbox")
-
-
-def nsenter_argv(target: int, argv: list[str], user: str | None = None,
-                 namespaces: tuple[str, ...] = ("--mount", "--pid")) -> list[str]:
-    """argv in the namespaces of the process `target` (a booted system's
-    PID 1), with a clean environment, as root or as `user`."""
-    prefix = ["nsenter", "--target", str(target), *namespaces, "--"]
-    if user:
-        group = primary_group(user, Path(f"/proc/{target}/root"))
-        prefix += ["setpriv", f"--reuid={user}", f"--regid={group}", "--init-groups", "--"]
-    return prefix + ["env", "-i", "PATH=/usr/sbin:/usr/bin:/sbin:/bin", "LANG=C.UTF-8", *argv]
-
-
 def exec_argv(argv: list[str], user: str | None = None) -> list[str]:
-    return nsenter_argv(require_pid(), argv, user)
+    # a tree's also has its own host name and IPC (nspawn's); the network is the host's
+    namespaces = ("--mount", "--pid", "--uts", "--ipc") if TREE_RELEASE.exists() else ("--mount", "--pid")
+    return nsenter_argv(require_pid(), argv, user, namespaces)
+
+
+def python() -> str:
+    """The python that runs the project's modules inside: the checkout's
+    virtualenv, or a tree's python3 (which has them in dist-packages)."""
+    return "/usr/bin/python3" if TREE_RELEASE.exists() else str(REPO / ".venv/bin/python")
 
 
 def run(argv: list[str], user: str | None = None, check: bool = True, timeout: float = 120,
@@ -296,6 +292,13 @@ def down(timeout: float = 30) -> None:
             time.sleep(0.1)
     kill_cgroup()
     PIDFILE.unlink(missing_ok=True)
+    if TREE_RELEASE.exists():
+        releases.remove(tree_path(TREE_RELEASE.read_text()))
+        TREE_RELEASE.unlink()
+
+
+def tree_path(release: str) -> Path:
+    return releases.TREES / f"sandbox-{release}"
 
 
 def namespace_init(group: Path) -> int | None:
@@ -316,7 +319,9 @@ def up(timeout: float = BOOT_TIMEOUT, from_rpm: Path | None = None) -> int:
     With `from_rpm`, the project is that RPM, not this checkout."""
     if from_rpm is not None and not from_rpm.is_file():
         raise SandboxError(f"no RPM at {from_rpm} (make rpm builds one)")
-    wanted = str(from_rpm.resolve()) if from_rpm else "checkout"
+    release = releases.under_test()
+    in_tree = release != releases.host_release()
+    wanted = (str(from_rpm.resolve()) if from_rpm else "checkout") + (f" on {release}" if in_tree else "")
     value = pid()
     if value is not None:
         installed = INSTALLED.read_text() if INSTALLED.exists() else "checkout"
@@ -336,17 +341,19 @@ def up(timeout: float = BOOT_TIMEOUT, from_rpm: Path | None = None) -> int:
     def enter_cgroup() -> None:
         (group / "cgroup.procs").write_text(str(os.getpid()))
 
+    if in_tree:
+        argv, env = tree_argv(release, from_rpm), {**os.environ, **releases.UNIFIED}
+        TREE_RELEASE.write_text(release)
+    else:
+        argv = ["unshare", "--pid", "--fork", "--mount", "--mount-proc", "--cgroup", "--propagation", "private",
+                sys.executable, "-m", "devtools.sandbox", "_boot",
+                *(["--from-rpm", str(from_rpm.resolve())] if from_rpm else [])]
+        env = None
     with open(BOOT_LOG, "w") as log:
         # setsid --fork: the sandbox is nobody's child, so it outlives this
         # command and leaves no zombie when it ends.
-        subprocess.run(
-            ["setsid", "--fork", "unshare", "--pid", "--fork", "--mount", "--mount-proc", "--cgroup",
-             "--propagation", "private",
-             sys.executable, "-m", "devtools.sandbox", "_boot",
-             *(["--from-rpm", str(from_rpm.resolve())] if from_rpm else [])],
-            cwd=REPO, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-            preexec_fn=enter_cgroup, check=True,
-        )
+        subprocess.run(["setsid", "--fork", *argv], cwd=REPO, env=env, stdin=subprocess.DEVNULL, stdout=log,
+                       stderr=subprocess.STDOUT, preexec_fn=enter_cgroup, check=True)
     deadline = time.monotonic() + timeout
     state = ""
     while time.monotonic() < deadline:
@@ -368,15 +375,40 @@ def up(timeout: float = BOOT_TIMEOUT, from_rpm: Path | None = None) -> int:
     if state == "degraded":
         failed = run(["systemctl", "--failed", "--plain", "--no-legend"], check=False).stdout
         print(f"nbh-sandbox: booted degraded:\n{failed}", file=sys.stderr)
+    if in_tree:
+        add_loop_devices(value)
     load_image()
     return value
 
 
-def image_tar() -> Path:
-    """The test image's file (jupyter-test.tar links to the last checkout's)."""
-    if not IMAGE_TAR.exists():
-        raise SandboxError(f"no test image at {IMAGE_TAR}: run images/build-test-image")
-    return IMAGE_TAR.resolve()
+def tree_argv(release: str, from_rpm: Path | None) -> list[str]:
+    """A fresh tree of the release with the project and the sandbox's
+    settings installed, and the command that boots it: nspawn, on the
+    host's network (the sandbox's loopback ports, for the tests' clients and
+    Chromium), to the sandbox's target."""
+    tree = releases.prepare(release, from_rpm, name=tree_path(release).name)
+    settings(tree)
+    with releases.lent_api(tree):
+        sh("chroot", str(tree), "/usr/bin/nbh", "setup")
+    # CAP_NET_ADMIN, which nspawn keeps from a tree on the host's network:
+    # crun needs it in a build's own network namespace, to bring up its loopback.
+    return releases.nspawn_argv(tree, "--bind=/dev/loop-control", "--capability=CAP_NET_ADMIN",
+                                init_args=(f"--unit={NAME}.target",))
+
+
+# As many as the host may have taken before the tree asks for one.
+LOOP_DEVICES = 256
+
+
+def add_loop_devices(leader: int) -> None:
+    """Loop devices in a tree's /dev, which nspawn made without them: the
+    bounded workspaces' disks (nbhosting/disks.py) are mounted from them.
+    /dev/loop-control is the host's (nspawn binds it): the kernel hands out
+    a free device, whose node is here."""
+    for number in range(LOOP_DEVICES):
+        node = Path(f"/proc/{leader}/root/dev/loop{number}")
+        if not node.exists():
+            os.mknod(node, 0o600 | stat.S_IFBLK, os.makedev(7, number))  # root's: mount(8) opens them
 
 
 def load_image() -> None:
@@ -391,23 +423,14 @@ def load_image() -> None:
     stamp.write_text(built)
 
 
-def import_image(run_inside: Callable[..., subprocess.CompletedProcess]) -> None:
-    """`podman import` of the test image as the containers' account, by
-    run_inside (run's arguments), in a system that sees image_tar() at its path."""
-    tar = image_tar()
-    args_file = tar.with_suffix(".import-args")
-    changes = args_file.read_text().splitlines() if args_file.exists() else []
-    argv = ["import", *[c for c in changes if c.strip()], "/run/nbh-image.tar", IMAGE]
-    # The tar is bind-mounted read-only by systemd-run for the import only.
-    run_inside(nbh_podman.argv(argv, f"BindReadOnlyPaths={tar}:/run/nbh-image.tar"), timeout=600)
-
-
 def status() -> dict:
     value = pid()
     info = {"up": value is not None, "pid": value, "state": STATE.as_posix()}
     if value is not None:
         info["system"] = run(["systemctl", "is-system-running"], check=False).stdout.strip()
         info["installed"] = INSTALLED.read_text() if INSTALLED.exists() else "checkout"
+        if TREE_RELEASE.exists():
+            info["tree"] = str(tree_path(TREE_RELEASE.read_text()))
     return info
 
 
@@ -518,22 +541,28 @@ def install(from_rpm: Path | None) -> None:
     system.mkdir()
     for unit in MASKED:
         (system / unit).symlink_to("/dev/null")
-    (Path("/usr/lib/systemd/system") / f"{NAME}.target").write_text(TARGET)
     Path("/etc/fstab").write_text("")
-    for site in Path("/etc/nginx/sites-enabled").glob("*"):
-        site.unlink()  # Debian's default site would take the host's port 80
-    journald = Path("/etc/systemd/journald.conf.d")
-    journald.mkdir(parents=True, exist_ok=True)
-    (journald / "sandbox.conf").write_text("[Journal]\nStorage=volatile\n")
     rpminstall.add_nginx_group(Path("/"))
     if from_rpm:
         print(rpminstall.install(from_rpm), end="", flush=True)
     else:
         install_checkout()
-    configure_nginx()
-    Path("/etc/nbhosting/nbhosting.toml").write_text(CONFIG)
+    settings(Path("/"))
     # as an operator runs it after editing the configuration (the RPM's %post ran it once)
     sh("/usr/bin/nbh", "setup")
+
+
+def settings(root: Path) -> None:
+    """The sandbox's own, in the system at root, once the project is
+    installed there: its target, its nginx and its configuration."""
+    (root / f"usr/lib/systemd/system/{NAME}.target").write_text(TARGET)
+    for site in (root / "etc/nginx/sites-enabled").glob("*"):
+        site.unlink()  # Debian's default site would take the host's port 80
+    journald = root / "etc/systemd/journald.conf.d"
+    journald.mkdir(parents=True, exist_ok=True)
+    (journald / "sandbox.conf").write_text("[Journal]\nStorage=volatile\n")
+    configure_nginx(root)
+    (root / "etc/nbhosting/nbhosting.toml").write_text(CONFIG)
 
 
 def install_checkout() -> None:
@@ -559,9 +588,9 @@ def install_checkout() -> None:
         (dropin / "sandbox.conf").write_text(f"[Service]\n# the checkout the sandbox runs\n{seen}")
 
 
-def configure_nginx() -> None:
+def configure_nginx(root: Path) -> None:
     """The project's site on loopback ports, a self-signed certificate, the LMS page."""
-    site = Path("/etc/nginx/conf.d/nbhosting.conf")
+    site = root / "etc/nginx/conf.d/nbhosting.conf"
     text = site.read_text()
     for production, sandbox in (
         ("    listen 80;\n    listen [::]:80;\n", f"    listen 127.0.0.1:{HTTP_PORT + 1};\n"),
@@ -578,7 +607,7 @@ server {{
     root {LMS_ROOT};
 }}
 """)
-    tls = Path("/etc/nbhosting/tls")
+    tls = root / "etc/nbhosting/tls"
     if (tls / "cert.pem").exists():
         return
     tls.mkdir(parents=True, exist_ok=True)

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from devtools import sandbox as sandbox_module
+from devtools import systems
 from nbhosting import podman
 from nbhosting.names import Instance
 from nbhosting.systemd import Systemd
@@ -93,8 +94,8 @@ def in_sandbox_allowed() -> str | None:
     """Why the sandbox cannot run here, or None."""
     if os.geteuid() != 0:
         return "the sandbox needs root"
-    if not sandbox_module.IMAGE_TAR.exists():
-        return f"no test image at {sandbox_module.IMAGE_TAR} (make image)"
+    if not systems.IMAGE_TAR.exists():
+        return f"no test image at {systems.IMAGE_TAR} (make image)"
     return None
 
 

@@ -266,7 +266,7 @@ def test_a_finished_run_shows_its_whole_log(sandbox, course_name):
             print("outcome", outcome.ok, outcome.message)
         asyncio.run(main())
     """
-    shown = sandbox.run(str(nbh_sandbox.REPO / ".venv/bin/python"), "-c", code, timeout=60).stdout.splitlines()
+    shown = sandbox.run(nbh_sandbox.python(), "-c", code, timeout=60).stdout.splitlines()
     invocation = shown[0].split()[1]
     assert shown[1] == f"line Starting nbh-course-update@{course_name}.service - Update the course " \
         f"{course_name} from its git repository (nbhosting)..."

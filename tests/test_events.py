@@ -42,7 +42,7 @@ def read_store(sandbox, sql: str, *args: str) -> list[tuple]:
     """The store as the front end's account reads it (store.open_reader).
     Inside the sandbox: SQLite resolves the host's /proc/<pid>/root link to
     the host's own /."""
-    python = str(nbh_sandbox.REPO / ".venv/bin/python")
+    python = nbh_sandbox.python()
     out = sandbox.run(python, "-c", READ, DB, sql, *args, user="nbh").stdout
     return [tuple(row) for row in json.loads(out)]
 
@@ -158,7 +158,7 @@ def test_a_follower_killed_in_a_burst_loses_nothing_and_doubles_nothing(sandbox)
     script = (f"import time\nfrom nbhosting import events\nfor n in range(10000):\n"
               f"    events.journal_only('gc', 'burst', NBH_BURST={tag!r}, NBH_SEQ=str(n))\n"
               f"    if n % 1000 == 999: time.sleep(0.3)\n")
-    python = str(nbh_sandbox.REPO / ".venv/bin/python")
+    python = nbh_sandbox.python()
     sandbox.run("systemd-run", "--unit", f"nbh-burst-{os.getpid()}", "--collect", "-p", "LogRateLimitIntervalSec=0",
                 python, "-c", script)
     wait_for(lambda: stored_burst(sandbox, tag)[0] >= 1500, timeout=60, every=0.02, what="the burst to be stored")

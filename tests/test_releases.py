@@ -22,6 +22,7 @@ import pytest
 from nbhosting import access, cli, podman
 from devtools import releases
 from devtools import sandbox as sandbox_module
+from devtools import systems
 from nbhosting.names import Instance
 
 from .conftest import COURSE, notebook
@@ -52,7 +53,7 @@ def unit_names() -> list[str]:
 
 
 def test_it_is_the_other_release_with_its_systemd(booted):
-    assert booted.release != releases.host_release() or os.environ.get("NBH_RELEASE") == booted.release
+    assert booted.release != releases.under_test() or os.environ.get("NBH_RELEASE") == booted.release
     os_release = booted.run("cat", "/etc/os-release").stdout
     assert f"VERSION_CODENAME={booted.release}" in os_release
     assert f'VERSION_ID="{releases.RELEASES[booted.release]}"' in os_release
@@ -132,7 +133,7 @@ def student_visit(booted: releases.Booted, student: str) -> dict:
     def run_inside(argv: list[str], **kwargs) -> subprocess.CompletedProcess:
         return booted.run(*argv, **kwargs)
 
-    sandbox_module.import_image(run_inside)
+    systems.import_image(run_inside)
     sandbox_module.make_course(COURSE, {"w1/intro.ipynb": notebook("print(6 * 7)"), "w1/data.csv": "x,y\n1,2\n"},
                                run=run_inside, path=booted.path)
     key = access.read_key(booted.path(str(access.LMS_KEY_PATH)))

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from devtools import sandbox as nbh_sandbox
+from devtools import systems
 
 from .conftest import COURSE
 
@@ -190,7 +191,7 @@ def test_the_default_image_is_this_checkouts_even_when_cached():
     """`sandbox up` without NBH_IMAGE_TAR takes jupyter-test.tar: after another
     checkout's build (a comparison's), asking again for this checkout's image,
     cached, must point the link back to it (it stayed on the last one built)."""
-    cache = nbh_sandbox.IMAGE_TAR.parent
+    cache = systems.IMAGE_TAR.parent
     link, args = cache / "jupyter-test.tar", cache / "jupyter-test.import-args"
     for name, target in ((link, "jupyter-test-another.tar"), (args, "jupyter-test-another.import-args")):
         name.unlink(missing_ok=True)

@@ -134,7 +134,7 @@ def seeded(sandbox):
     days are long past: a retention of a few days would find them)."""
     course = f"stats-{uuid.uuid4().hex[:6]}"
     sandbox.make_course(course)
-    python = str(nbh_sandbox.REPO / ".venv/bin/python")
+    python = nbh_sandbox.python()
     with_the_follower_stopped(sandbox, [python, "-c", SEED, DB], input=json.dumps(data_set(course)))
     yield course
     with_the_follower_stopped(sandbox, [python, "-c", FORGET, DB, course, str(at(FIRST, -86400)),
