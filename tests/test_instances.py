@@ -294,6 +294,8 @@ def test_policy_lets_the_front_end_manage_student_units_only(sandbox, course, st
         ["systemctl", "set-property", instance.socket, "MemoryMax=1T"],
         ["systemctl", "set-property", instance.proxy, "MemoryMax=1T"],
         ["systemd-run", "--unit", f"nbh-jupyter@{instance.name}", "true"],
+        # it removes the pair's container: only the server's failure starts it
+        ["systemctl", "start", f"nbh-jupyter-leftover@{instance.name}.service"],
         ["systemd-run", "true"],
     ]
     # Names that are not names.py's, straight to systemd (no systemctl mangling):
