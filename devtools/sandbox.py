@@ -125,11 +125,11 @@ def pid() -> int | None:
     except (FileNotFoundError, ValueError):
         return None
     try:
-        stat = Path(f"/proc/{value}/stat").read_text()
+        line = Path(f"/proc/{value}/stat").read_text()
     except (FileNotFoundError, ProcessLookupError):  # gone before or while it is read
         return None
     # "PID (comm) state ...": systemd, and not a zombie
-    comm, state = stat[stat.index("(") + 1:stat.rindex(")")], stat[stat.rindex(")") + 2]
+    comm, state = line[line.index("(") + 1:line.rindex(")")], line[line.rindex(")") + 2]
     return value if comm == "systemd" and state != "Z" else None
 
 
