@@ -17,7 +17,7 @@ APT_PACKAGES := podman uidmap crun fuse-overlayfs slirp4netns debootstrap system
 	polkitd pkexec dbus systemd libsystemd-dev pkg-config python3-venv python3-dev \
 	curl make util-linux e2fsprogs git openssl chromium chromium-driver rpm rpmlint nodejs
 
-.PHONY: deps venv static image lint test unit-test bench bench-peer demo demo-down install rpm check-config clean
+.PHONY: deps venv static image lint docs test unit-test bench bench-peer demo demo-down install rpm check-config clean
 
 # Debian packages; daemons are not started on the host (policy-rc.d).
 .stamp-deps: Makefile
@@ -39,7 +39,7 @@ deps: .stamp-deps
 $(VENV)/.stamp: pyproject.toml .stamp-deps
 	$(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/pip install -q --upgrade pip
-	$(VENV)/bin/pip install -q -e '.[test,lint]'
+	$(VENV)/bin/pip install -q -e '.[test,lint,docs]'
 	@touch $@
 venv: $(VENV)/.stamp $(VENV)/.stamp-build $(STATIC)/.stamp
 
@@ -67,7 +67,12 @@ image: venv
 # pyflakes' checks (ruff, pyproject.toml's [tool.ruff]): an unused or
 # shadowed import, a name defined nowhere. Before every test run.
 lint: venv
-	$(VENV)/bin/ruff check --quiet nbhosting devtools tests bench
+	$(VENV)/bin/ruff check --quiet nbhosting devtools tests bench docs
+
+# The manual (docs/, Sphinx and MyST Markdown) in build/docs/html; a warning
+# (a broken link or reference, a bad directive) fails it. Nothing is fetched.
+docs: venv
+	$(VENV)/bin/sphinx-build -q -W --keep-going -n -b html docs build/docs/html
 
 unit-test: lint
 	$(VENV)/bin/pytest -m 'not sandbox'
@@ -105,7 +110,8 @@ install:
 	install -D -m 0644 -t $(DESTDIR)$(PREFIX)/share/nbhosting/nginx nginx/student-server.conf
 	@test -f $(STATIC)/vega-embed.min.js || { echo "make install: no $(STATIC): run make static first"; exit 1; }
 	install -D -m 0644 -t $(DESTDIR)$(PREFIX)/share/nbhosting/_static $(STATIC)/*.min.js
-	install -D -m 0644 -t $(DESTDIR)$(PREFIX)/share/doc/nbhosting README.md packaging/nbhosting.toml.example
+	# the manual's pages, as Markdown (the units' Documentation= name them)
+	install -D -m 0644 -t $(DESTDIR)$(PREFIX)/share/doc/nbhosting README.md docs/*.md packaging/nbhosting.toml.example
 
 # The source and binary RPMs of HEAD, from `git archive` (nothing uncommitted
 # slips in), in build/rpm, linted. Debian's rpm lacks Fedora's macros and

@@ -303,8 +303,8 @@ def test_the_nginx_site_names_installed_paths(root):
     assert "/etc/nbhosting/student-origins" in switches
     for log in re.findall(r"access_log (\S+)", site):
         assert root.provenance(log.rsplit("/", 1)[0]) == "host", log
-    # what the operator provides: named in the README's install section
-    install_section = head("README.md").split("## Install on a server", 1)[1].split("\n## ", 1)[0]
+    # what the operator provides: named in the manual's install page, under TLS
+    install_section = head("docs/install.md").split("\n## TLS\n", 1)[1].split("\n## ", 1)[0]
     for provided in re.findall(r"ssl_certificate(?:_key)?\s+(\S+);", site):
         assert provided in install_section, provided
 
