@@ -458,10 +458,6 @@ def course_list(args) -> None:
     _table(("NAME", "IMAGE", "BRANCH", "NOTEBOOKS", "COMMIT", ""), rows)
 
 
-def _size(value: int | None) -> str:
-    return "default" if value is None else config.size_text(value)
-
-
 def course_show(args) -> None:
     course = courses.load(args.name)
     status = courses.status(course)
@@ -469,20 +465,13 @@ def course_show(args) -> None:
     updated = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(status.updated)) if status.updated else "never"
     print(f"name:        {course.name}")
     print(f"git-url:     {course.git_url}")
-    print(f"branch:      {course.branch or 'default'}")
-    print(f"image:       {course.image or 'default'}"
-          + (f" ({status.image or 'not built yet'})" if course.image == courses.OWN_IMAGE else ""))
-    print(f"idle:        {f'{course.idle_timeout} s' if course.idle_timeout else 'default'}")
-    print(f"memory_max:  {_size(course.memory_max)}")
-    print(f"cpu_quota:   {f'{course.cpu_quota}%' if course.cpu_quota else 'default'}")
-    print(f"disk_max:    {_size(course.disk_max)}")
-    print(f"staff:       {', '.join(course.staff) or '-'}")
-    print(f"autopull:    {'yes' if course.autopull else 'no'}")
-    print(f"autobuild:   {'yes' if course.autobuild else 'no'}")
-    print(f"archived:    {'yes' if course.archived else 'no'}")
-    print(f"interface:   {course.interface or 'notebook'}")
-    print(f"hide:        {', '.join(course.hide) or '-'}")
-    print(f"text_notebooks: {'yes' if course.text_notebooks else 'no'}")
+    texts = courses.setting_texts(course)
+    for key in courses.SETTINGS:  # as `nbh course set` takes them; "" is the default
+        text = texts[key] or ("no" if isinstance(getattr(course, key), bool) else
+                              "-" if key in ("staff", "hide") else "default")
+        if key == "image" and course.image == courses.OWN_IMAGE:
+            text += f" ({status.image or 'not built yet'})"
+        print(f"{key + ':':<12} {text}")
     print(f"path:        {course.path}")
     print(f"commit:      {status.commit or 'never cloned'}")
     print(f"updated:     {updated}")

@@ -172,6 +172,27 @@ def parse_setting(key: str, text: str) -> object:
     return text  # branch, image: checked by change()
 
 
+def setting_texts(course: Course) -> dict[str, str]:
+    """Each setting as a person types it, which parse_setting reads back: the
+    staff pages' form and `nbh course show` both show these. "" is the default."""
+    texts = {}
+    for key in SETTINGS:
+        value = getattr(course, key)
+        if isinstance(value, bool):
+            texts[key] = "yes" if value else ""
+        elif key in ("staff", "hide"):
+            texts[key] = ", ".join(value)
+        elif value is None:
+            texts[key] = ""
+        elif key in ("memory_max", "disk_max"):
+            texts[key] = config.size_text(value)
+        elif key == "cpu_quota":
+            texts[key] = f"{value}%"
+        else:
+            texts[key] = str(value)
+    return texts
+
+
 def load(name: str) -> Course:
     check_course(name)
     path = _settings_path(name)

@@ -355,6 +355,18 @@ def test_parse_and_change_settings(course, key, text, value):
     assert courses.load("python-mooc") == changed
 
 
+def test_setting_texts_read_back_as_the_same_course(course):
+    """What the staff form and `nbh course show` print is what `set` takes."""
+    assert set(courses.setting_texts(courses.load("python-mooc")).values()) == {""}  # all defaults
+    changed = courses.change("python-mooc", branch="w2", image="course", idle_timeout=900, memory_max=3 << 29,
+                             cpu_quota=150, disk_max=1 << 30, staff=("alice", "bob"), autopull=True,
+                             archived=True, interface="lab", hide=("notebook:trust", "save"), text_notebooks=True)
+    texts = courses.setting_texts(changed)
+    assert texts["memory_max"] == "1536M" and texts["cpu_quota"] == "150%" and texts["autobuild"] == ""
+    assert {key: courses.parse_setting(key, text) for key, text in texts.items()} == \
+        {key: getattr(changed, key) for key in courses.SETTINGS}
+
+
 @pytest.mark.parametrize("key, text, message", [
     ("idle_timeout", "10", "bad idle_timeout"), ("idle_timeout", "ten", "bad idle_timeout"),
     ("memory_max", "lots", "bad memory_max"), ("memory_max", "1K", "bad memory_max"),
@@ -422,9 +434,9 @@ def test_cli_list_and_show(capsys, upstream):
     assert lines[:16] == [
         "name:        python-mooc",
         f"git-url:     {upstream}",
-        "branch:      default",
+        "branch:      default",  # each setting by its name and as `set` takes it
         "image:       default",
-        "idle:        default",
+        "idle_timeout: default",
         "memory_max:  512M",
         "cpu_quota:   50%",
         "disk_max:    1G",

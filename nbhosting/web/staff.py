@@ -423,26 +423,8 @@ class CourseHandler(StaffHandler):
         page = student_page(await students(self, course.name), query, first, lti_names_of(query))
         self.render("staff/course.html", course=course, status=courses.status(course),
                          tree=notebook_tree(courses.notebooks(course)), students=page,
-                         settings=form or setting_texts(course), message=message,
+                         settings=form or courses.setting_texts(course), message=message,
                          settings_keys=courses.SETTINGS, own=staff_workspace(self.account.name))
-
-
-def setting_texts(course: courses.Course) -> dict[str, str]:
-    """The course's settings as the form shows them, and as parse_setting reads them back."""
-    texts = {}
-    for key in courses.SETTINGS:
-        value = getattr(course, key)
-        if isinstance(value, bool):
-            texts[key] = "yes" if value else ""
-        elif key in ("staff", "hide"):
-            texts[key] = ", ".join(value)
-        elif key in ("memory_max", "disk_max"):
-            texts[key] = size(value)
-        elif key == "cpu_quota":
-            texts[key] = f"{value}%" if value is not None else ""
-        else:
-            texts[key] = "" if value is None else str(value)
-    return texts
 
 
 class SettingsHandler(CourseHandler):
@@ -450,7 +432,7 @@ class SettingsHandler(CourseHandler):
         course = self.course(name)
         form = {key: self.get_body_argument(key, "") for key in courses.SETTINGS}
         if not self.account.admin:
-            form["staff"] = setting_texts(course)["staff"]  # grants are the admins'
+            form["staff"] = courses.setting_texts(course)["staff"]  # grants are the admins'
         try:
             values = {key: courses.parse_setting(key, text) for key, text in form.items()}
             changed = {key: value for key, value in values.items() if value != getattr(course, key)}
