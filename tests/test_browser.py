@@ -36,16 +36,10 @@ from nbhosting import access, config
 from devtools import sandbox as nbh_sandbox
 from nbhosting.names import Instance
 
+from .chromium_setup import CHROMEDRIVER, CHROMIUM, CHROMIUM_ARGS
+
 pytestmark = pytest.mark.sandbox
 
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMEDRIVER = Path("/usr/bin/chromedriver")
-# As root, without a display, a GPU, /dev/shm room or the internet.
-CHROMIUM_ARGS = (
-    "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--disable-quic",
-    "--no-first-run", "--disable-background-networking", "--disable-component-update", "--disable-sync",
-    "--window-size=1400,1000",
-)
 # nginx in the sandbox: the notebooks' site. The LMS page is on localhost,
 # another site (not only another origin), so its iframe is third-party.
 NOTEBOOK_SITE = nbh_sandbox.SITE_URL
