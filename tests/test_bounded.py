@@ -18,7 +18,6 @@ from nbhosting.names import Instance
 
 from .web_helpers import follow_start, get, signed
 
-
 pytestmark = pytest.mark.sandbox
 
 READERS = 100

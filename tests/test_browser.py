@@ -27,7 +27,6 @@ from .browser_helpers import (NOTEBOOK, NOTEBOOK_HOST, NOTEBOOK_SITE, SOURCE, TI
 pytestmark = pytest.mark.sandbox
 
 
-
 # -- the test -----------------------------------------------------------------------
 
 def test_notebook_in_a_third_party_iframe_runs_and_saves_without_cookies(sandbox, server, browser):

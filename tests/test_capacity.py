@@ -11,7 +11,6 @@ from nbhosting.names import Instance
 from .web_helpers import NOTEBOOK, assert_nothing_started_or_written, entry, entry_path, get, sse
 
 
-
 def test_token_bucket_bursts_then_refills():
     now = [0.0]
     bucket = capacity.TokenBucket(3, clock=lambda: now[0])

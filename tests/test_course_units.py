@@ -18,7 +18,6 @@ from .course_helpers import CONTAINERFILE, EMPTY_NOTEBOOK, commit, make_repo, sh
 pytestmark = pytest.mark.sandbox
 
 
-
 def test_create_update_and_build_through_their_units(sandbox, systemd, course_name, student):
     repo = make_repo(sandbox, course_name, {"a.ipynb": EMPTY_NOTEBOOK, "extra.py": "ANSWER = 42\n",
                                             ".nbhosting/Containerfile": CONTAINERFILE})

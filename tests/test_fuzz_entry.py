@@ -25,7 +25,6 @@ from nbhosting import access
 from .sandbox_helpers import instance_units
 from .web_helpers import HOST, LMS, NOTEBOOK, PORT, lms_key
 
-
 pytestmark = pytest.mark.sandbox
 
 SEED = 20261129

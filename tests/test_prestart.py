@@ -16,7 +16,6 @@ from .browser_helpers import (NOTEBOOK, SOURCE, enter_iframe, entry_url, first_c
 from .sandbox_helpers import active, run_unit, server_journal, wait_for
 from .web_helpers import entry
 
-
 pytestmark = pytest.mark.sandbox
 
 OTHER = "notebooks/01.00-IPython-Beyond-Normal-Python"

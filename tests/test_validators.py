@@ -17,7 +17,6 @@ from nbhosting.names import Instance
 from .sandbox_helpers import server_journal
 from .web_helpers import entry
 
-
 pytestmark = pytest.mark.sandbox
 
 NOTEBOOK = "w1/w1-s1-c1-intro"
