@@ -2,7 +2,7 @@
 `python -m bench --bounded`, into bench/results.json (key bounded).
 
 Side by side in one run, in alternating blocks of 20 warm entries (entry
-URL to the notebook page, bench.__main__.open_notebook):
+URL to the notebook page, bench.common.open_notebook):
 
 - quiet: nothing else;
 - a login flood: 8 clients sending wrong passwords for unknown accounts
@@ -24,6 +24,8 @@ from nbhosting import shares, tokens
 from devtools import sandbox
 from nbhosting.names import Instance
 from nbhosting.systemd import Systemd
+
+from . import common
 
 RUN = os.getpid()
 ROUNDS = int(os.environ.get("NBH_BENCH_BOUNDED_ROUNDS", "5"))
@@ -92,19 +94,18 @@ def large_page(instance: Instance) -> str:
 
 
 async def run() -> dict:
-    from . import __main__ as main  # noqa: PLC0415
     sandbox.up()
-    main.make_course()
+    common.make_course()
     systemd = await Systemd.connect(f"unix:path={sandbox.path('/run/dbus/system_bus_socket')}")
     loop = asyncio.get_running_loop()
-    instance = Instance(main.COURSE, f"bounded-{RUN:07d}")
-    await loop.run_in_executor(None, main.open_notebook, instance.student)  # started, warm
+    instance = Instance(common.COURSE, f"bounded-{RUN:07d}")
+    await loop.run_in_executor(None, common.open_notebook, instance.student)  # started, warm
     page = large_page(instance)
     samples: dict[str, list[float]] = {"quiet": [], "login_flood": [], "slow_readers": []}
     statuses: list[int] = []
 
     async def block(kind: str) -> None:
-        samples[kind] += [await loop.run_in_executor(None, main.open_notebook, instance.student)
+        samples[kind] += [await loop.run_in_executor(None, common.open_notebook, instance.student)
                           for _ in range(BLOCK)]
 
     try:
@@ -118,7 +119,7 @@ async def run() -> dict:
     finally:
         await systemd.stop_instance(instance)
         await systemd.close()
-    figures = {kind: {k: v * 1000 if k != "n" else v for k, v in main.percentiles(s).items()}
+    figures = {kind: {k: v * 1000 if k != "n" else v for k, v in common.percentiles(s).items()}
                for kind, s in samples.items()}
     figures["logins"] = {str(status): statuses.count(status) for status in sorted(set(statuses))}
     for kind in ("login_flood", "slow_readers"):

@@ -14,7 +14,7 @@ import time
 
 from devtools import sandbox
 
-from .__main__ import percentiles
+from .common import percentiles
 
 COURSE = "bench-autopull"
 REPO = f"/var/lib/nbhosting/sandbox-repos/{COURSE}"

@@ -24,6 +24,8 @@ from devtools import sandbox
 from nbhosting.names import Instance
 from nbhosting.systemd import Systemd
 
+from . import common
+
 RUN = os.getpid()
 ROUNDS = int(os.environ.get("NBH_BENCH_DISKS_ROUNDS", "7"))
 WARM = 20
@@ -31,16 +33,15 @@ BOUNDED = "bench-disk"
 
 
 async def run() -> dict:
-    from . import __main__ as main  # noqa: PLC0415
     from .mappings import entry_path  # noqa: PLC0415
     sandbox.up()
-    main.make_course()
-    sandbox.make_course(BOUNDED, {f"{main.ENTRY_NOTEBOOK}.ipynb":
+    common.make_course()
+    sandbox.make_course(BOUNDED, {f"{common.ENTRY_NOTEBOOK}.ipynb":
                                   {"cells": [], "metadata": {}, "nbformat": 4, "nbformat_minor": 5}})
     sandbox.run(["nbh", "course", "set", BOUNDED, "disk_max=1G"])
     systemd = await Systemd.connect(f"unix:path={sandbox.path('/run/dbus/system_bus_socket')}")
     loop = asyncio.get_running_loop()
-    courses = {"folder": main.COURSE, "disk": BOUNDED}
+    courses = {"folder": common.COURSE, "disk": BOUNDED}
     samples = {kind: {"first": [], "stop": [], "again": [], "warm": []} for kind in courses}
     try:
         for n in range(ROUNDS):
@@ -48,19 +49,19 @@ async def run() -> dict:
                 instance = Instance(course, f"disk-{RUN}-{n}")
                 path = entry_path(course, instance.student)
                 await asyncio.sleep(1)  # the previous stop settled
-                samples[kind]["first"].append(await loop.run_in_executor(None, main.open_notebook, "", path))
+                samples[kind]["first"].append(await loop.run_in_executor(None, common.open_notebook, "", path))
                 await asyncio.sleep(1)
                 start = time.perf_counter()
                 await systemd.stop_instance(instance)
                 samples[kind]["stop"].append(time.perf_counter() - start)
                 await asyncio.sleep(1)
-                samples[kind]["again"].append(await loop.run_in_executor(None, main.open_notebook, "", path))
+                samples[kind]["again"].append(await loop.run_in_executor(None, common.open_notebook, "", path))
                 for _ in range(WARM):
-                    samples[kind]["warm"].append(await loop.run_in_executor(None, main.open_notebook, "", path))
+                    samples[kind]["warm"].append(await loop.run_in_executor(None, common.open_notebook, "", path))
                 await systemd.stop_instance(instance)
     finally:
         await systemd.close()
-    figures = {kind: {name: main.percentiles(values) for name, values in s.items()} for kind, s in samples.items()}
+    figures = {kind: {name: common.percentiles(values) for name, values in s.items()} for kind, s in samples.items()}
     figures["disk_over_folder"] = {name: figures["disk"][name]["p50"] / figures["folder"][name]["p50"]
                                    for name in ("first", "stop", "again", "warm")}
     return figures

@@ -33,7 +33,7 @@ from devtools import sandbox
 from nbhosting.names import Instance
 from nbhosting.systemd import Systemd
 
-from .__main__ import COURSE, RUN, make_course, open_notebook
+from .common import COURSE, RUN, in_sandbox, make_course, open_notebook
 from .idle import pid1_cpu_s, pid1_memory_kib
 
 # NBH_BENCH_ENROLLED=10,100,1000 NBH_BENCH_SEEN=50 for a quick look
@@ -221,7 +221,6 @@ async def measure(systemd: Systemd) -> dict:
 
 
 async def run() -> dict:
-    from .__main__ import in_sandbox  # noqa: PLC0415
     return await in_sandbox(measure, make_course)
 
 

@@ -37,7 +37,7 @@ from nbhosting import config, stats, store
 from devtools import sandbox
 from nbhosting.store import Event
 
-from .__main__ import percentiles
+from .common import percentiles
 
 COURSE = "bench-events"
 STUDENTS, NOTEBOOKS, DAYS, TOTAL = 5000, 100, 91, 1_000_000

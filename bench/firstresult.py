@@ -34,8 +34,8 @@ from selenium.webdriver.common.by import By
 from selenium.webdriver.common.keys import Keys
 from selenium.webdriver.support.ui import WebDriverWait
 
-# As tests/test_browser.py runs it: as root, without a display, a GPU or /dev/shm room.
-from tests.test_browser import CHROMEDRIVER, CHROMIUM, CHROMIUM_ARGS
+# As the tests' browser runs it: as root, without a display, a GPU or /dev/shm room.
+from tests.chromium_setup import CHROMEDRIVER, CHROMIUM, CHROMIUM_ARGS
 
 TIMEOUT = 120  # seconds
 SOURCE = "print(6 * 7)"

@@ -22,7 +22,7 @@ from devtools import sandbox
 from nbhosting.names import Instance
 from nbhosting.systemd import Systemd
 
-from .__main__ import COURSE, COLD_RUNS, RUN, get_status, percentiles
+from .common import COURSE, COLD_RUNS, RUN, get_status, percentiles
 
 ENROLLED = (10, 1000, 5000)
 

@@ -10,7 +10,7 @@ and on (the default), interleaved run by run, each run a new student:
   kernel, conmon, the proxy) once the 42 shows, and the whole sandbox's over
   the open (with nbh-web, nginx, systemd, podman);
 - 20 new students at once through the entry URL, to the notebook page
-  (bench.__main__.open_notebook), p95;
+  (bench.common.open_notebook), p95;
 - PSS of one server with one idle kernel, and the kernel's part.
 """
 
@@ -27,6 +27,8 @@ from nbhosting import access
 from devtools import sandbox
 from nbhosting.names import Instance
 from nbhosting.systemd import Systemd
+
+from . import common
 
 COURSE = "bench-kernel"
 NOTEBOOK = "w1/first.ipynb"
@@ -91,23 +93,21 @@ def kernel_memory(instance: Instance) -> dict:
 async def crowd(systemd: Systemd, tag: str) -> dict:
     """20 new students at once through the entry URL, to the notebook page
     (their pre-started kernels, if any, starting meanwhile)."""
-    from . import __main__ as main  # noqa: PLC0415 -- its entry client
     students = [f"crowd{tag}-{RUN}-{i}" for i in range(CROWD)]
     paths = [entry_path(student) for student in students]
-    cpu = main.sandbox_cpu_usec()
+    cpu = common.sandbox_cpu_usec()
     with ThreadPoolExecutor(CROWD) as pool:
         began = time.perf_counter()
-        each = list(pool.map(main.open_notebook, students, paths))
+        each = list(pool.map(common.open_notebook, students, paths))
         all_in = time.perf_counter() - began
-    cpu = (main.sandbox_cpu_usec() - cpu) / 1e6
+    cpu = (common.sandbox_cpu_usec() - cpu) / 1e6
     await asyncio.gather(*(systemd.stop_instance(Instance(COURSE, s)) for s in students))
-    return {"all_in_s": all_in, "each_s": main.percentiles(each), "sandbox_cpu_s": cpu}
+    return {"all_in_s": all_in, "each_s": common.percentiles(each), "sandbox_cpu_s": cpu}
 
 
 async def run() -> dict:
     sandbox.up()
     make_course()
-    from . import __main__ as main  # noqa: PLC0415
     from .firstresult import close, first_result  # noqa: PLC0415 -- selenium, only when measured
     systemd = await Systemd.connect(f"unix:path={sandbox.path('/run/dbus/system_bus_socket')}")
     loop = asyncio.get_running_loop()
@@ -128,10 +128,10 @@ async def run() -> dict:
                 set_prestart(timeout)
                 instance = Instance(COURSE, f"k{mode}-{RUN}-{n}")
                 await asyncio.sleep(1)  # the previous run's stop settled
-                cpu = main.sandbox_cpu_usec()
+                cpu = common.sandbox_cpu_usec()
                 phases: dict = {}
                 await loop.run_in_executor(None, first_result, entry_url(instance.student), phases)
-                results[mode]["sandbox_cpu_s"].append((main.sandbox_cpu_usec() - cpu) / 1e6)
+                results[mode]["sandbox_cpu_s"].append((common.sandbox_cpu_usec() - cpu) / 1e6)
                 for step, key in steps.items():
                     results[mode][key].append(phases[step])
                 results[mode]["server_cpu_s"].append(unit_cpu_s(instance))
@@ -148,7 +148,7 @@ async def run() -> dict:
         await systemd.close()
     for mode in results.values():
         for key in keys:
-            mode[key] = {**main.percentiles(mode[key]), "all": sorted(mode[key])}
+            mode[key] = {**common.percentiles(mode[key]), "all": sorted(mode[key])}
     return {"prestart": results, "memory_one_idle_kernel": memory}
 
 

@@ -23,6 +23,8 @@ from devtools import sandbox
 from nbhosting.names import Instance
 from nbhosting.systemd import Systemd
 
+from . import common
+
 RUN = os.getpid()
 ROUNDS = int(os.environ.get("NBH_BENCH_MAPPINGS_ROUNDS", "7"))
 WARM = 50
@@ -31,29 +33,26 @@ PNG = base64.b64decode("iVBORw0KGgoAAAANSUhEUgAAAAIAAAACCAIAAAD91JpzAAAAEUlEQVR4
 
 
 def make_mapped_course() -> None:
-    from . import __main__ as main  # noqa: PLC0415
     empty = {"cells": [], "metadata": {}, "nbformat": 4, "nbformat_minor": 5}
-    files: dict = {f"{main.ENTRY_NOTEBOOK}.ipynb": empty, "w1/helper.py": "WHO = 'the course'\n"}
+    files: dict = {f"{common.ENTRY_NOTEBOOK}.ipynb": empty, "w1/helper.py": "WHO = 'the course'\n"}
     files.update({f"w1/data/table{n}.csv": "a,b\n1,2\n" for n in range(20)})
     files.update({f"w1/figures/figure{n}.png": PNG for n in range(50)})
     sandbox.make_course(MAPPED, files)
 
 
 def entry_path(course: str, student: str) -> str:
-    from . import __main__ as main  # noqa: PLC0415
     key = access.read_key(sandbox.path(str(access.LMS_KEY_PATH)))
-    query = access.signed_query(key, course, main.ENTRY_NOTEBOOK, student, ttl=3600)
-    return f"/ipythonExercice/{course}/{main.ENTRY_NOTEBOOK}/{student}?{query}"
+    query = access.signed_query(key, course, common.ENTRY_NOTEBOOK, student, ttl=3600)
+    return f"/ipythonExercice/{course}/{common.ENTRY_NOTEBOOK}/{student}?{query}"
 
 
 async def run() -> dict:
-    from . import __main__ as main  # noqa: PLC0415
     sandbox.up()
-    main.make_course()
+    common.make_course()
     make_mapped_course()
     systemd = await Systemd.connect(f"unix:path={sandbox.path('/run/dbus/system_bus_socket')}")
     loop = asyncio.get_running_loop()
-    courses = {"without": main.COURSE, "with": MAPPED}
+    courses = {"without": common.COURSE, "with": MAPPED}
     samples: dict[str, dict[str, list[float]]] = {kind: {"cold": [], "warm": []} for kind in courses}
     try:
         for n in range(ROUNDS):
@@ -61,14 +60,14 @@ async def run() -> dict:
                 instance = Instance(course, f"mapped-{RUN}-{n}")
                 path = entry_path(course, instance.student)
                 await asyncio.sleep(1)  # the previous stop settled
-                samples[kind]["cold"].append(await loop.run_in_executor(None, main.open_notebook, "", path))
+                samples[kind]["cold"].append(await loop.run_in_executor(None, common.open_notebook, "", path))
                 for _ in range(WARM):
-                    samples[kind]["warm"].append(await loop.run_in_executor(None, main.open_notebook, "", path))
+                    samples[kind]["warm"].append(await loop.run_in_executor(None, common.open_notebook, "", path))
                 await systemd.stop_instance(instance)
     finally:
         await systemd.close()
-    figures = {kind: {"cold_s": main.percentiles(s["cold"]),
-                      "warm_ms": {k: v * 1000 if k != "n" else v for k, v in main.percentiles(s["warm"]).items()}}
+    figures = {kind: {"cold_s": common.percentiles(s["cold"]),
+                      "warm_ms": {k: v * 1000 if k != "n" else v for k, v in common.percentiles(s["warm"]).items()}}
                for kind, s in samples.items()}
     with_, without = figures["with"], figures["without"]
     figures["with_over_without"] = {"cold_p50": with_["cold_s"]["p50"] / without["cold_s"]["p50"],

@@ -3,7 +3,7 @@
 - Share: from the request (nbh/share on the student's server, which renders
   the saved notebook) to the page read through nginx, for a notebook of 50
   cells with 5 figures (PNG outputs of about 85 KiB each, a large matplotlib figure).
-- Cold open: the entry URL to the notebook page (bench/__main__.py's
+- Cold open: the entry URL to the notebook page (bench/common.py's
   open_notebook), with this checkout's image, and, given the tarball of an
   earlier test image (BASELINE_TAR, e.g. one of main's
   /var/cache/nbhosting/jupyter-test-*.tar), with that image, alternately, in
@@ -26,7 +26,7 @@ from nbhosting import access, podman
 from devtools import sandbox
 from nbhosting.names import Instance
 
-from .__main__ import fetch, lms_client, open_notebook, percentiles, write_key
+from .common import fetch, lms_client, open_notebook, percentiles, write_key
 
 COURSE, BASE_COURSE = "bench-menus", "bench-menus-base"
 BIG = "w1/fifty-cells.ipynb"

@@ -5,7 +5,7 @@ A mode is a configuration (`nbh setup`, nbh-web started again), so the
 modes alternate by blocks, not request by request:
 
 - cold: the entry URL of a stopped server to the notebook page (200), as
-  bench.__main__.open_notebook measures it (the page on the pair's origin
+  bench.common.open_notebook measures it (the page on the pair's origin
   in the per-student mode: nginx takes the host from the absolute URL);
 - warm: the same with the server running, in blocks of 50;
 - the front end's CPU per warm entry (the key's HMAC and link added).
@@ -23,6 +23,8 @@ from devtools import sandbox
 from nbhosting.names import Instance
 from nbhosting.systemd import Systemd
 
+from . import common
+
 RUN = os.getpid()
 ROUNDS = int(os.environ.get("NBH_BENCH_ORIGINS_ROUNDS", "6"))
 BLOCK = 50
@@ -37,32 +39,31 @@ def set_mode(extra: str) -> None:
 
 
 async def run() -> dict:
-    from . import __main__ as main  # noqa: PLC0415
     sandbox.up()
-    main.make_course()
+    common.make_course()
     systemd = await Systemd.connect(f"unix:path={sandbox.path('/run/dbus/system_bus_socket')}")
     loop = asyncio.get_running_loop()
     samples = {mode: {"cold": [], "warm": [], "cpu_ms": []} for mode in MODES}
-    instance = Instance(main.COURSE, f"origins-{RUN:07d}")
+    instance = Instance(common.COURSE, f"origins-{RUN:07d}")
     try:
         for n in range(ROUNDS):
             for mode, extra in (MODES.items() if n % 2 else reversed(MODES.items())):
                 set_mode(extra)
                 await systemd.stop_instance(instance)
                 await asyncio.sleep(1)
-                samples[mode]["cold"].append(await loop.run_in_executor(None, main.open_notebook, instance.student))
+                samples[mode]["cold"].append(await loop.run_in_executor(None, common.open_notebook, instance.student))
                 for _ in range(BLOCK):
                     samples[mode]["warm"].append(
-                        await loop.run_in_executor(None, main.open_notebook, instance.student))
+                        await loop.run_in_executor(None, common.open_notebook, instance.student))
                 samples[mode]["cpu_ms"].append(
-                    await loop.run_in_executor(None, main.entry_rate_cpu, instance.student, 200))
+                    await loop.run_in_executor(None, common.entry_rate_cpu, instance.student, 200))
     finally:
         set_mode("")
         await systemd.stop_instance(instance)
         await systemd.close()
-    figures = {mode: {"cold_s": main.percentiles(s["cold"]),
-                      "warm_ms": {k: v * 1000 if k != "n" else v for k, v in main.percentiles(s["warm"]).items()},
-                      "front_end_cpu_ms_per_entry": main.percentiles(s["cpu_ms"])}
+    figures = {mode: {"cold_s": common.percentiles(s["cold"]),
+                      "warm_ms": {k: v * 1000 if k != "n" else v for k, v in common.percentiles(s["warm"]).items()},
+                      "front_end_cpu_ms_per_entry": common.percentiles(s["cpu_ms"])}
                for mode, s in samples.items()}
     figures["per_student_over_single"] = {
         "cold_p50": figures["per_student"]["cold_s"]["p50"] / figures["single"]["cold_s"]["p50"],

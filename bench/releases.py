@@ -43,7 +43,7 @@ from nbhosting.names import Instance
 from nbhosting.systemd import Systemd
 
 from . import dormant as dormant_bench
-from .__main__ import COURSE, ENTRY_NOTEBOOK, RUN, make_course, percentiles
+from .common import COURSE, ENTRY_NOTEBOOK, RUN, make_course, percentiles
 
 COLD_RUNS = int(os.environ.get("NBH_BENCH_COLD", "7"))
 VISITS = int(os.environ.get("NBH_BENCH_VISITS", "15"))

@@ -28,7 +28,7 @@ from nbhosting.names import Instance
 from nbhosting.systemd import Systemd
 from nbhosting.web.staff import STUDENTS_PAGE
 
-from .__main__ import RUN, percentiles, write_key
+from .common import RUN, percentiles, write_key
 
 COURSE = "bench-staff"
 ENROLLED = 5000

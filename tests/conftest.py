@@ -1,4 +1,5 @@
-"""Fixtures: the private systemd sandbox, and ways to reach into it."""
+"""Fixtures: the private systemd sandbox, ways to reach into it, and the
+fixtures several test modules share (their helpers: tests/*_helpers.py)."""
 
 from __future__ import annotations
 
@@ -13,9 +14,12 @@ import pytest
 
 from devtools import sandbox as sandbox_module
 from devtools import systems
-from nbhosting import podman
+from nbhosting import paths, podman
 from nbhosting.names import Instance
 from nbhosting.systemd import Systemd
+
+from .browser_helpers import chromium
+from .staff_helpers import OTHER_COURSE, add_account, fresh_name
 
 COURSE = "python-mooc"
 
@@ -239,3 +243,77 @@ def registered_platform(sandbox):
                 "--jwks-url", platform.url + "/jwks", "--courses", "*")
     yield platform
     platform.stop()
+
+
+# -- shared by several test modules (each was defined in one of them, which the
+# others imported: issue 27). All per test, as they were.
+
+@pytest.fixture
+def cull_config(setup_config):
+    """Timeouts of seconds; `nbh setup` writes those that are unit settings."""
+    return lambda text: setup_config("[cull]\n" + text)
+
+
+_course_names = iter(range(10**6))
+
+
+@pytest.fixture
+def course_name() -> str:
+    return f"units{next(_course_names)}-{os.getpid()}"
+
+
+@pytest.fixture
+def dirs(tmp_path, monkeypatch):
+    """The data and configuration folders in tmp_path; git without the host's configuration.
+    Not autouse: the modules that need it say so (pytestmark usefixtures)."""
+    monkeypatch.setattr(paths, "DATA_DIR", tmp_path / "data")
+    monkeypatch.setattr(paths, "CONF_DIR", tmp_path / "conf")
+    monkeypatch.setattr(paths, "COURSES_DIR", tmp_path / "data" / "courses")
+    monkeypatch.setattr(paths, "COURSE_SETTINGS_DIR", tmp_path / "conf" / "courses")
+    monkeypatch.setenv("GIT_CONFIG_GLOBAL", os.devnull)
+    monkeypatch.setenv("GIT_CONFIG_NOSYSTEM", "1")
+    for role in ("AUTHOR", "COMMITTER"):
+        monkeypatch.setenv(f"GIT_{role}_NAME", "Test")
+        monkeypatch.setenv(f"GIT_{role}_EMAIL", "test@example.org")
+
+
+@pytest.fixture
+def admin(sandbox) -> str:
+    add_account("admin", "--admin")
+    return "admin"
+
+
+@pytest.fixture
+def courses(sandbox, course) -> tuple[str, str]:
+    sandbox.make_course(OTHER_COURSE)
+    return course, OTHER_COURSE
+
+
+@pytest.fixture
+def teacher(sandbox, courses) -> str:
+    """An account that is staff of the first course only."""
+    name = fresh_name("teacher")
+    add_account(name)
+    result = nbh(sandbox, "staff", "grant", name, courses[0])
+    assert result.returncode == 0, result.stderr
+    return name
+
+
+@pytest.fixture
+def browser(request):
+    """A headless Chromium of its own, per test; a screenshot of a failure that was not a wait's."""
+    failed_before = request.session.testsfailed
+    with chromium(request.node.name) as browser:
+        try:
+            yield browser
+        finally:
+            if request.session.testsfailed > failed_before and not browser.taken:
+                browser.screenshot()  # a failure that was not a wait's
+
+
+@pytest.fixture
+def server(sandbox, systemd, course, student):
+    """A student who has never opened the notebook: no server, no copy yet."""
+    instance = Instance(course, student)
+    yield instance
+    systemd.stop_instance(instance)

@@ -16,7 +16,7 @@ from devtools import sandbox as nbh_sandbox
 from nbhosting import shares, tokens
 from nbhosting.names import Instance
 
-from .test_web import follow_start, get, signed
+from .web_helpers import follow_start, get, signed
 
 pytestmark = pytest.mark.sandbox
 

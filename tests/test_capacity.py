@@ -8,7 +8,7 @@ import pytest
 from nbhosting import capacity, config, paths
 from nbhosting.names import Instance
 
-from .test_web import NOTEBOOK, assert_nothing_started_or_written, entry, entry_path, get, sse
+from .web_helpers import NOTEBOOK, assert_nothing_started_or_written, entry, entry_path, get, sse
 
 
 def test_token_bucket_bursts_then_refills():

@@ -14,7 +14,7 @@ from devtools import sandbox as nbh_sandbox
 from nbhosting.names import Instance
 
 from .conftest import configure, nbh
-from .test_web import HOST, NOTEBOOK, PORT, assert_nothing_started_or_written, entry_path, get
+from .web_helpers import HOST, NOTEBOOK, PORT, assert_nothing_started_or_written, entry_path, get
 
 pytestmark = pytest.mark.sandbox
 

@@ -4,7 +4,6 @@ nbh-autopull, started as installed in the sandbox, and their effects."""
 from __future__ import annotations
 
 import json
-import os
 import time
 
 import pytest
@@ -14,54 +13,13 @@ from devtools import sandbox as nbh_sandbox
 from nbhosting.names import Instance
 
 from .conftest import assert_refused_to_front_end, nbh
+from .course_helpers import CONTAINERFILE, EMPTY_NOTEBOOK, commit, make_repo, show
 
 pytestmark = pytest.mark.sandbox
 
-_counter = iter(range(10**6))
-CONTAINERFILE = ("ARG NBH_BASE_IMAGE\nFROM $NBH_BASE_IMAGE\n"
-                 "COPY extra.py /opt/jupyter/lib/python3.11/site-packages/nbh_extra.py\n")
-NOTEBOOK = json.dumps({"cells": [], "metadata": {}, "nbformat": 4, "nbformat_minor": 5})
-
-
-def make_repo(sandbox, name: str, files: dict[str, str | bytes]) -> str:
-    """A course repository owned by the checkouts' account, as git wants a local one."""
-    repo = f"/var/lib/nbhosting/sandbox-repos/{name}"
-    sandbox.run("rm", "-rf", repo)
-    sandbox.run("install", "-d", "-o", "nbh-courses", "-g", "nbh-courses", repo)
-    sandbox.run("git", "init", "--quiet", "--initial-branch=main", repo, user="nbh-courses")
-    commit(sandbox, repo, files, "first")
-    return repo
-
-
-def commit(sandbox, repo: str, files: dict[str, str | bytes], message: str = "change") -> str:
-    for relative, content in files.items():
-        path = sandbox.path(f"{repo}/{relative}")
-        path.parent.mkdir(parents=True, exist_ok=True)
-        if isinstance(content, bytes):
-            path.write_bytes(content)
-        else:
-            path.write_text(content)
-    sandbox.run("chown", "-R", "nbh-courses:nbh-courses", repo)
-    git = ["git", "-C", repo, "-c", "user.name=Teacher", "-c", "user.email=teacher@example.org"]
-    sandbox.run(*git, "add", "--all", user="nbh-courses")
-    sandbox.run(*git, "commit", "--quiet", "--message", message, user="nbh-courses")
-    return sandbox.run(*git, "rev-parse", "--short", "HEAD", user="nbh-courses").stdout.strip()
-
-
-@pytest.fixture
-def course_name() -> str:
-    return f"units{next(_counter)}-{os.getpid()}"
-
-
-def show(sandbox, course: str) -> dict[str, str]:
-    result = nbh(sandbox, "course", "show", course)
-    assert result.returncode == 0, result.stderr
-    return {key.strip(): value.strip() for key, _, value in
-            (line.partition(":") for line in result.stdout.splitlines() if not line.startswith("  "))}
-
 
 def test_create_update_and_build_through_their_units(sandbox, systemd, course_name, student):
-    repo = make_repo(sandbox, course_name, {"a.ipynb": NOTEBOOK, "extra.py": "ANSWER = 42\n",
+    repo = make_repo(sandbox, course_name, {"a.ipynb": EMPTY_NOTEBOOK, "extra.py": "ANSWER = 42\n",
                                             ".nbhosting/Containerfile": CONTAINERFILE})
     created = nbh(sandbox, "course", "create", course_name, repo)
     assert created.returncode == 0, created.stderr
@@ -113,7 +71,7 @@ def test_create_update_and_build_through_their_units(sandbox, systemd, course_na
 
 
 def test_failures_keep_what_was_in_use(sandbox, course_name):
-    repo = make_repo(sandbox, course_name, {"a.ipynb": NOTEBOOK, "extra.py": "ANSWER = 42\n",
+    repo = make_repo(sandbox, course_name, {"a.ipynb": EMPTY_NOTEBOOK, "extra.py": "ANSWER = 42\n",
                                             ".nbhosting/Containerfile": CONTAINERFILE})
     assert nbh(sandbox, "course", "create", course_name, repo).returncode == 0
     assert nbh(sandbox, "course", "build", course_name).returncode == 0
@@ -157,7 +115,7 @@ ESCAPES = {
 
 
 def test_a_containerfile_that_climbs_out_is_refused_before_it_builds(sandbox, course_name):
-    repo = make_repo(sandbox, course_name, {"a.ipynb": NOTEBOOK, "extra.py": "ANSWER = 42\n",
+    repo = make_repo(sandbox, course_name, {"a.ipynb": EMPTY_NOTEBOOK, "extra.py": "ANSWER = 42\n",
                                             ".nbhosting/Containerfile": CONTAINERFILE})
     assert nbh(sandbox, "course", "create", course_name, repo).returncode == 0
     secret = sandbox.path("/etc/nbhosting/secret").read_text().strip()
@@ -180,7 +138,7 @@ def test_a_build_that_escapes_finds_nothing_to_steal(sandbox, course_name, stude
     build runs, as such an escape would be."""
     other = f"{course_name}o"
     sandbox.make_course(other)
-    repo = make_repo(sandbox, course_name, {"a.ipynb": NOTEBOOK, ".nbhosting/Containerfile": (
+    repo = make_repo(sandbox, course_name, {"a.ipynb": EMPTY_NOTEBOOK, ".nbhosting/Containerfile": (
         "ARG NBH_BASE_IMAGE\nFROM $NBH_BASE_IMAGE\nRUN echo build-started; sleep 120\n")})
     assert nbh(sandbox, "course", "create", course_name, repo).returncode == 0
     unit = f"nbh-course-build@{course_name}.service"
@@ -223,7 +181,7 @@ def test_a_build_that_escapes_finds_nothing_to_steal(sandbox, course_name, stude
 
 
 def test_the_front_end_may_start_course_units_and_nothing_near(sandbox, course_name):
-    repo = make_repo(sandbox, course_name, {"a.ipynb": NOTEBOOK})
+    repo = make_repo(sandbox, course_name, {"a.ipynb": EMPTY_NOTEBOOK})
     assert nbh(sandbox, "course", "create", course_name, repo).returncode == 0
     unit = f"nbh-course-update@{course_name}.service"
 
@@ -250,7 +208,7 @@ def test_the_front_end_may_start_course_units_and_nothing_near(sandbox, course_n
 
 def test_a_finished_run_shows_its_whole_log(sandbox, course_name):
     """What the staff pages show of a run that ended: last_run(), then follow() to its end."""
-    repo = make_repo(sandbox, course_name, {"a.ipynb": NOTEBOOK})
+    repo = make_repo(sandbox, course_name, {"a.ipynb": EMPTY_NOTEBOOK})
     assert nbh(sandbox, "course", "create", course_name, repo).returncode == 0
     code = f"""if True:
         import asyncio
@@ -279,14 +237,14 @@ def test_a_finished_run_shows_its_whole_log(sandbox, course_name):
 
 def test_autopull_updates_and_builds_and_skips_archived(sandbox, course_name):
     followed, archived = course_name, f"{course_name}a"
-    files = {"a.ipynb": NOTEBOOK, "extra.py": "ANSWER = 1\n", ".nbhosting/Containerfile": CONTAINERFILE}
+    files = {"a.ipynb": EMPTY_NOTEBOOK, "extra.py": "ANSWER = 1\n", ".nbhosting/Containerfile": CONTAINERFILE}
     repos = {name: make_repo(sandbox, name, files) for name in (followed, archived)}
     for name in (followed, archived):
         assert nbh(sandbox, "course", "create", name, repos[name]).returncode == 0
     assert nbh(sandbox, "course", "set", followed, "autopull=yes", "autobuild=yes").returncode == 0
     assert nbh(sandbox, "course", "set", archived, "autopull=yes", "archived=yes").returncode == 0
     before = show(sandbox, archived)["commit"]
-    new = {name: commit(sandbox, repos[name], {"b.ipynb": NOTEBOOK}) for name in (followed, archived)}
+    new = {name: commit(sandbox, repos[name], {"b.ipynb": EMPTY_NOTEBOOK}) for name in (followed, archived)}
     # As installed: the timer's service, as the front end's account.
     sandbox.run("systemctl", "start", "nbh-autopull.service", timeout=300)
     assert show(sandbox, followed)["commit"] == new[followed]
@@ -295,7 +253,7 @@ def test_autopull_updates_and_builds_and_skips_archived(sandbox, course_name):
     record = json.loads(sandbox.path(f"/var/lib/nbhosting/builds/{followed}.json").read_text())
     assert record["commit"] == new[followed]
     # Nothing changed in the Containerfile since: no build the next time.
-    newer = commit(sandbox, repos[followed], {"c.ipynb": NOTEBOOK})
+    newer = commit(sandbox, repos[followed], {"c.ipynb": EMPTY_NOTEBOOK})
     sandbox.run("systemctl", "start", "nbh-autopull.service", timeout=300)
     assert show(sandbox, followed)["commit"] == newer
     assert json.loads(sandbox.path(f"/var/lib/nbhosting/builds/{followed}.json").read_text()) == record

@@ -15,37 +15,17 @@ from nbhosting import cli, courses, paths
 from nbhosting.courses import CourseError, UnknownCourse, UnknownNotebook
 from nbhosting.names import BadName
 
+from .course_helpers import commit_all, git, write
+
+# the data and configuration folders in tmp_path, for every test (conftest.py)
+pytestmark = pytest.mark.usefixtures("dirs")
+
 NOTEBOOKS = [
     "notebooks/01.00-IPython-Beyond-Normal-Python.ipynb",
     "w1/folder.ipynb/inside.ipynb",  # a folder named like a notebook is looked into
     "w1/w1-s1-c1-intro.ipynb",
     "w1/w1-s2-c1-accents.ipynb",
 ]
-
-
-@pytest.fixture(autouse=True)
-def dirs(tmp_path, monkeypatch):
-    """The data and configuration folders in tmp_path; git without the host's configuration."""
-    monkeypatch.setattr(paths, "DATA_DIR", tmp_path / "data")
-    monkeypatch.setattr(paths, "CONF_DIR", tmp_path / "conf")
-    monkeypatch.setattr(paths, "COURSES_DIR", tmp_path / "data" / "courses")
-    monkeypatch.setattr(paths, "COURSE_SETTINGS_DIR", tmp_path / "conf" / "courses")
-    monkeypatch.setenv("GIT_CONFIG_GLOBAL", os.devnull)
-    monkeypatch.setenv("GIT_CONFIG_NOSYSTEM", "1")
-    for role in ("AUTHOR", "COMMITTER"):
-        monkeypatch.setenv(f"GIT_{role}_NAME", "Test")
-        monkeypatch.setenv(f"GIT_{role}_EMAIL", "test@example.org")
-
-
-def git(repo: Path, *args: str) -> str:
-    return subprocess.run(["git", "-C", str(repo), *args], check=True, capture_output=True,
-                          text=True).stdout.strip()
-
-
-def commit_all(repo: Path, message: str = "change") -> str:
-    git(repo, "add", "--all", "--force")
-    git(repo, "commit", "--quiet", "-m", message)
-    return git(repo, "rev-parse", "HEAD")
 
 
 @contextmanager
@@ -55,12 +35,6 @@ def umask(mask: int):
         yield
     finally:
         os.umask(old)
-
-
-def write(repo: Path, relative: str, text: str = '{"cells": []}') -> None:
-    path = repo / relative
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(text)
 
 
 @pytest.fixture

@@ -16,26 +16,10 @@ from devtools import sandbox as nbh_sandbox
 from nbhosting.names import Instance
 
 from .conftest import nbh
-from .test_web import HOST, NOTEBOOK, PORT, entry, execute, get
+from .sandbox_helpers import active, run_unit, wait_for
+from .web_helpers import HOST, NOTEBOOK, PORT, entry, execute, get
 
 pytestmark = pytest.mark.sandbox
-
-
-@pytest.fixture
-def cull_config(setup_config):
-    """Timeouts of seconds; `nbh setup` writes those that are unit settings."""
-    return lambda text: setup_config("[cull]\n" + text)
-
-
-def wait_for(predicate, timeout: float = 30, every: float = 0.2, what: str = "") -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, f"timed out waiting for {what or predicate}"
-        time.sleep(every)
-
-
-def active(systemd, instance: Instance) -> bool:
-    return systemd.state(instance.service).ActiveState == "active"
 
 
 def only_running_containers(sandbox, systemd) -> None:
@@ -300,15 +284,6 @@ def test_notebooks_autosave_every_20_seconds(sandbox, systemd, course, student):
     settings = sandbox.api(instance, "lab/api/settings/@jupyterlab/docmanager-extension:plugin")
     assert settings["schema"]["properties"]["autosaveInterval"]["default"] == 20
     systemd.stop_instance(instance)
-
-
-def run_unit(sandbox, unit: str) -> str:
-    """Start a oneshot unit as its timer does; what it logged."""
-    cursor = sandbox.run("journalctl", "--show-cursor", "-n", "0", "--quiet").stdout.strip().removeprefix("-- cursor: ")
-    result = sandbox.run("systemctl", "start", unit, check=False)
-    log = sandbox.run("journalctl", "--no-pager", "-o", "cat", "-u", unit, f"--after-cursor={cursor}").stdout
-    assert result.returncode == 0, log
-    return log
 
 
 def test_the_timers_start_the_cull_and_gc_services(sandbox):

@@ -13,13 +13,10 @@ import pytest
 from nbhosting.names import Instance
 
 from .conftest import nbh
-from .test_course_units import CONTAINERFILE, commit, course_name, make_repo, show  # noqa: F401 -- course_name
-from .test_course_units import NOTEBOOK as COURSE_NOTEBOOK
-from .test_cull import run_unit, wait_for
-from .test_events import settled, stored
-from .test_instances import run_code
-from .test_staff import admin, logged_in  # noqa: F401 -- admin: the fixture
-from .test_web import entry, get, entry_path
+from .course_helpers import CONTAINERFILE, EMPTY_NOTEBOOK, commit, make_repo, show
+from .sandbox_helpers import mounted, run_code, run_unit, settled, stored, wait_for
+from .staff_helpers import logged_in
+from .web_helpers import entry, entry_path, get
 
 pytestmark = pytest.mark.sandbox
 
@@ -56,12 +53,6 @@ def bounded(sandbox) -> str:
     sandbox.make_course(name)
     assert nbh(sandbox, "course", "set", name, "disk_max=64M").returncode == 0
     return name
-
-
-def mounted(sandbox, course: str, student: str) -> str:
-    """What is mounted on the workspace ('' for nothing)."""
-    return sandbox.run("findmnt", "--noheadings", "--output", "SOURCE,FSTYPE,OPTIONS",
-                       f"/var/lib/nbhosting/workspaces/{course}/{student}", check=False).stdout.strip()
 
 
 def test_a_student_who_fills_their_disk_gets_enospc_and_nobody_else_notices(sandbox, systemd, bounded, student):
@@ -184,7 +175,7 @@ def test_a_build_that_fills_its_disk_fails_alone_and_keeps_the_previous_image(sa
     units = (f"nbh-course-disk@{course_name}.service", f"nbh-course-build@{course_name}.service")
     verified = sandbox.run("systemd-analyze", "verify", "--man=no", *units, check=False)
     assert verified.returncode == 0 and not verified.stderr.strip(), verified.stderr
-    repo = make_repo(sandbox, course_name, {"a.ipynb": COURSE_NOTEBOOK, "extra.py": "ANSWER = 42\n",
+    repo = make_repo(sandbox, course_name, {"a.ipynb": EMPTY_NOTEBOOK, "extra.py": "ANSWER = 42\n",
                                             ".nbhosting/Containerfile": CONTAINERFILE})
     assert nbh(sandbox, "course", "create", course_name, repo).returncode == 0
     built = nbh(sandbox, "course", "build", course_name)

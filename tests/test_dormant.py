@@ -13,8 +13,8 @@ from nbhosting import dormant
 from nbhosting.names import Instance
 
 from .conftest import nbh
-from .test_cull import run_unit
-from .test_web import NOTEBOOK, entry, get, workspace_file
+from .sandbox_helpers import run_unit
+from .web_helpers import NOTEBOOK, entry, get, workspace_file
 
 pytestmark = pytest.mark.sandbox
 

@@ -20,7 +20,7 @@ from devtools import sandbox as nbh_sandbox
 from nbhosting.names import Instance
 
 from .conftest import nbh
-from .test_web import NOTEBOOK, assert_nothing_started_or_written, entry, follow_start, get
+from .web_helpers import NOTEBOOK, assert_nothing_started_or_written, entry, follow_start, get
 
 pytestmark = pytest.mark.sandbox
 

@@ -5,7 +5,6 @@ sandbox's real journald, systemd, Jupyter and Chromium."""
 from __future__ import annotations
 
 import http.client
-import json
 import os
 import time
 from datetime import datetime
@@ -17,54 +16,17 @@ from devtools import sandbox as nbh_sandbox
 from nbhosting import store
 from nbhosting.names import Instance
 
+from .browser_helpers import (NOTEBOOK, SOURCE, enter_iframe, entry_url, first_cell_source, lms_page,
+                              wait_for_kernel_idle)
 from .conftest import nbh
-from .test_browser import NOTEBOOK, SOURCE, browser, enter_iframe, entry_url, first_cell_source, lms_page  # noqa: F401
-from .test_browser import wait_for_kernel_idle
-from .test_cull import cull_config, run_unit, wait_for  # noqa: F401
-from .test_web import get, signed
+from .sandbox_helpers import DB, read_store, run_code, run_unit, settled, stored, wait_for
+from .web_helpers import NOTEBOOK as ENTRY, entry, get, signed
 
 pytestmark = pytest.mark.sandbox
 
-DB = str(store.DEFAULT_PATH)
 METRICS = ("127.0.0.1", 9184)
 NEW_UNITS = ("nbh-events.service", "nbh-sample.service", "nbh-sample.timer", "nbh-metrics.socket",
              "nbh-metrics.service")
-
-
-READ = """import json, sys
-from pathlib import Path
-from nbhosting import store
-db = store.open_reader(Path(sys.argv[1]))
-print(json.dumps(db.execute(sys.argv[2], sys.argv[3:]).fetchall()))"""
-
-
-def read_store(sandbox, sql: str, *args: str) -> list[tuple]:
-    """The store as the front end's account reads it (store.open_reader).
-    Inside the sandbox: SQLite resolves the host's /proc/<pid>/root link to
-    the host's own /."""
-    python = nbh_sandbox.python()
-    out = sandbox.run(python, "-c", READ, DB, sql, *args, user="nbh").stdout
-    return [tuple(row) for row in json.loads(out)]
-
-
-def journal_tail(sandbox) -> str | None:
-    out = sandbox.run("journalctl", "--no-pager", "-o", "json", "-n", "1", "SYSLOG_IDENTIFIER=nbhosting").stdout
-    return json.loads(out)["__CURSOR"] if out.strip() else None
-
-
-def settled(sandbox, timeout: float = 30) -> None:
-    """The store has caught up with the journal's latest nbhosting entry."""
-    wait_for(lambda: sandbox.path(DB).exists(), what="the store")
-    tail = journal_tail(sandbox)
-    if tail is not None:
-        wait_for(lambda: read_store(sandbox, "SELECT cursor FROM followed") == [(tail,)], timeout=timeout,
-                 what="the store to catch up with the journal")
-
-
-def stored(sandbox, *args: str) -> list[dict]:
-    result = nbh(sandbox, "events", "--format", "json", *args, user="nbh")
-    assert result.returncode == 0, result.stderr
-    return json.loads(result.stdout)
 
 
 def test_units_verify_and_are_hardened(sandbox):
@@ -100,7 +62,6 @@ def events_of(sandbox, student: str) -> list[dict]:
 
 
 def test_a_known_sequence_is_stored_exactly_in_order(sandbox, systemd, course, student, cull_config):
-    from .test_web import NOTEBOOK as ENTRY, entry
     alice, bob = Instance(course, f"{student}a"), Instance(course, f"{student}b")
     url = entry(course, ENTRY, alice.student)            # start, ready, open (copied)
     entry(course, ENTRY, alice.student)                  # open (not copied)
@@ -215,7 +176,6 @@ def test_no_entry_stops_the_store_and_none_is_believed_beyond_its_sender(sandbox
     restarts = sandbox.run("systemctl", "show", "-P", "NRestarts", "nbh-events.service").stdout.strip()
     try:
         # from a student's code, in their kernel
-        from .test_instances import run_code
         systemd.start_instance(instance)
         assert run_code(sandbox, systemd, instance, HOSTILE.replace("@TAG@", repr(tag))).strip() == "sent"
         # from a local account on the host, and a child of it that exits at once
@@ -251,7 +211,6 @@ def metrics() -> dict[tuple[str, tuple], float]:
 
 
 def test_metrics_parse_and_move_with_events(sandbox, systemd, course, student):
-    from .test_web import NOTEBOOK as ENTRY, entry
     settled(sandbox)
     before = metrics()
     for name in ("nbh_running_servers", "nbh_store_lag_seconds", "nbh_start_seconds_count",
@@ -298,7 +257,7 @@ def test_the_sampler_records_courses_and_the_host(sandbox, systemd, course, stud
     systemd.stop_instance(instance)
 
 
-def test_closing_the_tab_gives_a_close_event_with_its_duration(sandbox, systemd, course, student, browser):  # noqa: F811
+def test_closing_the_tab_gives_a_close_event_with_its_duration(sandbox, systemd, course, student, browser):
     instance = Instance(course, student)
     browser.driver.get("about:blank")
     first = browser.driver.current_window_handle

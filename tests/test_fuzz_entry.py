@@ -22,7 +22,8 @@ import pytest
 
 from nbhosting import access
 
-from .test_web import HOST, LMS, NOTEBOOK, PORT, lms_key
+from .sandbox_helpers import instance_units
+from .web_helpers import HOST, LMS, NOTEBOOK, PORT, lms_key
 
 pytestmark = pytest.mark.sandbox
 
@@ -169,13 +170,6 @@ def send(path: bytes, referer: bytes | None, source: str = "127.0.0.1") -> tuple
         return int(answer.split(b"\r\n", 1)[0].split()[1]), answer
     except (IndexError, ValueError):
         return 0, answer
-
-
-def instance_units(sandbox) -> dict[str, str]:
-    """Every loaded student unit and its state."""
-    listing = sandbox.run("systemctl", "list-units", "--all", "--plain", "--no-legend", "--no-pager",
-                          "nbh-jupyter@*", "nbh-proxy@*").stdout
-    return {line.split()[0]: line.split()[2] for line in listing.splitlines() if line.strip()}
 
 
 ROOTS = ("/var/lib/nbhosting", "/etc/nbhosting", "/run/nbhosting")

@@ -1,22 +1,30 @@
 """The package's modules import one another without a cycle (issue 27):
 each can be read, and tested, knowing only those below it. Read with ast,
-imports inside functions included (a late import only hides a cycle)."""
+imports inside functions included (a late import only hides a cycle).
+
+The same for bench/, and the tests' own rule: a test module imports
+helper modules and conftest.py, never another test module (whose tests,
+fixtures and module-level state would come along)."""
 
 from __future__ import annotations
 
 import ast
 from pathlib import Path
 
-PACKAGE = Path(__file__).resolve().parent.parent / "nbhosting"
+ROOT = Path(__file__).resolve().parent.parent
+PACKAGE = ROOT / "nbhosting"
+TESTS = ROOT / "tests"
+BENCH = ROOT / "bench"
 
 
 def module_name(path: Path) -> str:
-    parts = path.relative_to(PACKAGE.parent).with_suffix("").parts
+    parts = path.relative_to(ROOT).with_suffix("").parts
     return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
 
 
-def imports(path: Path, modules: set[str]) -> set[str]:
-    """The package's modules this one imports."""
+def imported_names(path: Path) -> set[str]:
+    """Every module this one names in an import, absolute, and `from x import y`'s
+    x.y too (y may be a module): some are not modules, which the callers drop."""
     name = module_name(path)
     package = name if path.name == "__init__.py" else name.rpartition(".")[0]
     found = set()
@@ -30,11 +38,16 @@ def imports(path: Path, modules: set[str]) -> set[str]:
             source = f"{base}.{node.module}" if node.level and node.module else base if node.level else node.module
             found.add(source)
             found |= {f"{source}.{alias.name}" for alias in node.names}  # from . import courses
-    return {module for module in found if module in modules and module != name}
+    return found
 
 
-def graph() -> dict[str, set[str]]:
-    paths = sorted(PACKAGE.rglob("*.py"))
+def imports(path: Path, modules: set[str]) -> set[str]:
+    """The modules of `modules` this one imports."""
+    return {module for module in imported_names(path) if module in modules and module != module_name(path)}
+
+
+def graph(folder: Path = PACKAGE) -> dict[str, set[str]]:
+    paths = sorted(folder.rglob("*.py"))
     modules = {module_name(path) for path in paths}
     return {module_name(path): imports(path, modules) for path in paths}
 
@@ -82,3 +95,30 @@ def test_the_product_imports_nothing_of_the_development_tools():
 
 def test_a_cycle_is_found():
     assert cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": set()}) == [["a", "b", "c", "a"]]
+
+
+# tests/test_rpm.py is another change's to edit: its late imports of two test
+# modules' helpers wait for it (the names are still there, imported).
+NOT_YET = {("tests.test_rpm", "tests.test_web"), ("tests.test_rpm", "tests.test_releases")}
+
+
+def test_no_module_of_the_tests_imports_a_test_module():
+    """Helpers are in tests/*_helpers.py, shared fixtures in conftest.py."""
+    found = {(module, target) for module, targets in graph(TESTS).items() for target in targets
+             if target.rpartition(".")[2].startswith("test_")}
+    assert found - NOT_YET == set()
+
+
+def test_bench_has_no_import_cycle():
+    """What the bench modules share is in bench/common.py, not bench/__main__.py."""
+    edges = {module: {m for m in targets if m not in ("bench", "bench.peer")}
+             for module, targets in graph(BENCH).items()}
+    assert "bench.firstresult" in edges["bench.kernel"]  # read, late imports too
+    assert cycles(edges) == []
+
+
+def test_bench_imports_no_test_module():
+    """Bench may use the tests' helpers (tests.lti_platform, tests.chromium_setup), not their tests."""
+    for path in BENCH.rglob("*.py"):
+        names = imported_names(path)
+        assert not {name for name in names if name.startswith("tests.test_")}, path

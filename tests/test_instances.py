@@ -16,7 +16,8 @@ from nbhosting.names import Instance
 from nbhosting.systemd import UnitFailed
 
 from .conftest import assert_refused_to_front_end, nbh
-from .test_cull import wait_for
+from .sandbox_helpers import run_code, wait_for
+from .web_helpers import entry
 
 pytestmark = pytest.mark.sandbox
 
@@ -345,13 +346,6 @@ def test_a_killed_kernel_does_not_take_the_server_down(sandbox, systemd, course,
     assert_nothing_left(sandbox, instance)
 
 
-def run_code(sandbox, systemd, instance: Instance, code: str) -> str:
-    """A student's code, run in their kernel as a notebook runs it; its output."""
-    from .test_web import execute
-    kernel = sandbox.api(instance, "api/kernels", method="POST", body={"name": "python3"})["id"]
-    return systemd.loop.run_until_complete(execute(sandbox, instance, kernel, code))
-
-
 def test_a_container_has_no_capability_and_a_read_only_root(sandbox, systemd, course, student):
     instance = Instance(course, student)
     systemd.start_instance(instance)
@@ -508,7 +502,6 @@ def test_units_are_hardened(sandbox, unit, most):
 def test_an_archived_courses_students_read_and_run_their_work_and_save_nothing(sandbox, systemd, student):
     """archived=yes: the workspace is read-only in the container from the
     next start; archived=no gives it back."""
-    from .test_web import entry
 
     name = f"archived-{os.getpid()}"
     sandbox.make_course(name)

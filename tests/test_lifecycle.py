@@ -14,11 +14,9 @@ import pytest
 from nbhosting.names import Instance
 
 from .conftest import nbh
-from .test_disks import mounted
-from .test_instances import run_code
-from .test_staff import admin, logged_in, teacher, courses  # noqa: F401 -- fixtures
-from .test_staff import staff_events
-from .test_web import entry, entry_path, get
+from .sandbox_helpers import mounted, run_code
+from .staff_helpers import logged_in, staff_events
+from .web_helpers import entry, entry_path, get
 
 pytestmark = pytest.mark.sandbox
 

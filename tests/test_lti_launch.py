@@ -11,64 +11,21 @@ import json
 import re
 import stat
 import time
-import urllib.request
-from urllib.parse import urlencode
 
 import jwt
 import pytest
 
 from nbhosting import lti
-from devtools import sandbox as nbh_sandbox
 from nbhosting.names import Instance
 
 from .conftest import nbh
-from .lti_platform import CLIENT_ID, DEPLOYMENT_ID, FakePlatform, new_key
-from .test_fuzz_entry import instance_units
-from .test_web import NOTEBOOK, follow_start, get, signed, workspace_file
+from .lti_helpers import SITE, authorization, launch, login, opened, post_launch, refused_events
+from .lti_platform import CLIENT_ID, DEPLOYMENT_ID, new_key
+from .sandbox_helpers import instance_units
+from .staff_helpers import add_account, fresh_name, logged_in
+from .web_helpers import NOTEBOOK, follow_start, get, signed, workspace_file
 
 pytestmark = pytest.mark.sandbox
-
-SITE = nbh_sandbox.SITE_URL
-
-
-def login(platform: FakePlatform, sub: str, link: str = "", **changes) -> tuple[int, str]:
-    """The platform's login initiation (a GET): nbh-web's status and where it redirects."""
-    query = {**platform.login_query(sub, link), **changes}
-    response = get("/lti/login?" + urlencode({k: v for k, v in query.items() if v is not None}), referer=None)
-    return response.status, response.getheader("Location") or ""
-
-
-def authorization(platform: FakePlatform, sub: str, link: str = "") -> dict:
-    """Login, then the OIDC request nbh-web sends the browser to the platform with."""
-    status, location = login(platform, sub, link)
-    assert status == 302 and location.startswith(platform.url + "/auth?"), (status, location)
-    with urllib.request.urlopen(location) as answer:  # the platform's page: its form of the launch
-        page = answer.read().decode()
-    query = platform.auth_requests[-1]
-    action = html.unescape(re.search(r'action="([^"]+)"', page).group(1))
-    assert action == f"{SITE}/lti/launch" == query["redirect_uri"]
-    return query
-
-
-def post_launch(id_token: str, state: str, **extra):
-    body = urlencode({"id_token": id_token, "state": state, **extra})
-    return get("/lti/launch", referer=None, method="POST", body=body,
-               headers={"Content-Type": "application/x-www-form-urlencoded"})
-
-
-def launch(platform: FakePlatform, sub: str, course: str, notebook: str = NOTEBOOK, changes=None, **token):
-    """A whole launch: login, the platform's id_token (with `changes`), the POST."""
-    platform.links["link-1"] = {"course": course, "notebook": notebook}
-    query = authorization(platform, sub, "link-1")
-    id_token = platform.id_token(query["nonce"], sub, platform.links["link-1"], changes=changes, **token)
-    return post_launch(id_token, query["state"]), query, id_token
-
-
-def refused_events(since: float) -> list[dict]:
-    """The refused events since then, oldest first."""
-    result = nbh_sandbox.run(["journalctl", "--no-pager", "-o", "json", "NBH_EVENT=refused", f"--since=@{int(since)}"])
-    events = [json.loads(line) for line in result.stdout.splitlines()]
-    return [event for event in events if int(event["__REALTIME_TIMESTAMP"]) / 1e6 >= since]
 
 
 def test_a_launch_opens_the_students_notebook_copied_and_running(sandbox, systemd, course, lti_platform, student,
@@ -99,7 +56,6 @@ def test_the_course_staff_find_an_lti_student_by_the_name_their_lms_sent(sandbox
                                                                           student, stop):
     """The name claims, kept per course (nbh's alone), shown and searched on
     the staff pages; HTML in a name is text; a launch without one keeps it."""
-    from .test_staff import add_account, fresh_name, logged_in
 
     sub = f"named-{student}"
     instance = Instance(course, lti_platform.student(sub))
@@ -140,16 +96,6 @@ def test_the_target_link_uri_names_the_notebook_too(sandbox, course, lti_platfor
     url = follow_start(post_launch(token, query["state"]))
     assert url.startswith(f"/nb/{course}/{instance.student}/notebooks/w2/with%20space.ipynb?token=")
     assert workspace_file(sandbox, course, instance.student, "w2/with space.ipynb").exists()
-
-
-def opened(response, since: float) -> str:
-    """follow_start, saying why on a refusal."""
-    if response.status not in (200, 302):
-        events = refused_events(since)
-        log = nbh_sandbox.run(["journalctl", "--no-pager", "-o", "cat", "-n", "20", "-u", "nbh-lti-keys.service",
-                               "-u", "nbh-web.service"]).stdout
-        pytest.fail(f"launch: {response.status}, {events[-1]['MESSAGE'] if events else 'no refused event'}\n{log}")
-    return follow_start(response)
 
 
 def other_key() -> dict:

@@ -24,8 +24,9 @@ from selenium.webdriver.support.expected_conditions import staleness_of
 
 from nbhosting.names import Instance
 
-from .test_browser import (ARTIFACTS, NOTEBOOK_SITE, Browser, browser, chromium, enter_iframe,  # noqa: F401
-                           entry_url, first_cell_source, lms_page, save, server_log, wait_for_kernel_idle)
+from .browser_helpers import (ARTIFACTS, NOTEBOOK_SITE, Browser, chromium, enter_iframe, entry_url, first_cell_source,
+                              leak_probes, lms_page, save, server_log, wait_for_kernel_idle)
+
 
 pytestmark = pytest.mark.sandbox
 
@@ -167,11 +168,6 @@ def http_get(url: str) -> tuple[int, dict, bytes]:
             return response.status, dict(response.headers), response.read()
     except urllib.error.HTTPError as error:
         return error.code, dict(error.headers), error.read()
-
-
-def leak_probes(sandbox) -> list[str]:
-    log = sandbox.path("/var/log/nginx/nbhosting.access.log")
-    return re.findall(r"/nbh-leak-probe/\w+", log.read_text()) if log.exists() else []
 
 
 # -- the tests ---------------------------------------------------------------------------

@@ -21,11 +21,10 @@ import pytest
 from devtools import sandbox as nbh_sandbox
 from nbhosting.names import Instance
 
+from .browser_helpers import entry_url, log_in
 from .conftest import nbh
-from .test_browser import browser, entry_url  # noqa: F401 -- the browser fixture
-from .test_staff import STAFF_HOST, Staff, add_account, logged_in
-from .test_staff_browser import log_in
-from .test_web import get
+from .staff_helpers import STAFF_HOST, Staff, add_account, logged_in
+from .web_helpers import get
 
 pytestmark = pytest.mark.sandbox
 

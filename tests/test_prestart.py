@@ -11,20 +11,14 @@ import pytest
 
 from nbhosting.names import Instance
 
-from .test_browser import (  # noqa: F401 -- the browser and server fixtures
-    NOTEBOOK, SOURCE, browser, enter_iframe, entry_url, first_cell_output, first_cell_source, lms_page,
-    run_first_cell, server, server_log, wait_for_kernel_idle,
-)
-from .test_cull import active, run_unit, wait_for
-from .test_web import entry
+from .browser_helpers import (NOTEBOOK, SOURCE, enter_iframe, entry_url, first_cell_output, first_cell_source,
+                              lms_page, run_first_cell, server_log, wait_for_kernel_idle)
+from .sandbox_helpers import active, run_unit, server_journal, wait_for
+from .web_helpers import entry
 
 pytestmark = pytest.mark.sandbox
 
 OTHER = "notebooks/01.00-IPython-Beyond-Normal-Python"
-
-
-def server_journal(sandbox, instance: Instance) -> str:
-    return sandbox.run("journalctl", "--no-pager", "--output=cat", "--unit", instance.service, check=False).stdout
 
 
 def prestarted(sandbox, instance: Instance) -> dict[str, str]:

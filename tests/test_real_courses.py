@@ -18,9 +18,8 @@ from devtools import sandbox as nbh_sandbox
 from nbhosting.names import Instance
 
 from .conftest import nbh
-from .test_browser import browser  # noqa: F401 -- the fixture
-from .test_course_units import commit, make_repo
-from .test_web import execute, follow_start, get, signed
+from .course_helpers import MYST, PERCENT, commit, make_repo
+from .web_helpers import execute, follow_start, get, signed
 
 pytestmark = pytest.mark.sandbox
 
@@ -69,7 +68,7 @@ def run_in_notebook(sandbox, systemd, instance: Instance, code: str) -> str:
 
 
 def test_a_notebooks_data_figures_and_module_are_there_and_follow_the_course(
-        sandbox, systemd, pdsh, student, browser):  # noqa: F811
+        sandbox, systemd, pdsh, student, browser):
     course, repo = pdsh
     instance = Instance(course, student)
     folder = sandbox.path(f"/var/lib/nbhosting/workspaces/{course}/{student}/notebooks")
@@ -123,7 +122,6 @@ def test_a_courses_link_is_never_a_neighbour(sandbox, systemd, pdsh, student):
 def test_a_course_of_text_notebooks_opens_resets_and_shares(sandbox, systemd, student):
     """Notebooks written as MyST Markdown and percent-format Python
     (jupytext), with a module and a README that stay files."""
-    from .test_textnotebooks import MYST, PERCENT
 
     name = f"text-{os.getpid()}-{uuid.uuid4().hex[:4]}"
     repo = make_repo(sandbox, name, {"w1/lists.md": MYST, "w2/loops.py": PERCENT,

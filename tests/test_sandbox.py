@@ -141,7 +141,8 @@ def named_paths(unit_text: str) -> set[str]:
 
 
 def test_a_fresh_install_has_every_folder_its_units_name_and_serves_its_first_entry(sandbox_session):
-    from .test_web import entry, get
+    from .web_helpers import entry, get  # `entry` is a loop variable's name in this module
+
     # state that an earlier run, the demo or an operator left must not outlive `down`
     sandbox_session.make_course(COURSE)
     nbh_sandbox.run(["touch", "/var/lib/nbhosting/workspaces/left-over", "/etc/nbhosting/left-over"])

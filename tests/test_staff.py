@@ -8,114 +8,28 @@ import re
 import time
 import uuid
 import zipfile
-from urllib.parse import urlsplit
 
-import httpx
 import pytest
 
 from devtools import sandbox as nbh_sandbox
 from nbhosting.names import Instance
 
 from .conftest import nbh
-from .test_web import entry_path, follow_start, get
+from .course_helpers import CONTAINERFILE, EMPTY_NOTEBOOK, commit, make_repo
+from .staff_helpers import (PASSWORD, SITE, Staff, add_account, close_clients, fresh_name, logged_in, settings_text,
+                            staff_events)
+from .web_helpers import entry_path, follow_start, get
 
 pytestmark = pytest.mark.sandbox
 
-SITE = nbh_sandbox.SITE_URL
 TLS_SITE = f"https://127.0.0.1:{nbh_sandbox.HTTPS_PORT}"
-STAFF_HOST = urlsplit(nbh_sandbox.STAFF_URL).hostname
-PASSWORD = "a staff password"
-OTHER_COURSE = "other-course"
 NOTEBOOK = "w1/w1-s1-c1-intro.ipynb"
-
-
-def add_account(name: str, *options: str, password: str = PASSWORD) -> None:
-    """As root does, the password on stdin."""
-    result = nbh_sandbox.run(["nbh", "staff", "add", name, "--password-stdin", *options], input=password + "\n",
-                             check=False)
-    assert result.returncode == 0 or "exists already" in result.stderr, result.stderr
-
-
-def fresh_name(prefix: str) -> str:
-    return f"{prefix}{uuid.uuid4().hex[:8]}"
-
-
-_open: list[httpx.Client] = []
 
 
 @pytest.fixture(autouse=True)
 def _close_clients():
     yield
-    while _open:
-        _open.pop().close()
-
-
-class Staff:
-    """A browser's worth of cookies on the site, and the forms' CSRF token."""
-
-    def __init__(self, site: str = SITE):
-        # The staff pages' origin, web.staff_url: staff.localhost, which a
-        # browser resolves to loopback and this client is told (Host).
-        host = {"Host": f"{STAFF_HOST}:{urlsplit(site).port}"}
-        self.http = httpx.Client(base_url=site, headers=host, follow_redirects=False, timeout=60, verify=False)
-        _open.append(self.http)
-
-    def get(self, path: str, **kwargs) -> httpx.Response:
-        return self.http.get(path, **kwargs)
-
-    def xsrf(self, path: str = "/staff/login") -> str:
-        page = self.get(path)
-        match = re.search(r'name="_xsrf" value="([^"]+)"', page.text)
-        assert match, (page.status_code, page.text[:500])
-        return match.group(1)
-
-    def post(self, path: str, data: dict | None = None, xsrf: bool = True) -> httpx.Response:
-        data = dict(data or {})
-        if xsrf:
-            data["_xsrf"] = self.http.cookies.get("_xsrf") or self.xsrf()
-        return self.http.post(path, data=data)
-
-    def login(self, name: str, password: str = PASSWORD) -> httpx.Response:
-        self.xsrf()
-        return self.post("/staff/login", {"name": name, "password": password, "next": "/staff/"})
-
-
-def logged_in(name: str, site: str = SITE) -> Staff:
-    client = Staff(site)
-    response = client.login(name)
-    assert response.status_code == 303, response.text[:500]
-    assert response.headers["Location"] == "/staff/"
-    return client
-
-
-@pytest.fixture
-def admin(sandbox) -> str:
-    add_account("admin", "--admin")
-    return "admin"
-
-
-@pytest.fixture
-def courses(sandbox, course) -> tuple[str, str]:
-    sandbox.make_course(OTHER_COURSE)
-    return course, OTHER_COURSE
-
-
-@pytest.fixture
-def teacher(sandbox, courses) -> str:
-    """An account that is staff of the first course only."""
-    name = fresh_name("teacher")
-    add_account(name)
-    result = nbh(sandbox, "staff", "grant", name, courses[0])
-    assert result.returncode == 0, result.stderr
-    return name
-
-
-def settings_text(sandbox, course: str) -> str:
-    return sandbox.path(f"/etc/nbhosting/courses/{course}.toml").read_text()
-
-
-def staff_events(sandbox, event: str, name: str) -> list[dict]:
-    return sandbox.journal(f"NBH_EVENT={event}", f"NBH_STAFF={name}", "--since=-120s")
+    close_clients()
 
 
 def course_posts(course: str, student: str = "nobody") -> list[tuple[str, dict]]:
@@ -570,10 +484,8 @@ def test_a_bad_invocation_id_is_400(sandbox, admin, course):
 
 
 def test_a_failing_build_says_why_in_the_page_and_keeps_the_image(sandbox, admin):
-    from .test_course_units import CONTAINERFILE, NOTEBOOK, commit, make_repo
-
     course = fresh_name("bld")
-    repo = make_repo(sandbox, course, {"a.ipynb": NOTEBOOK, "extra.py": "ANSWER = 1\n",
+    repo = make_repo(sandbox, course, {"a.ipynb": EMPTY_NOTEBOOK, "extra.py": "ANSWER = 1\n",
                                        ".nbhosting/Containerfile": CONTAINERFILE})
     assert nbh(sandbox, "course", "create", course, repo).returncode == 0
     client = logged_in(admin)

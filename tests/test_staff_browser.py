@@ -14,19 +14,16 @@ from selenium.webdriver.common.by import By
 from devtools import sandbox as nbh_sandbox
 from nbhosting.names import Instance
 
+from .browser_helpers import (ARTIFACTS, STAFF_SITE, Browser, click, fill, first_cell_output, first_cell_source,
+                              leak_probes, log_in, run_first_cell, wait_for_kernel_idle)
 from .conftest import notebook
-from .test_browser import (  # noqa: F401 -- the browser fixture
-    ARTIFACTS, Browser, browser, first_cell_output, first_cell_source, run_first_cell, wait_for_kernel_idle,
-)
-from .test_course_units import make_repo
-from .test_menus import leak_probes
-from .test_staff import PASSWORD, add_account, courses, fresh_name, settings_text, teacher  # noqa: F401
-from .test_web import entry_path, get
+from .course_helpers import make_repo
+from .staff_helpers import add_account, fresh_name, settings_text
+from .web_helpers import entry_path, get
 
 pytestmark = pytest.mark.sandbox
 
 SITE = nbh_sandbox.SITE_URL
-STAFF_SITE = nbh_sandbox.STAFF_URL  # the staff pages' own origin
 ANSWER = "4242"
 # A course whose image adds a module, shipped in its repository, to the
 # site's base image; its build says something, waits, then says more, so
@@ -46,28 +43,9 @@ def course_repository(sandbox, name: str) -> str:
                                      ".nbhosting/Containerfile": CONTAINERFILE, "extra.py": f"ANSWER = {ANSWER}\n"})
 
 
-def fill(browser: Browser, field: str, value: str) -> None:
-    element = browser.driver.find_element(By.ID, field)
-    element.clear()
-    element.send_keys(value)
-
-
-def click(browser: Browser, element_id: str) -> None:
-    browser.driver.find_element(By.ID, element_id).click()
-
-
 def screenshot(browser: Browser, name: str) -> None:
     ARTIFACTS.mkdir(exist_ok=True)
     assert browser.driver.save_screenshot(str(ARTIFACTS / f"staff-{name}.png"))
-
-
-def log_in(browser: Browser, name: str) -> None:
-    browser.driver.get(f"{STAFF_SITE}/staff/")
-    browser.wait("the login page", lambda: "/staff/login" in browser.driver.current_url)
-    fill(browser, "name", name)
-    fill(browser, "password", PASSWORD)
-    click(browser, "login")
-    browser.wait("the course list", lambda: browser.driver.find_elements(By.ID, "who"))
 
 
 def run_log(browser: Browser) -> list[str]:

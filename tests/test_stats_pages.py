@@ -25,10 +25,9 @@ from selenium.webdriver.common.by import By
 from devtools import sandbox as nbh_sandbox
 from nbhosting import stats
 
+from .browser_helpers import ARTIFACTS, log_in
 from .conftest import COURSE_NOTEBOOKS, nbh
-from .test_browser import ARTIFACTS, Browser, browser  # noqa: F401 -- the browser fixture
-from .test_staff import Staff, add_account, fresh_name, logged_in
-from .test_staff_browser import log_in
+from .staff_helpers import Staff, add_account, fresh_name, logged_in
 
 pytestmark = pytest.mark.sandbox
 

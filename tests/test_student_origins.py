@@ -22,15 +22,12 @@ from nbhosting import origins, podman, tokens
 from devtools import sandbox as nbh_sandbox
 from nbhosting.names import Instance
 
+from .browser_helpers import NOTEBOOK, SOURCE, entry_url, first_cell_source, wait_for_kernel_idle
 from .conftest import configure, nbh
+from .lti_helpers import launch as lti_launch, opened
 from .lti_platform import CLIENT_ID, DEPLOYMENT_ID
-from .test_browser import (NOTEBOOK, SOURCE, browser, entry_url,  # noqa: F401 -- the browser fixture
-                           first_cell_source, wait_for_kernel_idle)
-from .test_lti_launch import NOTEBOOK as LTI_NOTEBOOK
-from .test_lti_launch import launch as lti_launch
-from .test_lti_launch import opened
-from .test_staff import add_account, logged_in
-from .test_web import follow_start, get
+from .staff_helpers import add_account, logged_in
+from .web_helpers import NOTEBOOK as LTI_NOTEBOOK, follow_start, get
 
 pytestmark = pytest.mark.sandbox
 

@@ -10,46 +10,10 @@ import pytest
 
 from nbhosting import courses, textnotebooks
 
-from .test_courses import commit_all, dirs, git, write  # noqa: F401 -- dirs: the fixture
+from .course_helpers import MYST, PERCENT, commit_all, git, write
 
-MYST = """---
-jupytext:
-  text_representation:
-    extension: .md
-    format_name: myst
-kernelspec:
-  display_name: Python 3
-  language: python
-  name: python3
----
-
-# Lists
-
-Some prose, then code.
-
-```{code-cell} ipython3
-print(sum([6, 7, 29]))
-```
-"""
-PERCENT = """# ---
-# jupyter:
-#   jupytext:
-#     text_representation:
-#       extension: .py
-#       format_name: percent
-#   kernelspec:
-#     display_name: Python 3
-#     language: python
-#     name: python3
-# ---
-
-# %% [markdown]
-# # Loops
-
-# %%
-for n in range(3):
-    print(n)
-"""
+# the data and configuration folders in tmp_path, for every test (conftest.py)
+pytestmark = pytest.mark.usefixtures("dirs")
 
 
 def cells(path: Path) -> list[tuple[str, str]]:

@@ -14,8 +14,8 @@ import pytest
 
 from nbhosting.names import Instance
 
-from .test_prestart import server_journal
-from .test_web import entry
+from .sandbox_helpers import server_journal
+from .web_helpers import entry
 
 pytestmark = pytest.mark.sandbox
 

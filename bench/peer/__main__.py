@@ -37,7 +37,7 @@ from devtools import sandbox
 from nbhosting.names import Instance
 from nbhosting.systemd import Systemd
 
-from .. import __main__ as bench
+from .. import common
 from ..firstresult import first_result
 
 HERE = Path(__file__).parent
@@ -80,7 +80,7 @@ class Hub:
         token_file.chmod(0o400)
         env = {"NBH_PEER_PREFIX": self.prefix, "NBH_PEER_PORT": self.port, "NBH_PEER_PROXY": self.proxy,
                "NBH_PEER_TOKEN_FILE": f"{home}/token", "NBH_PEER_COURSE": f"{HOME}/course",
-               "NBH_PEER_NOTEBOOK": f"{bench.FIRST_NOTEBOOK}.ipynb"}
+               "NBH_PEER_NOTEBOOK": f"{common.FIRST_NOTEBOOK}.ipynb"}
         sandbox.run(["systemctl", "reset-failed", self.unit], check=False)
         sandbox.run(["systemd-run", f"--unit={self.unit}", f"--working-directory={home}",
                      *(f"--setenv={k}={v}" for k, v in env.items()),
@@ -161,33 +161,33 @@ class Hub:
 
 
 def cold_with_cpu(measure) -> tuple[float, float]:
-    cpu = bench.sandbox_cpu_usec()
+    cpu = common.sandbox_cpu_usec()
     wall = measure()
-    return wall, (bench.sandbox_cpu_usec() - cpu) / 1e6
+    return wall, (common.sandbox_cpu_usec() - cpu) / 1e6
 
 
 def crowd(hub: Hub) -> dict:
     names = [hub.user("m", i) for i in range(CROWD)]
-    cpu, start = bench.sandbox_cpu_usec(), time.perf_counter()
+    cpu, start = common.sandbox_cpu_usec(), time.perf_counter()
     with ThreadPoolExecutor(CROWD) as pool:
         each = list(pool.map(hub.cold_start, names))
-    all_up, cpu = time.perf_counter() - start, (bench.sandbox_cpu_usec() - cpu) / 1e6
+    all_up, cpu = time.perf_counter() - start, (common.sandbox_cpu_usec() - cpu) / 1e6
     with ThreadPoolExecutor(CROWD) as pool:
         list(pool.map(hub.stop_server, names))
-    return {"count": CROWD, "all_up_s": all_up, "cpu_s": cpu, "start_s": bench.percentiles(each)}
+    return {"count": CROWD, "all_up_s": all_up, "cpu_s": cpu, "start_s": common.percentiles(each)}
 
 
 def put_course_notebook() -> None:
     """The first result's notebook, where the hubs' servers copy it from."""
-    notebook = sandbox.path(f"{HOME}/course/{bench.FIRST_NOTEBOOK}.ipynb")
-    sandbox.run(["mkdir", "-p", "-m", "0755", f"{HOME}/course/{Path(bench.FIRST_NOTEBOOK).parent}"])
-    notebook.write_text(json.dumps(bench.first_notebook(), indent=1))
+    notebook = sandbox.path(f"{HOME}/course/{common.FIRST_NOTEBOOK}.ipynb")
+    sandbox.run(["mkdir", "-p", "-m", "0755", f"{HOME}/course/{Path(common.FIRST_NOTEBOOK).parent}"])
+    notebook.write_text(json.dumps(common.first_notebook(), indent=1))
     notebook.chmod(0o644)
 
 
 async def main(install: str) -> dict:
     sandbox.up()
-    bench.make_course()
+    common.make_course()
     put_course_notebook()
     hubs = [Hub(variant, install) for variant in VARIANTS]
     systemd = await Systemd.connect(f"unix:path={sandbox.path('/run/dbus/system_bus_socket')}")
@@ -198,16 +198,16 @@ async def main(install: str) -> dict:
         for hub in hubs:
             hub.start()
         # Cold starts, interleaved: nbhosting, then each hub.
-        instance = Instance(bench.COURSE, f"peer-solo-{RUN}")
+        instance = Instance(common.COURSE, f"peer-solo-{RUN}")
         await systemd.start(instance.socket)
         solo = {hub.variant: hub.user("s", 0) for hub in hubs}
-        for _ in range(bench.COLD_RUNS):
-            wall, cpu = await bench.cold_start(systemd, instance)
+        for _ in range(common.COLD_RUNS):
+            wall, cpu = await common.cold_start(systemd, instance)
             samples["nbhosting"]["cold_s"].append(wall)
             samples["nbhosting"]["cold_cpu_s"].append(cpu)
             for hub in hubs:
                 await loop.run_in_executor(None, hub.stop_server, solo[hub.variant])
-                await asyncio.sleep(1)  # as bench.cold_start: the stop's work out of the CPU figure
+                await asyncio.sleep(1)  # as common.cold_start: the stop's work out of the CPU figure
                 wall, cpu = await loop.run_in_executor(
                     None, cold_with_cpu, lambda hub=hub: hub.cold_start(solo[hub.variant]))
                 samples[hub.variant]["cold_s"].append(wall)
@@ -215,17 +215,17 @@ async def main(install: str) -> dict:
 
         # Warm /api/status through the proxy, then one idle server's PSS.
         token = sandbox.server_token(instance)
-        warm = await loop.run_in_executor(None, bench.warm, instance.base_url + "api/status",
+        warm = await loop.run_in_executor(None, common.warm, instance.base_url + "api/status",
                                           http.client.HTTPConnection("127.0.0.1", sandbox.HTTP_PORT, timeout=30),
                                           token)
-        results["nbhosting"]["warm_proxy_ms"] = bench.percentiles([s * 1000 for s in warm])
+        results["nbhosting"]["warm_proxy_ms"] = common.percentiles([s * 1000 for s in warm])
         for hub in hubs:
-            warm = await loop.run_in_executor(None, bench.warm, hub.status_url(solo[hub.variant]),
+            warm = await loop.run_in_executor(None, common.warm, hub.status_url(solo[hub.variant]),
                                               http.client.HTTPConnection("127.0.0.1", hub.port, timeout=30),
                                               hub.token)
-            results[hub.variant]["warm_proxy_ms"] = bench.percentiles([s * 1000 for s in warm])
+            results[hub.variant]["warm_proxy_ms"] = common.percentiles([s * 1000 for s in warm])
         await asyncio.sleep(2)  # idle, as most servers are
-        mem = bench.memory(instance)
+        mem = common.memory(instance)
         results["nbhosting"]["server_pss_kib"] = mem["units_pss_kib"]
         results["nbhosting"]["server_processes"] = mem["processes"]
         for hub in hubs:
@@ -236,19 +236,19 @@ async def main(install: str) -> dict:
             await loop.run_in_executor(None, hub.stop_server, solo[hub.variant])
 
         # 20 at once, each system in turn.
-        results["nbhosting"]["twenty_at_once"] = await bench.at_once(systemd, CROWD)
+        results["nbhosting"]["twenty_at_once"] = await common.at_once(systemd, CROWD)
         for hub in hubs:
             results[hub.variant]["twenty_at_once"] = await loop.run_in_executor(None, crowd, hub)
 
         # Open -> first cell result, a new student each time, interleaved.
         # One browser for all (bench/firstresult.py); run -1: each site's first open, not counted.
         firsts = {key: [] for key in samples}
-        for i in range(-1, bench.FIRST_RUNS):
+        for i in range(-1, common.FIRST_RUNS):
             student, phases = f"peer-first-{RUN}-{i}", {}
-            await loop.run_in_executor(None, first_result, bench.first_result_url(student), phases)
+            await loop.run_in_executor(None, first_result, common.first_result_url(student), phases)
             if i >= 0:
                 firsts["nbhosting"].append(phases)
-            await systemd.stop_instance(Instance(bench.COURSE, student))
+            await systemd.stop_instance(Instance(common.COURSE, student))
             for hub in hubs:
                 name, phases = f"{hub.tag}f{i + 1}-{RUN}", {}
                 await loop.run_in_executor(None, first_result, f"{hub.url}/hub/login?student={name}", phases)
@@ -256,14 +256,14 @@ async def main(install: str) -> dict:
                     firsts[hub.variant].append(phases)
                 await loop.run_in_executor(None, hub.stop_server, name)
         for key, runs in firsts.items():
-            results[key]["first_result_s"] = bench.first_result_summary(runs)
+            results[key]["first_result_s"] = common.first_result_summary(runs)
     finally:
         await systemd.close()
         for hub in hubs:
             hub.stop()
     for key, measures in samples.items():
         for measure, values in measures.items():
-            results[key][measure] = bench.percentiles(values)
+            results[key][measure] = common.percentiles(values)
     versions = sandbox.run([f"{install}/asis/bin/python", "-m", "pip", "list", "--format=json"]).stdout
     wanted = ("jupyterhub", "jupyterhub-systemdspawner", "jupyter_server", "notebook", "ipykernel",
               "rfc3987-syntax")
