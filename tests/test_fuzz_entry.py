@@ -176,11 +176,16 @@ ROOTS = ("/var/lib/nbhosting", "/etc/nbhosting", "/run/nbhosting")
 WORKSPACES = "/var/lib/nbhosting/workspaces"
 CONTAINERS = "/var/lib/nbhosting/containers"  # podman's storage: its lock files' times change
 EVENTS = "/var/lib/nbhosting/events"  # the event store, which keeps the refusals (nbh-events)
+# The disks' images: a mounted one (a course's shared pages, mounted until
+# shutdown) is written back by the kernel's loop device whenever it flushes.
+DISKS = "/var/lib/nbhosting/disks"
 
 
 def files(sandbox) -> dict[str, tuple]:
     """Path -> (type and size, modification time) of everything under ROOTS
-    but inside the workspaces, where only the pairs (course/student) count."""
+    but inside the workspaces, where only the pairs (course/student) count;
+    the names alone where others write (podman, the event store, the loop
+    devices)."""
     found = {}
     for root in ROOTS:
         top = sandbox.path(root)
@@ -195,7 +200,7 @@ def files(sandbox) -> dict[str, tuple]:
             for name in dirs + names:
                 path = os.path.join(folder, name)
                 info = os.lstat(path)
-                when = None if inside.startswith((CONTAINERS, EVENTS)) else info.st_mtime_ns
+                when = None if inside.startswith((CONTAINERS, EVENTS, DISKS)) else info.st_mtime_ns
                 found[f"{inside}/{name}"] = (info.st_mode, info.st_size if when else None, when)
     return found
 

@@ -97,16 +97,11 @@ def test_a_cycle_is_found():
     assert cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": set()}) == [["a", "b", "c", "a"]]
 
 
-# tests/test_rpm.py is another change's to edit: its late imports of two test
-# modules' helpers wait for it (the names are still there, imported).
-NOT_YET = {("tests.test_rpm", "tests.test_web"), ("tests.test_rpm", "tests.test_releases")}
-
-
 def test_no_module_of_the_tests_imports_a_test_module():
     """Helpers are in tests/*_helpers.py, shared fixtures in conftest.py."""
     found = {(module, target) for module, targets in graph(TESTS).items() for target in targets
              if target.rpartition(".")[2].startswith("test_")}
-    assert found - NOT_YET == set()
+    assert found == set()
 
 
 def test_bench_has_no_import_cycle():

@@ -334,7 +334,7 @@ def rpm_sandbox(rpm):
 
 @pytest.mark.sandbox
 def test_the_sandbox_booted_from_the_rpm_serves_a_notebook(rpm_sandbox):
-    from .test_web import NOTEBOOK, entry, get
+    from .web_helpers import NOTEBOOK, entry, get
 
     sandbox = rpm_sandbox
     # what runs is the package's, not the checkout's
@@ -368,7 +368,7 @@ def test_the_other_release_booted_from_the_rpm_runs_a_students_notebook(rpm):
     every Debian release's python3 reads) installed into the other Debian
     release's tree by rpm, its scriptlets run there, then booted: what runs is
     the package's, on the release's python3, and a student's cell runs."""
-    from .test_releases import student_visit
+    from .release_helpers import student_visit
 
     booted = releases.up(from_rpm=rpm)
     try:
