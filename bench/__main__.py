@@ -42,11 +42,13 @@ machine is small (2 cores) and shared, so compare ratios, not absolutes.
 from __future__ import annotations
 
 import asyncio
+import functools
 import http.client
 import importlib
 import json
 import os
 import platform
+import statistics
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -71,17 +73,47 @@ async def cold_starts(systemd: Systemd, instance: Instance) -> tuple[list[float]
 # -- the LMS entry, through nginx and nbh-web (its client in bench/common.py) --
 
 async def first_results(systemd: Systemd) -> dict:
-    """Open -> first cell result (bench/firstresult.py), each time a new student."""
+    """Open -> first cell result (bench/firstresult.py), each time a new
+    student: from a returning browser (its caches warm), then from first-ever
+    browsers (an empty profile each), with where the seconds went (issue 26).
+    The returning browser's figures are the key's own, as before."""
     from .firstresult import first_result  # noqa: PLC0415 -- selenium, only when measured
     loop = asyncio.get_running_loop()
-    runs = []
-    for i in range(-1, FIRST_RUNS):  # -1: the browser's first open, not counted
-        student, phases = f"first-{RUN}-{i}", {}
-        await loop.run_in_executor(None, first_result, first_result_url(student), phases)
-        if i >= 0:
-            runs.append(phases)
-        await systemd.stop_instance(Instance(COURSE, student))
-    return first_result_summary(runs)
+    measured = {}
+    for kind, fresh in (("returning", False), ("first_ever", True)):
+        runs, breakdowns = [], []
+        for i in range(0 if fresh else -1, FIRST_RUNS):  # -1: the browser's first open, not counted
+            student, phases, breakdown = f"first-{RUN}-{kind[0]}{i}", {}, {}
+            await loop.run_in_executor(None, functools.partial(
+                first_result, first_result_url(student), phases, breakdown, fresh=fresh))
+            if i >= 0:
+                runs.append(phases)
+                breakdowns.append(breakdown)
+            await systemd.stop_instance(Instance(COURSE, student))
+        measured[kind] = {**first_result_summary(runs), "breakdown_p50": breakdown_summary(breakdowns)}
+    return {**measured["returning"], "first_ever": measured["first_ever"]}
+
+
+def breakdown_summary(breakdowns: list[dict]) -> dict:
+    """The median of each figure of the runs' breakdowns, as they are nested."""
+    first = breakdowns[0]
+    return {key: breakdown_summary([run[key] for run in breakdowns]) if isinstance(value, dict)
+            else statistics.median(run[key] for run in breakdowns) for key, value in first.items()}
+
+
+def breakdown_rows(row, label: str, figures: dict) -> list[str]:
+    """Where a first result's seconds went, as table rows."""
+    if "breakdown_p50" not in figures:
+        return []
+    seen = figures["breakdown_p50"]
+    steps = ", ".join(f"{step} {seconds:.2f}" for step, seconds in seen["steps_s"].items())
+    work = ", ".join(f"{name.removesuffix('_s')} {seconds:.2f}" for name, seconds in seen["main_thread"].items())
+    return [row(f"  {label}: where the seconds went (s)", steps, ""),
+            row(f"  {label}: the page's main thread (s)", work, ""),
+            row(f"  {label}: scripts from the network / all (after the load event)",
+                f"{seen['scripts_from_network']:.0f} / {seen['scripts']:.0f} ({seen['scripts_after_load']:.0f}), "
+                f"{seen['scripts_kib'] / 1024:.1f} MiB; {seen['api_calls']:.0f} API calls over "
+                f"{seen['api_span_s']:.2f} s", "")]
 
 
 async def entries(systemd: Systemd) -> dict:
@@ -325,6 +357,11 @@ def table(results: dict) -> str:
         *([row("open -> first cell result (42), new student",
                 f"{entry['first_result_s']['p50']:.2f} s ({entry['first_result_s']['p95']:.2f} s)", "")]
           if "first_result_s" in entry else []),
+        *breakdown_rows(row, "returning browser", entry.get("first_result_s", {})),
+        *([row("open -> first cell result (42), new student, first-ever browser",
+               f"{first['p50']:.2f} s ({first['p95']:.2f} s)", "")]
+          if (first := entry.get("first_result_s", {}).get("first_ever")) else []),
+        *breakdown_rows(row, "first-ever browser", entry.get("first_result_s", {}).get("first_ever", {})),
         row("warm entries (redirect), 4 clients", f"{entry['warm_entries_per_s']:.0f} /s", ""),
         row("front end CPU per warm entry", f"{entry['front_end_cpu_ms_per_entry']:.2f} ms "
             f"(= {1000 / entry['front_end_cpu_ms_per_entry']:.0f} /s on one core)", ""),
@@ -365,7 +402,7 @@ async def lti_only() -> dict:
 
 
 async def first_only() -> dict:
-    """`python -m bench --first`: open -> first cell result alone, not written."""
+    """`python -m bench --first`: open -> first cell result alone."""
     return await in_sandbox(first_results)
 
 
@@ -435,8 +472,12 @@ if __name__ == "__main__":
         write_key("entry", figures)
         print(json.dumps(figures, indent=2))
         sys.exit(0)
-    if sys.argv[1:] == ["--first"]:  # open -> first cell result alone, not written
-        print(json.dumps(asyncio.run(first_only()), indent=2))
+    if sys.argv[1:] == ["--first"]:  # open -> first cell result alone, into the entry's key
+        figures = {**asyncio.run(first_only()), "when": time.strftime("%Y-%m-%d %H:%M")}
+        results = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
+        results.setdefault("entry", {})["first_result_s"] = figures  # the entry's other figures kept
+        RESULTS.write_text(json.dumps(results, indent=2) + "\n")
+        print(json.dumps(figures, indent=2))
         sys.exit(0)
     if sys.argv[1:] == ["--table"]:  # the table of the last run again
         print(table(json.loads(RESULTS.read_text())))

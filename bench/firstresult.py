@@ -6,11 +6,19 @@ notebook's first cell must be ``print(6 * 7)``. Used by ``make bench``
 (nbhosting's entry URL) and ``make bench-peer`` (JupyterHub's), so both
 figures are the same code path.
 
-One Chromium serves every call, as one student's browser that has been to
-the site before: each call starts with no cookies and no site data (local
-storage, IndexedDB) for the entry's site, so it is a new student to the
-server, but the HTTP cache is kept. Callers make one open first, not
-counted, so that the browser's caches are warm as in every later run.
+Two kinds of browser, as issue 26 asks:
+
+- a returning one (the default): one Chromium serves every call, as one
+  student's browser that has been to the site before: each call starts with
+  no cookies and no site data (local storage, IndexedDB) for the entry's
+  site, so it is a new student to the server, but the HTTP cache and the
+  compiled-code cache are kept. Callers make one open first, not counted,
+  so that the browser's caches are warm as in every later run;
+- a first-ever one (``fresh=True``): a new Chromium with an empty profile
+  for that call alone.
+
+Each call opens a tab of its own, so that what the page's timeline and
+Chromium's counters say (``breakdown``) is that page's alone.
 
 The cell is run as soon as the page has a kernel: when Notebook's execution
 indicator has left "idle" (which it shows before any kernel exists) and come
@@ -75,7 +83,6 @@ def browser() -> webdriver.Chrome:
             options.add_argument(argument)
         driver = webdriver.Chrome(options=options, service=Service(str(CHROMEDRIVER)))
         driver.set_page_load_timeout(TIMEOUT)
-        driver.execute_cdp_cmd("Page.addScriptToEvaluateOnNewDocument", {"source": RECORD_STATUS})
         _browser = driver, profile
         atexit.register(close)
     return _browser[0]
@@ -92,27 +99,77 @@ def close() -> None:
 
 
 def as_a_new_student(driver: webdriver.Chrome, entry_url: str) -> None:
-    """No page open, no cookie, nothing the entry's site stored; the HTTP cache kept."""
-    driver.get("about:blank")
+    """No cookie, nothing the entry's site stored; the HTTP cache kept."""
     driver.execute_cdp_cmd("Network.clearBrowserCookies", {})
     origin = "{0.scheme}://{0.netloc}".format(urlsplit(entry_url))
     driver.execute_cdp_cmd("Storage.clearDataForOrigin", {
         "origin": origin, "storageTypes": "local_storage,indexeddb,service_workers,cache_storage,websql"})
 
 
-def first_result(entry_url: str, phases: dict | None = None) -> float:
+# The page's own timeline (Navigation and Resource Timing), in epoch
+# milliseconds: the entry's redirect and a "starting" page, if any, are
+# before the notebook page's navigation.
+TIMELINE = """
+const at = t => performance.timeOrigin + t;
+const page = performance.getEntriesByType('navigation')[0];
+const resources = performance.getEntriesByType('resource');
+const scripts = resources.filter(r => r.initiatorType === 'script' || /\\.m?js(\\?|$)/.test(r.name));
+const api = resources.filter(r => new URL(r.name).pathname.includes('/api/'));
+const last = list => at(Math.max(...list.map(r => r.responseEnd)));
+return {page_fetch: at(page.fetchStart), html: at(page.responseEnd), load: at(page.loadEventEnd),
+        scripts_count: scripts.length, scripts_from_network: scripts.filter(r => r.transferSize > 0).length,
+        scripts_after_load: scripts.filter(r => r.startTime > page.loadEventEnd).length,
+        scripts_kib: scripts.reduce((n, r) => n + r.transferSize, 0) / 1024,
+        api_count: api.length, api_first: api.length ? at(Math.min(...api.map(r => r.startTime))) : null,
+        api_last: api.length ? last(api) : null};
+"""
+# Chromium's counters of the tab's main thread (CDP Performance.getMetrics), in seconds.
+MAIN_THREAD = {"ScriptDuration": "script_s", "V8CompileDuration": "compile_s", "TaskDuration": "tasks_s",
+               "LayoutDuration": "layout_s", "RecalcStyleDuration": "style_s"}
+
+
+def breakdown_of(driver: webdriver.Chrome, start_epoch: float, phases: dict) -> dict:
+    """Where the seconds went, from the same start as `phases`: the entry (the
+    server's start included: the entry waits for it), the notebook page's
+    HTML, its scripts fetched and run (to the load event), the app's plugins
+    up to the cell shown (with the scripts they load later), the kernel, the
+    result; what the main thread spent; what was fetched."""
+    line = driver.execute_script(TIMELINE)
+    since = {key: (line[key] / 1000 - start_epoch) for key in ("page_fetch", "html", "load")}
+    metrics = {m["name"]: m["value"] for m in driver.execute_cdp_cmd("Performance.getMetrics", {})["metrics"]}
+    steps = {"entry": since["page_fetch"], "html": since["html"] - since["page_fetch"],
+             "scripts": since["load"] - since["html"], "plugins": phases["cell"] - since["load"],
+             "kernel": phases["kernel"] - phases["cell"],
+             "result": phases["result"] - phases["kernel"]}
+    api = (line["api_last"] - line["api_first"]) / 1000 if line["api_count"] else 0.0
+    return {"steps_s": steps, "api_calls": line["api_count"], "api_span_s": api,
+            "scripts": line["scripts_count"], "scripts_from_network": line["scripts_from_network"],
+            "scripts_after_load": line["scripts_after_load"],
+            "scripts_kib": round(line["scripts_kib"], 1),
+            "main_thread": {name: metrics[key] for key, name in MAIN_THREAD.items() if key in metrics}}
+
+
+def first_result(entry_url: str, phases: dict | None = None, breakdown: dict | None = None,
+                 fresh: bool = False) -> float:
     """Seconds from navigating to `entry_url` until the first cell's output "42" appears.
     `phases`, if given, gets the seconds from the same start to each step:
     "loaded" (the page's load event), "cell" (the cell shown), "kernel" (the
-    page's kernel idle), "result" (42)."""
+    page's kernel idle), "result" (42); `breakdown`, where they went
+    (breakdown_of). `fresh`: a first-ever browser, an empty profile."""
     phases = {} if phases is None else phases
+    if fresh:
+        close()
     driver = browser()
     as_a_new_student(driver, entry_url)
+    home = driver.current_window_handle
+    driver.switch_to.new_window("tab")
+    driver.execute_cdp_cmd("Page.addScriptToEvaluateOnNewDocument", {"source": RECORD_STATUS})
+    driver.execute_cdp_cmd("Performance.enable", {"timeDomain": "threadTicks"})
     try:
         wait = WebDriverWait(driver, TIMEOUT, poll_frequency=0.02)
         step = "the notebook page"
         try:
-            start = time.perf_counter()
+            start, start_epoch = time.perf_counter(), time.time()
             driver.get(entry_url)
             phases["loaded"] = time.perf_counter() - start
             step = f"the cell {SOURCE!r}"
@@ -127,10 +184,15 @@ def first_result(entry_url: str, phases: dict | None = None) -> float:
             step = "the output 42"
             wait.until(lambda d: d.execute_script(OUTPUT) == "42")
             phases["result"] = time.perf_counter() - start
+            if breakdown is not None:
+                breakdown.update(breakdown_of(driver, start_epoch, phases))
             return phases["result"]
         except TimeoutException:
             raise FirstResultError(f"{entry_url}: no {step} after {TIMEOUT} s, at {driver.current_url}; "
                                    f"indicator states {driver.execute_script('return window.__nbhStatus')}"
                                    ) from None
     finally:
-        driver.get("about:blank")  # the page's kernel connection closed, as a tab closed
+        driver.close()  # the tab, its kernel connection with it
+        driver.switch_to.window(home)
+        if fresh:
+            close()
