@@ -473,10 +473,8 @@ if __name__ == "__main__":
         print(json.dumps(figures, indent=2))
         sys.exit(0)
     if sys.argv[1:] == ["--first"]:  # open -> first cell result alone, into the entry's key
-        figures = {**asyncio.run(first_only()), "when": time.strftime("%Y-%m-%d %H:%M")}
-        results = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
-        results.setdefault("entry", {})["first_result_s"] = figures  # the entry's other figures kept
-        RESULTS.write_text(json.dumps(results, indent=2) + "\n")
+        figures = asyncio.run(first_only())
+        write_key("entry", figures, part="first_result_s")  # the entry's other figures kept
         print(json.dumps(figures, indent=2))
         sys.exit(0)
     if sys.argv[1:] == ["--table"]:  # the table of the last run again

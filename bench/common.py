@@ -14,6 +14,7 @@ import os
 import statistics
 import time
 from pathlib import Path
+from urllib.parse import quote
 
 from nbhosting import access
 from devtools import sandbox
@@ -124,11 +125,11 @@ def make_course() -> None:
                                  f"{FIRST_NOTEBOOK}.ipynb": first_notebook()})
 
 
-def entry_path(student: str, notebook: str = ENTRY_NOTEBOOK) -> str:
+def entry_path(student: str, notebook: str = ENTRY_NOTEBOOK, course: str = COURSE) -> str:
     """The entry URL as the LMS signs it (web.auth = "signed", the default)."""
     key = access.read_key(sandbox.path(str(access.LMS_KEY_PATH)))
-    query = access.signed_query(key, COURSE, notebook, student, ttl=3600)
-    return f"/ipythonExercice/{COURSE}/{notebook}/{student}?{query}"
+    query = access.signed_query(key, course, notebook, student, ttl=3600)
+    return f"/ipythonExercice/{course}/{quote(notebook)}/{student}?{query}"
 
 
 def first_result_url(student: str) -> str:
@@ -213,9 +214,14 @@ async def in_sandbox(measure, make=make_course) -> dict:
         await systemd.close()
 
 
-def write_key(key: str, figures: dict) -> None:
-    """One part's figures into bench/results.json, the others' kept, with
-    when they were measured (machine.when is the last full run's)."""
+def write_key(key: str, figures: dict, part: str | None = None) -> None:
+    """One part's figures into bench/results.json (or into `part` of the
+    key's, the key's others kept), the others' kept, with when they were
+    measured (machine.when is the last full run's)."""
     results = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
-    results[key] = {**figures, "when": time.strftime("%Y-%m-%d %H:%M")}
+    figures = {**figures, "when": time.strftime("%Y-%m-%d %H:%M")}
+    if part is None:
+        results[key] = figures
+    else:
+        results.setdefault(key, {})[part] = figures
     RESULTS.write_text(json.dumps(results, indent=2) + "\n")

@@ -33,7 +33,6 @@ BOUNDED = "bench-disk"
 
 
 async def run() -> dict:
-    from .mappings import entry_path  # noqa: PLC0415
     sandbox.up()
     common.make_course()
     sandbox.make_course(BOUNDED, {f"{common.ENTRY_NOTEBOOK}.ipynb":
@@ -47,7 +46,7 @@ async def run() -> dict:
         for n in range(ROUNDS):
             for kind, course in (courses.items() if n % 2 else reversed(courses.items())):
                 instance = Instance(course, f"disk-{RUN}-{n}")
-                path = entry_path(course, instance.student)
+                path = common.entry_path(instance.student, course=course)
                 await asyncio.sleep(1)  # the previous stop settled
                 samples[kind]["first"].append(await loop.run_in_executor(None, common.open_notebook, "", path))
                 await asyncio.sleep(1)

@@ -21,9 +21,7 @@ import os
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from urllib.parse import quote
 
-from nbhosting import access
 from devtools import sandbox
 from nbhosting.names import Instance
 from nbhosting.systemd import Systemd
@@ -50,10 +48,7 @@ def set_prestart(timeout: int) -> None:
 
 
 def entry_path(student: str) -> str:
-    key = access.read_key(sandbox.path(str(access.LMS_KEY_PATH)))
-    notebook = NOTEBOOK.removesuffix(".ipynb")
-    query = access.signed_query(key, COURSE, notebook, student, ttl=3600)
-    return f"/ipythonExercice/{COURSE}/{quote(notebook)}/{student}?{query}"
+    return common.entry_path(student, NOTEBOOK.removesuffix(".ipynb"), COURSE)
 
 
 def entry_url(student: str) -> str:

@@ -18,7 +18,6 @@ import asyncio
 import base64
 import os
 
-from nbhosting import access
 from devtools import sandbox
 from nbhosting.names import Instance
 from nbhosting.systemd import Systemd
@@ -40,12 +39,6 @@ def make_mapped_course() -> None:
     sandbox.make_course(MAPPED, files)
 
 
-def entry_path(course: str, student: str) -> str:
-    key = access.read_key(sandbox.path(str(access.LMS_KEY_PATH)))
-    query = access.signed_query(key, course, common.ENTRY_NOTEBOOK, student, ttl=3600)
-    return f"/ipythonExercice/{course}/{common.ENTRY_NOTEBOOK}/{student}?{query}"
-
-
 async def run() -> dict:
     sandbox.up()
     common.make_course()
@@ -58,7 +51,7 @@ async def run() -> dict:
         for n in range(ROUNDS):
             for kind, course in (courses.items() if n % 2 else reversed(courses.items())):
                 instance = Instance(course, f"mapped-{RUN}-{n}")
-                path = entry_path(course, instance.student)
+                path = common.entry_path(instance.student, course=course)
                 await asyncio.sleep(1)  # the previous stop settled
                 samples[kind]["cold"].append(await loop.run_in_executor(None, common.open_notebook, "", path))
                 for _ in range(WARM):
