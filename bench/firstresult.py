@@ -15,7 +15,7 @@ Two kinds of browser, as issue 26 asks:
   compiled-code cache are kept. Callers make one open first, not counted,
   so that the browser's caches are warm as in every later run;
 - a first-ever one (``fresh=True``): a new Chromium with an empty profile
-  for that call alone.
+  for that call alone; the returning one is left as it was.
 
 Each call opens a tab of its own, so that what the page's timeline and
 Chromium's counters say (``breakdown``) is that page's alone.
@@ -72,28 +72,34 @@ class FirstResultError(RuntimeError):
 _browser: tuple[webdriver.Chrome, str] | None = None
 
 
+def new_browser() -> tuple[webdriver.Chrome, str]:
+    """A Chromium with an empty profile of its own, and the profile's folder."""
+    profile = tempfile.mkdtemp(prefix="nbh-first-result-")
+    options = webdriver.ChromeOptions()
+    options.binary_location = str(CHROMIUM)
+    for argument in (*CHROMIUM_ARGS, f"--user-data-dir={profile}"):
+        options.add_argument(argument)
+    driver = webdriver.Chrome(options=options, service=Service(str(CHROMEDRIVER)))
+    driver.set_page_load_timeout(TIMEOUT)
+    return driver, profile
+
+
 def browser() -> webdriver.Chrome:
-    """The one browser, started at the first call, with a profile of its own."""
+    """The returning browser, started at the first call."""
     global _browser
     if _browser is None:
-        profile = tempfile.mkdtemp(prefix="nbh-first-result-")
-        options = webdriver.ChromeOptions()
-        options.binary_location = str(CHROMIUM)
-        for argument in (*CHROMIUM_ARGS, f"--user-data-dir={profile}"):
-            options.add_argument(argument)
-        driver = webdriver.Chrome(options=options, service=Service(str(CHROMEDRIVER)))
-        driver.set_page_load_timeout(TIMEOUT)
-        _browser = driver, profile
+        _browser = new_browser()
         atexit.register(close)
     return _browser[0]
 
 
-def close() -> None:
-    """Quit the browser (at exit if not before)."""
+def close(which: tuple[webdriver.Chrome, str] | None = None) -> None:
+    """Quit a browser: `which`, or the returning one (at exit if not before)."""
     global _browser
-    if _browser is not None:
-        driver, profile = _browser
-        _browser = None
+    if which is None:
+        which, _browser = _browser, None
+    if which is not None:
+        driver, profile = which
         driver.quit()
         shutil.rmtree(profile, ignore_errors=True)
 
@@ -157,9 +163,8 @@ def first_result(entry_url: str, phases: dict | None = None, breakdown: dict | N
     page's kernel idle), "result" (42); `breakdown`, where they went
     (breakdown_of). `fresh`: a first-ever browser, an empty profile."""
     phases = {} if phases is None else phases
-    if fresh:
-        close()
-    driver = browser()
+    first_ever = new_browser() if fresh else None  # the returning one stays as it was
+    driver = first_ever[0] if first_ever else browser()
     as_a_new_student(driver, entry_url)
     home = driver.current_window_handle
     driver.switch_to.new_window("tab")
@@ -194,5 +199,5 @@ def first_result(entry_url: str, phases: dict | None = None, breakdown: dict | N
     finally:
         driver.close()  # the tab, its kernel connection with it
         driver.switch_to.window(home)
-        if fresh:
-            close()
+        if first_ever:
+            close(first_ever)
