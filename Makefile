@@ -107,7 +107,7 @@ install:
 	install -D -m 0644 -t $(DESTDIR)$(PREFIX)/lib/nbhosting packaging/containers/*
 	install -D -m 0644 nginx/nbhosting.conf $(DESTDIR)/etc/nginx/conf.d/nbhosting.conf
 	install -D -m 0644 -t $(DESTDIR)$(PREFIX)/share/nbhosting/_errors nginx/errors/*.html
-	install -D -m 0644 -t $(DESTDIR)$(PREFIX)/share/nbhosting/nginx nginx/student-server.conf
+	install -D -m 0644 -t $(DESTDIR)$(PREFIX)/share/nbhosting/nginx nginx/student-server.conf nginx/jupyter-static.conf
 	@test -f $(STATIC)/vega-embed.min.js || { echo "make install: no $(STATIC): run make static first"; exit 1; }
 	install -D -m 0644 -t $(DESTDIR)$(PREFIX)/share/nbhosting/_static $(STATIC)/*.min.js
 	# the manual's pages, as Markdown (the units' Documentation= name them)

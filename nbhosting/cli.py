@@ -22,8 +22,8 @@ from urllib.parse import quote
 
 import httpx
 
-from . import (access, ask, autopull, config, course_images, courses, courseunits, cull, disks, events, gc, lifecycle,
-               lti, origins, sampler, staff, stats, store, tokens)
+from . import (access, ask, autopull, config, course_images, courses, courseunits, cull, disks, events, gc,
+               jupyter_static, lifecycle, lti, origins, sampler, staff, stats, store, tokens)
 from .names import BadName, Instance, check_course, check_student
 from .systemd import Systemd, SystemdError
 
@@ -227,6 +227,19 @@ def mount_shared(args) -> None:
         raise CommandError("mount-shared must run as root")
     for course in disks.mount_all_shared():
         print(f"mounted the shared pages disk of {course}")
+
+
+def extract_static(args) -> None:
+    """After the site's image is built or imported (a course's build does it
+    for its own): its Notebook files, for nginx to serve to every student."""
+    if os.geteuid() != 0:
+        raise CommandError("jupyter-static must run as root")
+    image = args.image or course_images.base_image()
+    try:
+        entry = jupyter_static.extract(image)
+    except (jupyter_static.StaticError, OSError) as error:
+        raise CommandError(f"{image}: {error}; its servers serve their own static files") from None
+    print(f"{image}: {jupyter_static.URL_PREFIX}{entry['id']}/ ({jupyter_static.STATIC_ROOT / entry['id']})")
 
 
 def sign(args) -> None:
@@ -810,6 +823,10 @@ def parser() -> argparse.ArgumentParser:
     sub.set_defaults(run=sign)
     pair("revoke", "a new token for a student's server; the old one fails (root)").set_defaults(run=revoke)
     commands.add_parser("setup", help="host secret, LMS key and unit limits (root)").set_defaults(run=setup)
+    sub = commands.add_parser("jupyter-static", help="extract an image's Notebook files for nginx to serve "
+                              "(root; after the site's image changes)")
+    sub.add_argument("image", nargs="?", help="default: the site's image")
+    sub.set_defaults(run=extract_static)
     commands.add_parser("mount-shared", help="mount the courses' shared pages disks "
                         "(nbh-shared-disks.service, root)").set_defaults(run=mount_shared)
     commands.add_parser("rotate-secret", help="a new host secret: every server token changes, "

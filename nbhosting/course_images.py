@@ -41,7 +41,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from . import config, containerfile, courses, disks, files, nofollow, paths, podman
+from . import config, containerfile, courses, disks, files, jupyter_static, nofollow, paths, podman
 from .jupyter_run import DEFAULT_IMAGE, PODMAN
 
 REPOSITORY = "localhost/nbhosting/course-"
@@ -267,6 +267,10 @@ def install(name: str) -> str:
               "time": time.time()}
     paths.BUILDS_DIR.mkdir(parents=True, exist_ok=True)
     files.replace_text(paths.BUILDS_DIR / f"{name}.json", json.dumps(record))
+    try:  # for nginx: without, the course's servers serve their own
+        jupyter_static.extract(plan["image"])
+    except (jupyter_static.StaticError, OSError) as error:
+        print(f"the image's static files stay its servers' own: {error}", flush=True)
     return plan["image"]
 
 

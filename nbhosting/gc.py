@@ -4,8 +4,8 @@ Units clean up after themselves (ExecStopPost=, RuntimeDirectory=,
 RemoveOnStop=); this catches what a crash of the host, of podman or of
 systemd itself may still leave: containers, listening sockets and runtime
 folders of servers that are not running, per-student origins' links to
-sockets that are gone; and the courses' images that no setting and no
-container uses any more. It also puts the students not seen
+sockets that are gone; the courses' images that no setting and no
+container uses any more, and the static files of images that are gone. It also puts the students not seen
 for cull.dormant_after to sleep (dormant.py): nothing of theirs stays loaded
 in systemd.
 """
@@ -17,7 +17,7 @@ import shutil
 import time
 from pathlib import Path
 
-from . import course_images, dormant, events, origins, podman
+from . import course_images, dormant, events, jupyter_static, origins, podman
 from .names import BadName, Instance
 from .systemd import Systemd
 
@@ -90,6 +90,7 @@ async def collect(systemd: Systemd, dry_run: bool = False, dormant_after: int | 
                 shutil.rmtree(path, ignore_errors=True)
             removed.append(f"runtime folder {path}")
     removed += course_images.collect(dry_run)
+    removed += jupyter_static.collect(dry_run)
     asleep = 0
     if dormant_after is not None:
         now = time.time()

@@ -50,9 +50,10 @@ JOURNAL_SOCKET = "/run/systemd/journal/socket"
 
 def podman_argv(instance: Instance, course: Course, runtime_dir: str, image: str,
                 lms_origins: str, shared_dir: Path, share_id: str, started_at: str,
-                share_origin: str = "") -> list[str]:
+                share_origin: str = "", static_env: dict[str, str] | None = None) -> list[str]:
     """share_origin: where the shared pages are, when not on the server's
-    own origin (per-student origins: the site's)."""
+    own origin (per-student origins: the site's). static_env: where the
+    site serves the image's static files (jupyter_static.for_start)."""
     from .workspace import workspace_dir  # noqa: PLC0415 (the start's)
 
     return [
@@ -85,6 +86,8 @@ def podman_argv(instance: Instance, course: Course, runtime_dir: str, image: str
         "--env", f"NBH_HIDE={','.join(course.hide)}",
         # for the "ready" event's seconds, which the image's nbh_ready logs
         "--env", f"NBH_STARTED_AT={started_at}",
+        # Notebook's scripts from the site's copy of the image's (nbh_static)
+        *[arg for name, value in (static_env or {}).items() for arg in ("--env", f"{name}={value}")],
         "--volume", f"{runtime_dir}:/run/nbh:ro",
         # an archived course's students read their work and run it, and save nothing
         "--volume", f"{workspace_dir(instance)}:/home/jovyan/work" + (":ro" if course.archived else ""),
@@ -235,7 +238,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"nbh-jupyter-run: {error}", file=sys.stderr)
             return 1
         return 0
-    from . import config, courses, events  # noqa: PLC0415 (the start's)
+    from . import config, courses, events, jupyter_static  # noqa: PLC0415 (the start's)
 
     if os.environ.get("LISTEN_FDS") != "1":
         print("nbh-jupyter-run: no listening socket (nbh-upstream@.socket) was passed", file=sys.stderr)
@@ -252,7 +255,8 @@ def main(argv: list[str] | None = None) -> int:
     events.send("start", instance, f"starting {instance.path} with {image}", NBH_IMAGE=image)
     web = settings.web
     argv = podman_argv(instance, course, runtime_dir, image, " ".join(web.lms_origins), shared_dir, share_id,
-                       started_at(), share_origin=web.public_url if web.student_origin else "")
+                       started_at(), share_origin=web.public_url if web.student_origin else "",
+                       static_env=jupyter_static.for_start(image))
     os.execv(argv[0], argv)
 
 

@@ -27,6 +27,7 @@ def student_visit(booted: releases.Booted, student: str) -> dict:
         return booted.run(*argv, **kwargs)
 
     systems.import_image(run_inside)
+    booted.run("/usr/bin/nbh", "jupyter-static", timeout=600)
     sandbox_module.make_course(COURSE, {"w1/intro.ipynb": notebook("print(6 * 7)"), "w1/data.csv": "x,y\n1,2\n"},
                                run=run_inside, path=booted.path)
     key = access.read_key(booted.path(str(access.LMS_KEY_PATH)))

@@ -156,10 +156,13 @@ def test_a_build_that_escapes_finds_nothing_to_steal(sandbox, course_name, stude
             return sandbox.run("nsenter", "-t", pid, "-m", "-n", "-i", "--", "setpriv", "--reuid=nbh-build",
                                "--regid=nbh-build", "--init-groups", *argv, check=False)
         assert inside("id", "-un").stdout.strip() == "nbh-build"
-        assert inside("ls", "-A", "/var/lib/nbhosting").stdout.split() == ["builds", "courses"]
+        assert inside("ls", "-A", "/var/lib/nbhosting").stdout.split() == ["builds", "courses", "static"]
         courses_seen = inside("ls", "-A", "/var/lib/nbhosting/courses").stdout.split()
         assert sorted(courses_seen) == sorted([course_name, f".{course_name}.update"])
         assert inside("touch", "/var/lib/nbhosting/builds/x.json").returncode != 0  # root's records
+        # the images' static files that nginx serves to every student: root's
+        assert inside("touch", "/var/lib/nbhosting/static/x.js").returncode != 0
+        assert inside("sh", "-c", "echo '{}' > /var/lib/nbhosting/static/images.json").returncode != 0
         plan = f"/run/nbh-build/{course_name}.plan.json"  # what root's install step acts on
         assert f'"course": "{course_name}"' in inside("cat", plan).stdout
         assert inside("sh", "-c", f"echo '{{}}' > {plan}").returncode != 0

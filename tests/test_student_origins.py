@@ -93,9 +93,13 @@ def test_each_pair_answers_on_its_own_origin_and_nowhere_else(sandbox, per_stude
     # the site's origin serves no student's server: the page, Jupyter's scripts
     assert on_host(url, "127.0.0.1")[0] == 404
     script = re.search(rb'src="([^"]*/static/[^"?]+\.js)', body).group(1).decode()
-    assert urlsplit(script).path.startswith(mine.base_url), script
+    # (the page takes nginx's shared copy, on its origin as on every other;
+    # the server's own is its origin's alone)
+    assert urlsplit(script).path.startswith("/_jupyter/"), script
     assert on_host(urljoin(url, script))[0] == 200
-    assert on_host(urljoin(url, script), "127.0.0.1")[0] == 404
+    own = f"{mine.base_url}static/notebook/{urlsplit(script).path.rsplit('/', 1)[1]}"
+    assert on_host(urljoin(url, own))[0] == 200
+    assert on_host(urljoin(url, own), "127.0.0.1")[0] == 404
     # the pair's origin serves its server and nothing else: not another
     # pair's path (it reaches this pair's server, which has no such page),
     # not the front end's pages

@@ -43,12 +43,22 @@ c.ServerApp.open_browser = False
 # Who may put the notebook in an iframe: us and the LMS (space-separated
 # CSP sources, e.g. "https://lms.example.org").
 ancestors = os.environ.get("NBH_FRAME_ANCESTORS", "").strip()
+
+
+def page_config_hook(handler, page_config):
+    """Notebook's scripts from the site's shared copy of this image's (nbh_static.py)."""
+    import nbh_static  # noqa: PLC0415 (at the first page, not at every start)
+
+    return nbh_static.page_config_hook(handler, page_config)
+
+
 c.ServerApp.tornado_settings = {
     # The LMS's iframe is cross-site: the browser may keep no cookie there
     # (Safari never does). The page has the token in its config; this makes
     # the front end put it in websocket URLs too (kernels, events), which
     # otherwise count on the login cookie.
     "page_config_data": {"appendToken": "true"},
+    "page_config_hook": page_config_hook,
     "headers": {
         "Content-Security-Policy": f"frame-ancestors 'self' {ancestors}".strip(),
         # the token is in the page's URL: never send it to another site
