@@ -48,7 +48,6 @@ import importlib
 import json
 import os
 import platform
-import statistics
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -59,7 +58,7 @@ from devtools import sandbox
 from nbhosting.names import Instance
 from nbhosting.systemd import Systemd
 
-from .common import (COLD_RUNS, COURSE, ENTRY_NOTEBOOK, FIRST_RUNS, PER_CLIENT, RESULTS, RUN, WARM_RUNS, at_once,
+from .common import (COLD_RUNS, COURSE, ENTRY_NOTEBOOK, FIRST_RUNS, PER_CLIENT, RESULTS, RUN, WARM_RUNS, at_once, breakdown_summary,
                      cold_start, entry_path, entry_rate_cpu, fetch, first_result_summary, first_result_url, in_sandbox,
                      lms_client, make_course, memory, open_notebook, percentiles, warm, write_key)
 
@@ -92,13 +91,6 @@ async def first_results(systemd: Systemd) -> dict:
             await systemd.stop_instance(Instance(COURSE, student))
         measured[kind] = {**first_result_summary(runs), "breakdown_p50": breakdown_summary(breakdowns)}
     return {**measured["returning"], "first_ever": measured["first_ever"]}
-
-
-def breakdown_summary(breakdowns: list[dict]) -> dict:
-    """The median of each figure of the runs' breakdowns, as they are nested."""
-    first = breakdowns[0]
-    return {key: breakdown_summary([run[key] for run in breakdowns]) if isinstance(value, dict)
-            else statistics.median(run[key] for run in breakdowns) for key, value in first.items()}
 
 
 def breakdown_rows(row, label: str, figures: dict) -> list[str]:
@@ -433,6 +425,12 @@ if __name__ == "__main__":
         figures = asyncio.run(kernel.run())
         write_key("kernel", figures)
         print("\n".join(kernel.table(figures)))
+        sys.exit(0)
+    if sys.argv[1:] == ["--statics"]:  # Notebook's files, each server's own vs nginx's shared copy
+        from . import statics  # noqa: PLC0415
+        figures = asyncio.run(statics.run())
+        write_key("statics", figures)
+        print("\n".join(statics.table(figures)))
         sys.exit(0)
     if sys.argv[1:] == ["--mappings"]:  # a notebook with neighbours beside one without (bench/mappings.py)
         from . import mappings  # noqa: PLC0415

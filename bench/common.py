@@ -143,6 +143,13 @@ def first_result_summary(runs: list[dict]) -> dict:
             "phases_p50": {step: statistics.median(run[step] for run in runs) for step in runs[0]}}
 
 
+def breakdown_summary(breakdowns: list[dict]) -> dict:
+    """The median of each figure of the runs' breakdowns, as they are nested."""
+    first = breakdowns[0]
+    return {key: breakdown_summary([run[key] for run in breakdowns]) if isinstance(value, dict)
+            else statistics.median(run[key] for run in breakdowns) for key, value in first.items()}
+
+
 _client_addresses = (f"127.1.{n // 250}.{1 + n % 250}" for n in itertools.count())
 # Requests of one client address, at most: nginx limits entries per address
 # (limit_req, bursts of 100); the benchmarks measure nbh-web, as many

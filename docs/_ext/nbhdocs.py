@@ -22,7 +22,7 @@ def bench_tables(name: str) -> list[str]:
     if name == "peer":
         return importlib.import_module("bench.peer.__main__").table(results).splitlines()
     lines = importlib.import_module("bench.__main__").table(results).splitlines()
-    for key in ("disks", "releases"):  # measured alone, kept under their own key
+    for key in ("disks", "releases", "statics"):  # measured alone, kept under their own key
         if key in results:
             lines += ["", *importlib.import_module(f"bench.{key}").table(results[key])]
     return lines
