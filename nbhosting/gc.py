@@ -69,12 +69,11 @@ async def collect(systemd: Systemd, dry_run: bool = False, dormant_after: int | 
     if listing.returncode != 0:
         raise OSError(f"podman ps failed: {listing.stderr.strip()[-300:]}")
     for name in listing.stdout.split():
-        course, _, student = name.removeprefix("nbh.").partition(".")
         try:
-            instance = Instance(course, student)
+            instance = Instance.from_container(name)
         except BadName:
             continue
-        if name == instance.container and not await active(instance.service):
+        if not await active(instance.service):
             if not dry_run:
                 podman.remove(name)
             removed.append(f"container {name}")

@@ -19,7 +19,7 @@ container is gone.
 ``nbh-jupyter-run --stopped COURSE/STUDENT`` removes the pair's container by
 its name, which comes from the unit's own instance and nothing the container
 could write, and logs the stop; ``--leftover`` only removes it (after a
-failure, nbh-jupyter-leftover@.service). It runs at every stop, the cull's included,
+failure, nbh-jupyter-leftover.service). It runs at every stop, the cull's included,
 so the modules only a start needs are imported by the start, and --derive
 (a process of its own on every start's path) imports only the names and
 the tokens.
@@ -196,8 +196,8 @@ def stopped(instance: Instance) -> int:
 
 
 def remove_container(instance: Instance) -> int:
-    """No container of the pair left: the stop's last step, and all of
-    nbh-jupyter-leftover@.service, which the unit's failure starts."""
+    """No container of the pair left: the stop's last step, and what
+    nbh-jupyter-leftover.service does for the unit whose failure starts it."""
     import subprocess  # noqa: PLC0415 (the stop's only)
 
     from . import podman  # noqa: PLC0415
@@ -213,9 +213,42 @@ def remove_container(instance: Instance) -> int:
     return 0
 
 
+def leftover(monitored: str) -> int:
+    """nbh-jupyter-leftover.service: the container of the failed server that
+    $MONITOR_UNIT names, then those of every server that is not running.
+    systemd names the failed unit only when it is the one failed unit that
+    triggered this one (others still failed: none), and a failure while
+    this runs merges its start into this run."""
+    import subprocess  # noqa: PLC0415 (a failure's only)
+
+    if monitored:
+        try:
+            remove_container(Instance.from_unit(monitored))
+        except BadName:
+            print(f"nbh-jupyter-run: MONITOR_UNIT {monitored!r} is no server of nbhosting", file=sys.stderr)
+    listing = subprocess.run([PODMAN, "ps", "--all", "--format", "{{.Names}}"], stdin=subprocess.DEVNULL,
+                             capture_output=True, text=True, timeout=60)
+    instances = []
+    for name in listing.stdout.split():
+        try:
+            instances.append(Instance.from_container(name))
+        except BadName:
+            continue  # not ours
+    if instances:
+        states = subprocess.run(["systemctl", "show", "--property=ActiveState", "--value",
+                                 *(i.service for i in instances)], stdin=subprocess.DEVNULL,
+                                capture_output=True, text=True, timeout=60).stdout.split()
+        for instance, state in zip(instances, states, strict=False):
+            if state in ("inactive", "failed"):
+                remove_container(instance)
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    step = argv[0] if argv[:1] in (["--stopped"], ["--derive"], ["--leftover"]) else None
+    if argv == ["--leftover"]:
+        return leftover(os.environ.get("MONITOR_UNIT", ""))
+    step = argv[0] if argv[:1] in (["--stopped"], ["--derive"]) else None
     try:
         (pair,) = argv[1:] if step else argv
         instance = Instance.from_path(pair)
@@ -224,8 +257,6 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     if step == "--stopped":
         return stopped(instance)
-    if step == "--leftover":
-        return remove_container(instance)
     runtime_dir = os.environ.get("RUNTIME_DIRECTORY", "")
     if not runtime_dir:
         print("nbh-jupyter-run: no RUNTIME_DIRECTORY (run it from nbh-jupyter@.service)", file=sys.stderr)

@@ -167,6 +167,15 @@ class Instance:
             raise BadName(f"not an nbhosting instance unit: {unit!r}")
         return cls.from_name(match.group(1))
 
+    @classmethod
+    def from_container(cls, name: str) -> Instance:
+        """From a container's name (the inverse of .container)."""
+        course, _, student = name.removeprefix("nbh.").partition(".")
+        instance = cls(course, student)
+        if instance.container != name:
+            raise BadName(f"not an nbhosting container: {name!r}")
+        return instance
+
     @property
     def is_staff(self) -> bool:
         return self.student.startswith(STAFF_PREFIX)

@@ -130,10 +130,10 @@ def test_a_killed_server_leaves_no_container(sandbox, systemd, course, student):
 def test_a_server_killed_whole_leaves_nothing_and_starts_again(sandbox, systemd, course, student):
     """`systemctl kill` of the whole unit: systemd 257 kills the stop's step
     too (252 lets it run), and the container would be left, failing the
-    next start. The unit's failure starts nbh-jupyter-leftover@, which
-    removes it; a start meanwhile waits for it."""
+    next start. The unit's failure starts nbh-jupyter-leftover.service, one
+    unit for all servers, which removes it; a start meanwhile waits for it."""
     instance = Instance(course, student)
-    leftover = f"nbh-jupyter-leftover@{instance.name}.service"
+    leftover = "nbh-jupyter-leftover.service"
     for _ in range(2):
         systemd.start_instance(instance)
         assert "started" in sandbox.api(instance, "api/status")
@@ -142,6 +142,32 @@ def test_a_server_killed_whole_leaves_nothing_and_starts_again(sandbox, systemd,
              instance.container not in sandbox.containers(), what="the leftover container to go")
     assert_nothing_left(sandbox, instance)
     assert sandbox.run("journalctl", "--no-pager", "-o", "cat", "-u", leftover).stdout.count("Finished") >= 1
+
+
+def test_servers_killed_at_once_leave_nothing_and_the_others_run_on(sandbox, systemd, course, student):
+    """Two failures at once: the second's start of the one leftover unit may
+    merge into the first's run, whose sweep removes both containers; a
+    running server's is left alone. One leftover unit is loaded, whatever
+    the number of students (a template's instance was one per student)."""
+    failing = [Instance(course, f"{student}-{n}") for n in range(2)]
+    running = Instance(course, f"{student}-r")
+    try:
+        for instance in (*failing, running):
+            systemd.start_instance(instance)
+        for instance in failing:
+            sandbox.run("systemctl", "kill", "--signal=SIGKILL", instance.service)
+        wait_for(lambda: systemd.state("nbh-jupyter-leftover.service").ActiveState == "inactive" and
+                 not {i.container for i in failing} & set(sandbox.containers()), what="both containers to go")
+        assert "started" in sandbox.api(running, "api/status")
+        loaded = sandbox.run("systemctl", "list-units", "--all", "--plain", "--no-legend",
+                             "nbh-jupyter-leftover*").stdout.splitlines()
+        assert [line.split()[0] for line in loaded] == ["nbh-jupyter-leftover.service"]
+        for instance in failing:
+            systemd.start_instance(instance)
+            assert "started" in sandbox.api(instance, "api/status")
+    finally:
+        for instance in (*failing, running):
+            systemd.stop_instance(instance)
 
 
 def test_unknown_course_fails_with_its_reason(sandbox, systemd, student):
@@ -296,7 +322,7 @@ def test_policy_lets_the_front_end_manage_student_units_only(sandbox, course, st
         ["systemctl", "set-property", instance.proxy, "MemoryMax=1T"],
         ["systemd-run", "--unit", f"nbh-jupyter@{instance.name}", "true"],
         # it removes the pair's container: only the server's failure starts it
-        ["systemctl", "start", f"nbh-jupyter-leftover@{instance.name}.service"],
+        ["systemctl", "start", "nbh-jupyter-leftover.service"],
         ["systemd-run", "true"],
     ]
     # Names that are not names.py's, straight to systemd (no systemctl mangling):

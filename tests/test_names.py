@@ -65,6 +65,15 @@ def test_known_instance():
     assert instance.listen_socket == "/run/nbhosting/nb/python-mooc/alice.sock"
     assert instance.upstream_socket == "/run/nbhosting/upstream/python-mooc/alice.sock"
     assert instance.base_url == "/nb/python-mooc/alice/"
+    assert Instance.from_container(instance.container) == instance
+    assert Instance.from_unit("nbh-jupyter@python\\x2dmooc-alice.service") == instance
+
+
+@pytest.mark.parametrize("name", ["nbh.python-mooc", "other.python-mooc.alice", "nbh..alice",
+                                  "nbh-build-x", "nbh.python-mooc.alice/x", ""])
+def test_not_a_servers_container(name):
+    with pytest.raises(BadName):
+        Instance.from_container(name)
 
 
 @pytest.mark.parametrize("course", [
