@@ -478,6 +478,9 @@ if __name__ == "__main__":
     if sys.argv[1:] == ["--table"]:  # the table of the last run again
         print(table(json.loads(RESULTS.read_text())))
         sys.exit(0)
+    if sys.argv[1:]:  # a typo (or --help) must not start the whole run
+        sys.exit(f"bench: unknown {' '.join(sys.argv[1:])!r}: no argument for the whole run (make bench), "
+                 "or one part's, as docs/development.md lists them")
     results = asyncio.run(main())
     RESULTS.write_text(json.dumps(results, indent=2) + "\n")
     print(table(results))

@@ -69,7 +69,10 @@ LMS_PAGE = """<!doctype html>
 
 
 class LMSHandler(http.server.BaseHTTPRequestHandler):
-    page = b""  # set on a subclass
+    # The page of the last lms_page(): a connection the browser opened ahead
+    # to an earlier one (a preconnect), handled by its server's thread after
+    # it closed, serves it too.
+    page = b""
 
     def do_GET(self):
         if self.path == "/":
@@ -100,13 +103,12 @@ def lms_page(sandbox, iframe_src: str, extra: str = ""):
     """
     path = str(config.DEFAULT_PATH)
     origins = config.load(sandbox.path(path)).web.lms_origins
-    handler = type("Handler", (LMSHandler,), {})
     for origin in origins:
         parts = urlsplit(origin)
         if parts.scheme != "http" or parts.hostname != "localhost" or not parts.port:
             continue
         try:
-            server = http.server.ThreadingHTTPServer(("127.0.0.1", parts.port), handler)
+            server = http.server.ThreadingHTTPServer(("127.0.0.1", parts.port), LMSHandler)
         except OSError:  # taken, by the sandbox's own LMS page for one
             continue
         break
@@ -114,7 +116,7 @@ def lms_page(sandbox, iframe_src: str, extra: str = ""):
         pytest.fail(f"the sandbox's {path} lets no free http://localhost:<port> frame notebooks "
                     f"(web.lms_origins = {list(origins)}): the LMS page has nowhere to be")
     probe = f"http://{NOTEBOOK_HOST}:{parts.port}{PROBE_PATH}"
-    handler.page = LMS_PAGE.format(src=html.escape(iframe_src, quote=True), probe=probe, extra=extra).encode()
+    LMSHandler.page = LMS_PAGE.format(src=html.escape(iframe_src, quote=True), probe=probe, extra=extra).encode()
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:

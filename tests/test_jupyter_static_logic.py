@@ -7,6 +7,7 @@ from __future__ import annotations
 import importlib.util
 import io
 import json
+import logging
 import tarfile
 from pathlib import Path
 
@@ -147,9 +148,10 @@ def test_the_host_and_the_image_compute_the_same_fingerprint(tmp_path, monkeypat
 class Handler:
     def __init__(self, name):
         self.name = name
+        self.log = logging.getLogger("test-handler")
 
 
-def test_the_page_takes_the_shared_copy_only_when_its_files_are_the_same(monkeypatch):
+def test_the_page_takes_the_shared_copy_only_when_its_files_are_the_same(monkeypatch, caplog):
     image = image_module()
     extensions = [{"name": "e", "load": "static/remoteEntry.1.js"}]
     monkeypatch.setattr(image, "own_fingerprint", lambda found: image.fingerprint(["main.1.js"], list(found)))
@@ -165,9 +167,12 @@ def test_the_page_takes_the_shared_copy_only_when_its_files_are_the_same(monkeyp
 
     assert page()["fullStaticUrl"] == url + "static"
     assert page()["fullLabextensionsUrl"] == url + "labextensions"
-    for other in (page(fingerprint="1" * 32), page(name="lab"), page(static_url="")):
-        assert other["fullStaticUrl"] == "/nb/c/s/static/notebook"
-        assert other["fullLabextensionsUrl"] == "/nb/c/s/lab/extensions"
+    with caplog.at_level(logging.WARNING, logger="test-handler"):
+        for other in (page(fingerprint="1" * 32), page(fingerprint="1" * 32), page(name="lab"), page(static_url="")):
+            assert other["fullStaticUrl"] == "/nb/c/s/static/notebook"
+            assert other["fullLabextensionsUrl"] == "/nb/c/s/lab/extensions"
+    assert [r.message for r in caplog.records if "is not this image's files" in r.message] and \
+        len(caplog.records) == 1  # said once, in the server's log
 
 
 def test_a_start_reads_only_a_well_formed_record(tmp_path, monkeypatch):

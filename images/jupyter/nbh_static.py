@@ -46,4 +46,11 @@ def page_config_hook(handler, page_config):
     if own_fingerprint(extensions) == expected:
         page_config["fullStaticUrl"] = url + "static"
         page_config["fullLabextensionsUrl"] = url + "labextensions"
+    elif not _warned:
+        _warned.append(True)  # once per server: in its journal, for the operator
+        handler.log.warning("nbh_static: the site's copy at %s is not this image's files (an image changed "
+                            "since `nbh jupyter-static`?): the page takes this server's own", url)
     return page_config
+
+
+_warned = []
