@@ -25,6 +25,7 @@ tagged again since its extraction keeps its server's own files, as before.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -86,8 +87,6 @@ def fingerprint(main_bundles: list[str], extensions: list[tuple[str, str]]) -> s
 
 def folder_fingerprint(folder: Path) -> str:
     """What the page config of an image whose files these are would give."""
-    import contextlib  # noqa: PLC0415
-
     static = folder / "static"
     main = [p.name for p in static.glob("main.*.js")] if static.is_dir() else []
     extensions = []
@@ -163,50 +162,69 @@ def image_id(image: str) -> str:
 def extract(image: str) -> dict:
     """The image's static files in STATIC_ROOT/<id>/ (once per id), and the
     record a start reads. As root."""
+    from . import files  # noqa: PLC0415
+
+    the_id = image_id(image)
+    folder = STATIC_ROOT / the_id
+    STATIC_ROOT.mkdir(mode=0o755, parents=True, exist_ok=True)
+    with _locked():
+        if not folder.is_dir():
+            _extract_into(folder, image, the_id)
+        entry = {"id": the_id, "fingerprint": folder_fingerprint(folder)}
+        record = read_record()
+        record[image] = entry
+        files.replace_text(RECORD, json.dumps(record, indent=1, sort_keys=True))
+    return entry
+
+
+@contextlib.contextmanager
+def _locked():
+    """One extraction or collection at a time (builds of several courses at
+    once, `nbh gc`): each rewrites the record."""
+    import fcntl  # noqa: PLC0415
+
+    with open(STATIC_ROOT / ".lock", "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        yield
+
+
+def _extract_into(folder: Path, image: str, the_id: str) -> None:
+    """The files, through a work folder that becomes `folder` once complete."""
     import shutil  # noqa: PLC0415
     import tarfile  # noqa: PLC0415
     import tempfile  # noqa: PLC0415
 
-    from . import files, podman  # noqa: PLC0415
+    from . import podman  # noqa: PLC0415
 
-    the_id = image_id(image)
-    folder = STATIC_ROOT / the_id
-    if not folder.is_dir():
-        STATIC_ROOT.mkdir(mode=0o755, parents=True, exist_ok=True)
-        work = Path(tempfile.mkdtemp(prefix=f".{the_id[:12]}.", dir=STATIC_ROOT))
-        scratch = Path(tempfile.mkdtemp(prefix=".export.", dir=STATIC_ROOT))
-        container = f"nbh-static-{the_id[:12]}-{os.getpid()}"
+    work = Path(tempfile.mkdtemp(prefix=f".{the_id[:12]}.", dir=STATIC_ROOT))
+    scratch = Path(tempfile.mkdtemp(prefix=".export.", dir=STATIC_ROOT))
+    container = f"nbh-static-{the_id[:12]}-{os.getpid()}"
+    try:
+        created = podman.run(["create", "--pull=never", "--network=none", "--name", container, the_id, "true"])
+        if created.returncode != 0:
+            raise StaticError(f"podman create {image}: {created.stderr.strip()[-300:]}")
+        # podman export opens its output by name (/dev/stdout too, which
+        # the account may not): a file in a folder of the account's.
+        os.chown(scratch, *_container_account())
+        exported = podman.run(["export", "--output", f"{scratch}/image.tar", container], timeout=900)
+        if exported.returncode != 0:
+            raise StaticError(f"podman export {image}: {exported.stderr.strip()[-300:]}")
         try:
-            created = podman.run(["create", "--pull=never", "--network=none", "--name", container, the_id, "true"])
-            if created.returncode != 0:
-                raise StaticError(f"podman create {image}: {created.stderr.strip()[-300:]}")
-            # podman export opens its output by name (/dev/stdout too, which
-            # the account may not): a file in a folder of the account's.
-            os.chown(scratch, *_container_account())
-            exported = podman.run(["export", "--output", f"{scratch}/image.tar", container], timeout=900)
-            if exported.returncode != 0:
-                raise StaticError(f"podman export {image}: {exported.stderr.strip()[-300:]}")
-            try:
-                fd = os.open(scratch / "image.tar", os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
-                with os.fdopen(fd, "rb") as stream:
-                    count = unpack(stream, work)
-            except (OSError, tarfile.TarError) as error:
-                raise StaticError(f"reading {image}'s files: {error}") from None
-            if count == 0 or not (work / "static").is_dir():
-                raise StaticError(f"{image} has no Notebook static folder")
-            precompress(work)
-            for path in (work, *work.rglob("*")):  # for nginx, whatever the umask (a build's is 0077)
-                os.chmod(path, 0o755 if path.is_dir() else 0o644)
-            os.rename(work, folder)
-        finally:
-            podman.run(["rm", "--force", "--ignore", container])
-            shutil.rmtree(work, ignore_errors=True)
-            shutil.rmtree(scratch, ignore_errors=True)
-    entry = {"id": the_id, "fingerprint": folder_fingerprint(folder)}
-    record = read_record()
-    record[image] = entry
-    files.replace_text(RECORD, json.dumps(record, indent=1, sort_keys=True))
-    return entry
+            fd = os.open(scratch / "image.tar", os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+            with os.fdopen(fd, "rb") as stream:
+                count = unpack(stream, work)
+        except (OSError, tarfile.TarError) as error:
+            raise StaticError(f"reading {image}'s files: {error}") from None
+        if count == 0 or not (work / "static").is_dir():
+            raise StaticError(f"{image} has no Notebook static folder")
+        precompress(work)
+        for path in (work, *work.rglob("*")):  # for nginx, whatever the umask (a build's is 0077)
+            os.chmod(path, 0o755 if path.is_dir() else 0o644)
+        os.rename(work, folder)
+    finally:
+        podman.run(["rm", "--force", "--ignore", container])
+        shutil.rmtree(work, ignore_errors=True)
+        shutil.rmtree(scratch, ignore_errors=True)
 
 
 def _container_account() -> tuple[int, int]:
@@ -250,13 +268,14 @@ def collect(dry_run: bool = False) -> list[str]:
     removed = []
     if not STATIC_ROOT.is_dir():
         return removed
-    for folder in STATIC_ROOT.iterdir():
-        if folder.is_dir() and re.fullmatch(r"[0-9a-f]{64}", folder.name) and folder.name not in present:
-            if not dry_run:
-                shutil.rmtree(folder)
-            removed.append(f"static files of image {folder.name[:12]}")
-    if removed and not dry_run:
-        record = {name: entry for name, entry in read_record().items()
-                  if isinstance(entry, dict) and entry.get("id") in present}
-        files.replace_text(RECORD, json.dumps(record, indent=1, sort_keys=True))
+    with _locked():
+        for folder in STATIC_ROOT.iterdir():
+            if folder.is_dir() and re.fullmatch(r"[0-9a-f]{64}", folder.name) and folder.name not in present:
+                if not dry_run:
+                    shutil.rmtree(folder)
+                removed.append(f"static files of image {folder.name[:12]}")
+        if removed and not dry_run:
+            record = {name: entry for name, entry in read_record().items()
+                      if isinstance(entry, dict) and entry.get("id") in present}
+            files.replace_text(RECORD, json.dumps(record, indent=1, sort_keys=True))
     return removed
