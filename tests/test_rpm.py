@@ -282,10 +282,14 @@ def test_the_polkit_rule_names_packaged_units_and_a_packaged_account(root):
 def test_the_nginx_site_names_installed_paths(root):
     site = head("nginx/nbhosting.conf")
     includes = re.findall(r"^\s*include (\S+);", site, re.MULTILINE)
-    assert includes == ["/usr/share/nbhosting/nginx/student-server.conf"] * 2
-    assert includes[0] in root.files
-    # with what the site includes (student-server.conf), as nginx reads it
-    text = site + head("nginx/student-server.conf")
+    assert includes == ["/usr/share/nbhosting/nginx/jupyter-static.conf",
+                        "/usr/share/nbhosting/nginx/student-server.conf"] * 2
+    assert set(includes) <= root.files
+    # with what the site includes, as nginx reads it
+    text = site + head("nginx/student-server.conf") + head("nginx/jupyter-static.conf")
+    # the images' Notebook files: a folder that tmpfiles makes
+    (static,) = re.findall(r"alias (/\S+?)/\$nbh_image_id/", text)
+    assert root.provenance(static) == "tmpfiles", static
     lines = [line.split("#")[0].strip() for line in text.splitlines()]
     roots = [line.split()[1].rstrip(";") for line in lines if line.startswith("root ")]
     for page in {line.split()[-1].rstrip(";") for line in lines if line.startswith("error_page ")}:
