@@ -58,9 +58,10 @@ from devtools import sandbox
 from nbhosting.names import Instance
 from nbhosting.systemd import Systemd
 
-from .common import (COLD_RUNS, COURSE, ENTRY_NOTEBOOK, FIRST_RUNS, PER_CLIENT, RESULTS, RUN, WARM_RUNS, at_once, breakdown_summary,
-                     cold_start, entry_path, entry_rate_cpu, fetch, first_result_summary, first_result_url, in_sandbox,
-                     lms_client, make_course, memory, open_notebook, percentiles, warm, write_key)
+from .common import (COLD_RUNS, COURSE, ENTRY_NOTEBOOK, FIRST_RUNS, PER_CLIENT, RESULTS, RUN, WARM_RUNS, at_once,
+                     breakdown_summary, cold_start, entry_path, entry_rate_cpu, fetch, first_result_summary,
+                     first_result_url, in_sandbox, lms_client, make_course, memory, open_notebook, percentiles, warm,
+                     write_key)
 
 
 async def cold_starts(systemd: Systemd, instance: Instance) -> tuple[list[float], list[float]]:
