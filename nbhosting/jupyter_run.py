@@ -18,9 +18,9 @@ container is gone.
 
 ``nbh-jupyter-run --stopped COURSE/STUDENT`` removes the pair's container by
 its name, which comes from the unit's own instance and nothing the container
-could write, and logs the stop; ``--leftover`` only removes it (after a
-failure, nbh-jupyter-leftover.service). It runs at every stop, the cull's included,
-so the modules only a start needs are imported by the start, and --derive
+could write, and logs the stop; ``--leftover`` removes those of every
+server that is not running (after a failure, nbh-jupyter-leftover.service).
+--stopped runs at every stop, the cull's included, so the modules only a start needs are imported by the start, and --derive
 (a process of its own on every start's path) imports only the names and
 the tokens.
 """
@@ -213,19 +213,13 @@ def remove_container(instance: Instance) -> int:
     return 0
 
 
-def leftover(monitored: str) -> int:
-    """nbh-jupyter-leftover.service: the container of the failed server that
-    $MONITOR_UNIT names, then those of every server that is not running.
-    systemd names the failed unit only when it is the one failed unit that
-    triggered this one (others still failed: none), and a failure while
-    this runs merges its start into this run."""
+def leftover() -> int:
+    """nbh-jupyter-leftover.service: the containers of every server that is
+    not running, not only the failed one's. systemd names that one
+    ($MONITOR_UNIT) only when no other failed unit triggered this one, and
+    a failure while this runs merges its start into this run."""
     import subprocess  # noqa: PLC0415 (a failure's only)
 
-    if monitored:
-        try:
-            remove_container(Instance.from_unit(monitored))
-        except BadName:
-            print(f"nbh-jupyter-run: MONITOR_UNIT {monitored!r} is no server of nbhosting", file=sys.stderr)
     listing = subprocess.run([PODMAN, "ps", "--all", "--format", "{{.Names}}"], stdin=subprocess.DEVNULL,
                              capture_output=True, text=True, timeout=60)
     instances = []
@@ -247,7 +241,7 @@ def leftover(monitored: str) -> int:
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv == ["--leftover"]:
-        return leftover(os.environ.get("MONITOR_UNIT", ""))
+        return leftover()
     step = argv[0] if argv[:1] in (["--stopped"], ["--derive"]) else None
     try:
         (pair,) = argv[1:] if step else argv
