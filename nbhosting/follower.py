@@ -9,6 +9,7 @@ twice: the rows and the cursor are committed together, or neither is.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
 import pwd
@@ -190,22 +191,22 @@ def catch_up(db, reader: journal.Reader, limit: int = BATCH) -> int:
 
 
 def follow(path: Path, settings: config.Config) -> None:
-    db = store.open_writer(path)
-    reader = open_journal(store.saved_cursor(db))
-    log.info("following the journal into %s (schema %d)", path, store.VERSION)
-    daemon.notify("READY=1")
-    forgot: float | None = None  # at start, then every FORGET_EVERY: whatever the machine's uptime
-    while True:
-        read = catch_up(db, reader)
-        if read:
-            log.debug("stored %d events", read)
-        if settings.events.keep_days and (forgot is None or time.monotonic() - forgot > FORGET_EVERY):
-            removed = store.forget_before(db, time.time() - settings.events.keep_days * 86400)
-            if removed:
-                log.info("removed %d events older than %d days (events.keep_days)", removed,
-                         settings.events.keep_days)
-            forgot = time.monotonic()
-        reader.wait(WAIT)
+    with contextlib.closing(store.open_writer(path)) as db:
+        reader = open_journal(store.saved_cursor(db))
+        log.info("following the journal into %s (schema %d)", path, store.VERSION)
+        daemon.notify("READY=1")
+        forgot: float | None = None  # at start, then every FORGET_EVERY: whatever the machine's uptime
+        while True:
+            read = catch_up(db, reader)
+            if read:
+                log.debug("stored %d events", read)
+            if settings.events.keep_days and (forgot is None or time.monotonic() - forgot > FORGET_EVERY):
+                removed = store.forget_before(db, time.time() - settings.events.keep_days * 86400)
+                if removed:
+                    log.info("removed %d events older than %d days (events.keep_days)", removed,
+                             settings.events.keep_days)
+                forgot = time.monotonic()
+            reader.wait(WAIT)
 
 
 def main() -> int:

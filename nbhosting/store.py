@@ -174,12 +174,16 @@ def _statements(script: str) -> list[str]:
 def open_writer(path: Path = DEFAULT_PATH) -> sqlite3.Connection:
     """The follower's connection: WAL, so readers never wait for it."""
     db = sqlite3.connect(path, isolation_level=None)
-    db.execute("PRAGMA journal_mode = WAL")
-    # In WAL mode, NORMAL syncs at checkpoints: a power cut may lose the last
-    # transactions, rows and cursor together, which the journal has again.
-    db.execute("PRAGMA synchronous = NORMAL")
-    db.execute("PRAGMA busy_timeout = 10000")
-    migrate(db)
+    try:
+        db.execute("PRAGMA journal_mode = WAL")
+        # In WAL mode, NORMAL syncs at checkpoints: a power cut may lose the last
+        # transactions, rows and cursor together, which the journal has again.
+        db.execute("PRAGMA synchronous = NORMAL")
+        db.execute("PRAGMA busy_timeout = 10000")
+        migrate(db)
+    except BaseException:
+        db.close()  # a store refused (newer, or a failed migration) leaves no connection open
+        raise
     return db
 
 
@@ -276,9 +280,13 @@ def open_reader(path: Path = DEFAULT_PATH) -> sqlite3.Connection:
     uri = f"file:{path}?mode=ro" if wal.exists() else f"file:{path}?immutable=1"
     try:
         db = sqlite3.connect(uri, uri=True, isolation_level=None)
+    except sqlite3.Error as error:
+        raise StoreError(f"cannot read the event store {path}: {error}") from None
+    try:
         db.execute("PRAGMA busy_timeout = 10000")
         found = version(db)
     except sqlite3.Error as error:
+        db.close()
         raise StoreError(f"cannot read the event store {path}: {error}") from None
     if found != VERSION:
         db.close()

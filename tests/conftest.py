@@ -317,3 +317,20 @@ def server(sandbox, systemd, course, student):
     instance = Instance(course, student)
     yield instance
     systemd.stop_instance(instance)
+
+
+@pytest.fixture
+def open_store():
+    """store.open_writer, each connection closed at the test's end (Python 3.13
+    warns of a connection left to the garbage collector)."""
+    from nbhosting import store
+
+    opened = []
+
+    def open_writer(path):
+        opened.append(store.open_writer(path))
+        return opened[-1]
+
+    yield open_writer
+    for db in opened:
+        db.close()

@@ -38,9 +38,9 @@ class QuietJournal:
 
 
 @pytest.mark.parametrize("origin", ORIGINS)
-def test_the_follower_forgets_old_events_as_soon_as_it_starts(origin, tmp_path, monkeypatch):
+def test_the_follower_forgets_old_events_as_soon_as_it_starts(origin, tmp_path, monkeypatch, open_store):
     path = tmp_path / "events.db"
-    db = store.open_writer(path)
+    db = open_store(path)
     now = time.time()
     store.append(db, [Event(now - 10 * 86400, "open", "c", "old"), Event(now - 60, "open", "c", "new")], "c1", now)
     monkeypatch.setattr(follower.time, "monotonic", Clock(origin))

@@ -80,8 +80,8 @@ def from_alice(n: int, event: str, **fields) -> dict:
     return entry(n, _SYSTEMD_UNIT=ALICE.service, _UID=100000, NBH_EVENT=event, **fields)
 
 
-def test_no_entry_stops_the_follower_and_the_ones_after_are_stored(tmp_path, caplog):
-    db = store.open_writer(tmp_path / "events.db")
+def test_no_entry_stops_the_follower_and_the_ones_after_are_stored(tmp_path, caplog, open_store):
+    db = open_store(tmp_path / "events.db")
     hostile = [
         from_alice(1, "ready", NBH_START_SECONDS="99999999999999999999"),  # the verified one
         from_alice(2, "ready", NBH_START_SECONDS="1e999"),
@@ -108,10 +108,10 @@ def test_no_entry_stops_the_follower_and_the_ones_after_are_stored(tmp_path, cap
     assert any(w.startswith("entry c9: sample event: servers, load1 not a number") for w in warnings), warnings
 
 
-def test_a_value_the_database_refuses_costs_that_event_alone(tmp_path, caplog, monkeypatch):
+def test_a_value_the_database_refuses_costs_that_event_alone(tmp_path, caplog, monkeypatch, open_store):
     """Should a value get past the checks and make SQLite raise, the batch
     is stored event by event and that one left out, by its cursor."""
-    db = store.open_writer(tmp_path / "events.db")
+    db = open_store(tmp_path / "events.db")
     real = store.append
 
     def append(db, events, cursor, cursor_time):

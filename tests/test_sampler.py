@@ -59,8 +59,8 @@ def test_a_server_that_did_not_answer_keeps_its_sessions():
     assert closed == [] and again == state
 
 
-def test_a_session_runs_from_its_open(tmp_path):
-    db = store.open_writer(tmp_path / "events.db")
+def test_a_session_runs_from_its_open(tmp_path, open_store):
+    db = open_store(tmp_path / "events.db")
     store.append(db, [store.Event(900, "open", "c", "alice", "n.ipynb"),
                       store.Event(100, "open", "c", "alice", "m.ipynb")], "k", 900)
     state, _ = sampler.sessions({}, [server("n.ipynb", "m.ipynb")], 1000, PERIOD, db)

@@ -127,8 +127,8 @@ def test_heatmap_sorts_and_bins_the_students(db):
     assert len(stats.heatmap(db, "c", SINCE, UNTIL, notebooks=ORDER).rows) == 4 * 4
 
 
-def test_heatmap_of_5000_students_has_at_most_the_columns_asked(tmp_path):
-    writer = store.open_writer(tmp_path / "big.db")
+def test_heatmap_of_5000_students_has_at_most_the_columns_asked(tmp_path, open_store):
+    writer = open_store(tmp_path / "big.db")
     store.append(writer, [Event(SINCE + i, "open", "c", f"s{i:04d}", f"n{i % 7}.ipynb") for i in range(5000)],
                  "k", 0)
     table = stats.heatmap(writer, "c", None, None, columns=100)
@@ -234,7 +234,9 @@ def staff_db(tmp_path_factory):
     path = tmp_path_factory.mktemp("stats-staff") / "events.db"
     writer = store.open_writer(path)
     store.append(writer, STAFF_HISTORY, "cursor", 0)
-    yield store.open_reader(path)
+    reader = store.open_reader(path)
+    yield reader
+    reader.close()
     writer.close()
 
 

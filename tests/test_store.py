@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
+from contextlib import closing
 from datetime import datetime, timezone
 
 import pytest
@@ -41,13 +42,13 @@ def test_version_1_is_migrated_and_its_events_counted(tmp_path):
                      (T0 + 2, "refused", None, None, None, '{"status":"400"}'),
                      (T0 + 3, "sample", None, None, None, '{"servers":"3","load1":"0.25","scope":"host"}')])
     old.close()
-    db = store.open_writer(path)
-    assert store.version(db) == store.VERSION
-    assert db.execute("SELECT course, student, first_time FROM students").fetchall() == [("c", "bob", T0)]
-    assert sorted(db.execute("SELECT event, status, n FROM counts")) == [
-        ("open", "", 2), ("refused", "400", 1), ("refused", "403", 1), ("sample", "", 1)]
-    assert db.execute("SELECT time, course, servers, load1, kernels FROM samples").fetchall() == [
-        (T0 + 3, None, 3, 0.25, None)]
+    with closing(store.open_writer(path)) as db:
+        assert store.version(db) == store.VERSION
+        assert db.execute("SELECT course, student, first_time FROM students").fetchall() == [("c", "bob", T0)]
+        assert sorted(db.execute("SELECT event, status, n FROM counts")) == [
+            ("open", "", 2), ("refused", "400", 1), ("refused", "403", 1), ("sample", "", 1)]
+        assert db.execute("SELECT time, course, servers, load1, kernels FROM samples").fetchall() == [
+            (T0 + 3, None, 3, 0.25, None)]
 
 
 def test_version_3_is_migrated_and_its_seconds_kept_in_a_column(tmp_path):
@@ -65,17 +66,18 @@ def test_version_3_is_migrated_and_its_seconds_kept_in_a_column(tmp_path):
                      (T0 + 2, "ready", "c", "eve", None, "{}"),
                      (T0 + 3, "cull", "c", "bob", None, '{"idle_seconds":"1800"}')])
     old.close()
-    db = store.open_writer(path)
-    assert store.version(db) == store.VERSION
-    store.append(db, [Event(T0 + 4, "close", "c", "eve", "b.ipynb", {"duration_seconds": "30"}),
-                      Event(T0 + 5, "ready", "c", "eve", None, {"start_seconds": "0.25"})], "k", 0)
-    assert db.execute("SELECT event, seconds FROM events ORDER BY time").fetchall() == [
-        ("ready", 1.5), ("close", 600.0), ("ready", None), ("cull", None), ("close", 30.0), ("ready", 0.25)]
+    with closing(store.open_writer(path)) as db:
+        assert store.version(db) == store.VERSION
+        store.append(db, [Event(T0 + 4, "close", "c", "eve", "b.ipynb", {"duration_seconds": "30"}),
+                          Event(T0 + 5, "ready", "c", "eve", None, {"start_seconds": "0.25"})], "k", 0)
+        assert db.execute("SELECT event, seconds FROM events ORDER BY time").fetchall() == [
+            ("ready", 1.5), ("close", 600.0), ("ready", None), ("cull", None), ("close", 30.0), ("ready", 0.25)]
 
 
 def test_a_newer_schema_is_refused(tmp_path):
     path = tmp_path / "new.db"
-    sqlite3.connect(path).execute(f"PRAGMA user_version = {store.VERSION + 1}")
+    with closing(sqlite3.connect(path)) as newer:
+        newer.execute(f"PRAGMA user_version = {store.VERSION + 1}")
     with pytest.raises(store.StoreError, match="newer than this nbhosting"):
         store.open_writer(path)
 
@@ -87,9 +89,9 @@ def test_a_failed_migration_leaves_the_store_as_it_was(tmp_path, monkeypatch):
     monkeypatch.setattr(store, "VERSION", len(store.MIGRATIONS))
     with pytest.raises(sqlite3.OperationalError):
         store.open_writer(path)
-    db = sqlite3.connect(path)
-    assert store.version(db) == store.VERSION - 1
-    assert not db.execute("SELECT name FROM sqlite_master WHERE name = 'x'").fetchall()
+    with closing(sqlite3.connect(path)) as db:
+        assert store.version(db) == store.VERSION - 1
+        assert not db.execute("SELECT name FROM sqlite_master WHERE name = 'x'").fetchall()
 
 
 def test_rows_and_cursor_are_committed_together(db):
@@ -164,10 +166,10 @@ def test_bad_times(text):
 
 def test_readers_are_read_only_and_see_the_writers_rows(db, tmp_path):
     seeded(db)
-    reader = store.open_reader(tmp_path / "events.db")
-    assert len(list(store.events(reader, store.Query()))) == 5
-    with pytest.raises(sqlite3.OperationalError, match="readonly"):
-        reader.execute("DELETE FROM events")
+    with closing(store.open_reader(tmp_path / "events.db")) as reader:
+        assert len(list(store.events(reader, store.Query()))) == 5
+        with pytest.raises(sqlite3.OperationalError, match="readonly"):
+            reader.execute("DELETE FROM events")
 
 
 def test_a_store_left_cleanly_is_read_as_immutable(tmp_path):
@@ -175,8 +177,8 @@ def test_a_store_left_cleanly_is_read_as_immutable(tmp_path):
     seeded(db)
     db.close()  # the WAL is checkpointed and removed
     assert not (tmp_path / "events.db-wal").exists()
-    reader = store.open_reader(tmp_path / "events.db")
-    assert len(list(store.events(reader, store.Query()))) == 5
+    with closing(store.open_reader(tmp_path / "events.db")) as reader:
+        assert len(list(store.events(reader, store.Query()))) == 5
 
 
 def test_a_missing_store_is_one_clear_error(tmp_path):
