@@ -54,14 +54,17 @@ PACKAGES = ("systemd", "systemd-sysv", "dbus", "libpam-systemd", "polkitd", "ngi
             "util-linux", "git", "openssl", "python3", "python3-tornado", "python3-dbus-fast", "python3-pystemd",
             "python3-systemd", "python3-httpx", "python3-jwt", "python3-cryptography", "python3-cffi-backend",
             "python3-prometheus-client", "python3-argon2", "python3-nbconvert")
-# Debian 12 has no jupytext (text notebooks, imported by course updates
-# only); its podman needs a container-network-stack, named here (netavark,
+# Debian 12's podman needs a container-network-stack, named here (netavark,
 # as Debian 13's podman has).
 RELEASE_PACKAGES = {"bookworm": ("netavark",), "trixie": ("python3-jupytext",)}
+# The test tools the package's %check runs with (check()), the release's own.
+CHECK_PACKAGES = ("python3-pytest", "python3-pytest-timeout", "python3-hypothesis", "python3-jsonschema",
+                  "python3-selenium")
 # What the release's archive has older than pyproject.toml asks (Debian 12:
-# Tornado 6.2, PyJWT 2.6), from PyPI's wheels into /usr/local, as an operator
-# of that release would have to (its python3 looks there first).
-RELEASE_PIP = {"bookworm": ("tornado>=6.3", "pyjwt>=2.8"), "trixie": ()}
+# Tornado 6.2, PyJWT 2.6, nbconvert 6.5) or lacks (Debian 12: jupytext), from
+# PyPI's wheels into /usr/local with what they need, as an operator of that
+# release would have to (its python3 looks there first).
+RELEASE_PIP = {"bookworm": ("tornado>=6.3", "pyjwt>=2.8", "nbconvert>=7", "jupytext>=1.16"), "trixie": ()}
 BOOT_TIMEOUT = 120
 # The tree's own: nspawn gives it all of these (its network is private).
 NAMESPACES = ("--mount", "--uts", "--ipc", "--net", "--pid")
@@ -105,7 +108,7 @@ def mirror() -> str:
 
 def tarball(release: str) -> Path:
     """The debootstrapped tree of the release, made once (for this list of packages)."""
-    packages = (*PACKAGES, *RELEASE_PACKAGES[release])
+    packages = (*PACKAGES, *RELEASE_PACKAGES[release], *CHECK_PACKAGES)
     key = hashlib.sha256(" ".join(sorted(packages)).encode()).hexdigest()[:12]
     cached = CACHE / f"{release}-tree-{key}.tar"
     if cached.exists():
@@ -142,7 +145,7 @@ def install(tree: Path, release: str, rpm: Path | None = None) -> None:
         site.unlink()  # Debian's default site would take port 80 too
     if wanted := RELEASE_PIP[release]:
         python = os.readlink(tree / "usr/bin/python3").removeprefix("python")  # the release's: 3.11
-        subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--only-binary=:all:",
+        subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--only-binary=:all:",
                         f"--python-version={python}", "--implementation=cp",
                         f"--platform=manylinux2014_{platform.machine()}",
                         "--target", str(tree / f"usr/local/lib/python{python}/dist-packages"), *wanted],
@@ -182,6 +185,31 @@ def install_rpm(tree: Path, rpm: Path) -> str:
     `nbh setup` (with its python3 and its libraries)."""
     with lent_api(tree):
         return rpminstall.install(rpm, tree, python_requires=False)
+
+
+def check(tree: Path) -> subprocess.CompletedProcess:
+    """The package's %check (packaging/rpm/nbhosting.spec) in a tree it is
+    installed in: the fast tests, of the installed package (--import-mode=append
+    and python3 -P: the copy's own nbhosting/ comes after it), with the
+    release's python3 and libraries. The sources are the checkout's files, as
+    rpmbuild unpacks them; the output starts with where nbhosting came from."""
+    copy = tree / "var/tmp/nbh-check"
+    shutil.rmtree(copy, ignore_errors=True)
+    files = subprocess.run(["git", "-C", str(REPO), "ls-files", "-z"], check=True, capture_output=True).stdout
+    for name in files.decode().split("\0"):
+        if name and (REPO / name).is_file():
+            (copy / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(REPO / name, copy / name)
+    script = ("cd /var/tmp/nbh-check && python3 -P -c 'import nbhosting; print(\"nbhosting from\", nbhosting.__file__)'"
+              " && exec python3 -P -m pytest -q -p no:cacheprovider --import-mode=append"
+              " --tb=short -m 'not sandbox and not rpm' tests")
+    try:
+        with lent_api(tree):
+            return subprocess.run(["chroot", str(tree), "env", "-i", "PATH=/usr/sbin:/usr/bin:/sbin:/bin",
+                                   "HOME=/root", "LANG=C.UTF-8", "sh", "-c", script],
+                                  capture_output=True, text=True, timeout=900)
+    finally:
+        shutil.rmtree(copy, ignore_errors=True)
 
 
 @contextlib.contextmanager

@@ -393,6 +393,24 @@ def test_the_other_release_booted_from_the_rpm_runs_a_students_notebook(rpm):
         releases.down(booted)
 
 
+def test_the_packages_check_passes_in_the_other_release(rpm):
+    """The spec's %check (the fast tests, of the installed package) with the
+    other release's python3 and Debian's libraries, not the checkout's
+    virtualenv: Python 3.13 and Debian 13's on a Debian 12 host; Debian 12's
+    (Python 3.11, pytest 7) under `make test OS=trixie`."""
+    tree = releases.prepare(releases.other_release(), from_rpm=rpm, name="check")
+    try:
+        done = releases.check(tree)
+    finally:
+        releases.remove(tree)
+    output = done.stdout + done.stderr
+    summary = "\n".join(line for line in output.splitlines() if line.startswith(("FAILED", "ERROR")))
+    assert done.returncode == 0, summary + output[-3000:]
+    assert output.startswith("nbhosting from /usr/lib/python3/dist-packages/nbhosting/"), output[:300]
+    passed = re.search(r"\b(\d+) passed\b", output)
+    assert passed and int(passed[1]) > 500, output[-2000:]  # the fast tests, not a few of them
+
+
 # Fedora's names of the Python distributions pyproject.toml depends on,
 # where they are not python3-<name>.
 FEDORA_NAMES = {"systemd-python": "python3-systemd", "pyjwt": "python3-jwt"}
