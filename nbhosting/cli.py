@@ -12,6 +12,7 @@ import grp
 import json
 import os
 import pwd
+import re
 import shutil
 import sqlite3
 import subprocess
@@ -23,7 +24,7 @@ from urllib.parse import quote
 import httpx
 
 from . import (access, ask, autopull, config, course_images, courses, courseunits, cull, disks, events, gc,
-               jupyter_static, lifecycle, lti, origins, sampler, staff, stats, store, tokens)
+               jupyter_static, lifecycle, lti, origins, paths, sampler, staff, stats, store, tokens)
 from .names import BadName, Instance, check_course, check_student
 from .systemd import Systemd, SystemdError
 
@@ -51,6 +52,16 @@ PRIVATE_PIDS_DROPIN = """\
 # "Supervising process ... which is not our child" at each start: its
 # executor forks that first process; systemd follows it by its cgroup.)
 PrivatePIDs=yes
+"""
+# HTTP/2 on the site's TLS servers where nginx has the `http2` directive
+# (1.25.1 and later: Debian 13, Fedora); 1.22's (Debian 12) is a flag of the
+# `listen` lines, which newer ones warn of, so there the site stays HTTP/1.1.
+# nginx/nbhosting.conf includes /etc/nbhosting/nginx/*.conf in each.
+NGINX_HTTP2_SINCE = (1, 25, 1)
+NGINX_HTTP2_CONF = paths.CONF_DIR / "nginx" / "http2.conf"
+NGINX_HTTP2_TEXT = """\
+# Written by `nbh setup`: this nginx ({version}) has the http2 directive.
+http2 on;
 """
 
 
@@ -209,8 +220,24 @@ def setup(args) -> None:
             dropin.write_text(PRIVATE_PIDS_DROPIN)
         else:
             dropin.unlink(missing_ok=True)
+    version = nginx_version()
+    if version and version >= NGINX_HTTP2_SINCE:
+        NGINX_HTTP2_CONF.parent.mkdir(mode=0o755, exist_ok=True)
+        NGINX_HTTP2_CONF.write_text(NGINX_HTTP2_TEXT.format(version=".".join(map(str, version))))
+    else:
+        NGINX_HTTP2_CONF.unlink(missing_ok=True)
     if Path("/run/systemd/system").is_dir():
         subprocess.run(["systemctl", "daemon-reload"], check=True)
+
+
+def nginx_version() -> tuple[int, ...] | None:
+    """The installed nginx's version (`nginx -v`); None without one."""
+    try:
+        said = subprocess.run(["nginx", "-v"], capture_output=True, text=True).stderr
+    except OSError:
+        return None
+    found = re.search(r"nginx/(\d+)\.(\d+)\.(\d+)", said)
+    return tuple(int(part) for part in found.groups()) if found else None
 
 
 def systemd_version() -> int:

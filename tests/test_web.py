@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import stat
+import subprocess
 from concurrent.futures import ThreadPoolExecutor
 from urllib.parse import urlsplit
 
@@ -313,6 +314,33 @@ def test_maintenance_switch(sandbox, course, student):
 def test_nginx_configuration_is_valid(sandbox):
     result = sandbox.run("nginx", "-t", check=False)
     assert result.returncode == 0, result.stderr
+    assert "[warn]" not in result.stderr, result.stderr
+
+
+def test_the_tls_site_speaks_http2_where_nginx_has_the_directive(sandbox):
+    """nginx 1.25.1 and later (Debian 13's 1.26): `nbh setup` turns HTTP/2 on
+    in the site's TLS servers, and a client that offers it gets it, on the
+    site and on the staff origin. nginx 1.22 (Debian 12's), which would refuse
+    the directive: no file, HTTP/1.1."""
+    said = sandbox.run("nginx", "-v", check=False).stderr
+    version = tuple(int(part) for part in re.search(r"nginx/(\d+)\.(\d+)\.(\d+)", said).groups())
+    conf = sandbox.path("/etc/nbhosting/nginx/http2.conf")
+
+    def over_tls(host: str) -> str:
+        """The HTTP version curl (offering HTTP/2 by ALPN) and the site agree on, and the status."""
+        port = nbh_sandbox.HTTPS_PORT
+        return subprocess.run(["curl", "-sk", "--http2", "-o", "/dev/null", "-w", "%{http_version} %{http_code}",
+                               "--resolve", f"{host}:{port}:127.0.0.1", f"https://{host}:{port}/"],
+                              capture_output=True, text=True, timeout=30).stdout
+
+    answers = {host: over_tls(host) for host in ("nbh.localhost", "staff.localhost")}
+    if version >= (1, 25, 1):
+        assert conf.read_text().endswith("http2 on;\n")
+        assert all(answer.startswith("2 ") for answer in answers.values()), answers
+    else:
+        assert not conf.exists()
+        assert all(answer.startswith("1.1 ") for answer in answers.values()), answers
+    assert not any(answer.endswith(" 000") for answer in answers.values()), answers  # answered
 
 
 def test_a_server_that_cannot_start_gives_a_clear_page(sandbox, student):
