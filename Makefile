@@ -14,7 +14,7 @@ export NBH_OS := $(OS)
 STATIC := build/static
 
 APT_PACKAGES := podman uidmap crun fuse-overlayfs slirp4netns debootstrap systemd-container nginx \
-	polkitd pkexec dbus systemd libsystemd-dev pkg-config python3-venv python3-dev \
+	polkitd pkexec dbus systemd libsystemd-dev pkg-config gcc python3-venv python3-dev \
 	curl make util-linux e2fsprogs git openssl chromium chromium-driver rpm rpmlint nodejs
 
 .PHONY: deps venv static image lint docs test unit-test bench bench-peer demo demo-down install rpm check-config clean
@@ -59,7 +59,7 @@ static: $(STATIC)/.stamp
 
 # The script keeps its own cache, keyed on its inputs: instant when cached.
 # The targets that use the image name this checkout's build to the sandbox.
-BUILD_IMAGE := PIP="$(VENV)/bin/python -m pip" images/build-test-image
+BUILD_IMAGE := images/build-test-image
 WITH_IMAGE = NBH_IMAGE_TAR=$$($(BUILD_IMAGE)) && export NBH_IMAGE_TAR &&
 image: venv
 	@$(BUILD_IMAGE)
