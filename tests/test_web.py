@@ -341,6 +341,12 @@ def test_the_tls_site_speaks_http2_where_nginx_has_the_directive(sandbox):
         assert not conf.exists()
         assert all(answer.startswith("1.1 ") for answer in answers.values()), answers
     assert not any(answer.endswith(" 000") for answer in answers.values()), answers  # answered
+    # what nginx includes there, as root, in the TLS servers: no account but root adds to it
+    for account in ("nbh", "nbh-jupyter", "nbh-build", "nbh-courses"):
+        planted = sandbox.run("sh", "-c", "mkdir -p /etc/nbhosting/nginx && echo 'return 200;' > "
+                              "/etc/nbhosting/nginx/planted.conf", user=account, check=False)
+        assert planted.returncode != 0, account
+    assert not sandbox.path("/etc/nbhosting/nginx/planted.conf").exists()
 
 
 def test_a_server_that_cannot_start_gives_a_clear_page(sandbox, student):
