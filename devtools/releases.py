@@ -191,15 +191,13 @@ def check(tree: Path) -> subprocess.CompletedProcess:
     """The package's %check (packaging/rpm/nbhosting.spec) in a tree it is
     installed in: the fast tests, of the installed package (--import-mode=append
     and python3 -P: the copy's own nbhosting/ comes after it), with the
-    release's python3 and libraries. The sources are the checkout's files, as
-    rpmbuild unpacks them; the output starts with where nbhosting came from."""
+    release's python3 and libraries. The sources are HEAD's, as `make rpm`
+    archives them for rpmbuild; the output starts with where nbhosting came from."""
     copy = tree / "var/tmp/nbh-check"
     shutil.rmtree(copy, ignore_errors=True)
-    files = subprocess.run(["git", "-C", str(REPO), "ls-files", "-z"], check=True, capture_output=True).stdout
-    for name in files.decode().split("\0"):
-        if name and (REPO / name).is_file():
-            (copy / name).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(REPO / name, copy / name)
+    copy.mkdir(parents=True)
+    archive = subprocess.run(["git", "-C", str(REPO), "archive", "HEAD"], check=True, capture_output=True).stdout
+    subprocess.run(["tar", "-x", "-C", str(copy)], input=archive, check=True)
     script = ("cd /var/tmp/nbh-check && python3 -P -c 'import nbhosting; print(\"nbhosting from\", nbhosting.__file__)'"
               " && exec python3 -P -m pytest -q -p no:cacheprovider --import-mode=append"
               " --tb=short -m 'not sandbox and not rpm' tests")

@@ -20,9 +20,9 @@ container is gone.
 its name, which comes from the unit's own instance and nothing the container
 could write, and logs the stop; ``--leftover`` removes those of every
 server that is not running (after a failure, nbh-jupyter-leftover.service).
---stopped runs at every stop, the cull's included, so the modules only a start needs are imported by the start, and --derive
-(a process of its own on every start's path) imports only the names and
-the tokens.
+--stopped runs at every stop, the cull's included, so the modules only a
+start needs are imported by the start, and --derive (a process of its own
+on every start's path) imports only the names and the tokens.
 """
 
 from __future__ import annotations

@@ -11,6 +11,7 @@ from urllib.parse import urlsplit
 import pytest
 
 from devtools import sandbox as nbh_sandbox
+from nbhosting import cli
 from nbhosting.names import Instance
 
 from .conftest import COURSE_NOTEBOOKS, nbh
@@ -322,9 +323,8 @@ def test_the_tls_site_speaks_http2_where_nginx_has_the_directive(sandbox):
     in the site's TLS servers, and a client that offers it gets it, on the
     site and on the staff origin. nginx 1.22 (Debian 12's), which would refuse
     the directive: no file, HTTP/1.1."""
-    said = sandbox.run("nginx", "-v", check=False).stderr
-    version = tuple(int(part) for part in re.search(r"nginx/(\d+)\.(\d+)\.(\d+)", said).groups())
-    conf = sandbox.path("/etc/nbhosting/nginx/http2.conf")
+    version = cli.nginx_version(sandbox.run("nginx", "-v", check=False).stderr)  # the sandbox's nginx
+    conf = sandbox.path(str(cli.NGINX_HTTP2_CONF))
 
     def over_tls(host: str) -> str:
         """The HTTP version curl (offering HTTP/2 by ALPN) and the site agree on, and the status."""
@@ -334,7 +334,7 @@ def test_the_tls_site_speaks_http2_where_nginx_has_the_directive(sandbox):
                               capture_output=True, text=True, timeout=30).stdout
 
     answers = {host: over_tls(host) for host in ("nbh.localhost", "staff.localhost")}
-    if version >= (1, 25, 1):
+    if version >= cli.NGINX_HTTP2_SINCE:
         assert conf.read_text().endswith("http2 on;\n")
         assert all(answer.startswith("2 ") for answer in answers.values()), answers
     else:
