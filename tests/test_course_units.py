@@ -172,6 +172,8 @@ def test_a_build_that_escapes_finds_nothing_to_steal(sandbox, course_name, stude
         for hidden in ("/etc/nbhosting/secret", "/etc/nbhosting/lms-key", "/run/nbhosting/web.sock",
                        "/run/nbh-podman", "/var/lib/nbhosting/workspaces"):
             assert inside("ls", hidden).returncode != 0, hidden
+        # the kernel's log: /dev/kmsg is readable by any account on the host
+        assert inside("test", "-r", "/dev/kmsg").returncode != 0
         secret = sandbox.path("/etc/nbhosting/secret").read_text().strip()
         search = inside("grep", "-rlsF", "-D", "skip", "--exclude-dir=storage", "-e", secret,
                         "/etc", "/run", "/var/lib", "/home", "/root", "/tmp")
