@@ -236,7 +236,10 @@ def test_the_front_end_takes_gets_without_bodies(sandbox, systemd, course, stude
             except (BrokenPipeError, ConnectionResetError):
                 pass  # answered and closed before the whole body was sent
             response = connection.getresponse()
-            response.read()
+            try:
+                response.read()
+            except ConnectionResetError:
+                pass  # closed with the body unread: the kernel resets a Unix socket then
             return response.status
         finally:
             connection.close()
