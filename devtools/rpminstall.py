@@ -92,8 +92,10 @@ def install(rpm: Path, root: Path = Path("/"), python_requires: bool = True) -> 
         install_python_requires(root)
     # Debian's rpm refuses to install packages unless told it is meant.
     debian = ["--force-debian"] if "--force-debian" in rpm_help() else []
+    # No plugin: they act on the machine (logind, syslog, audit), not on the
+    # root, and rpm 4.20's unshare plugin warns that it cannot in a chroot.
     result = subprocess.run(
-        ["rpm", "--root", str(root), "--dbpath", DBPATH, "--nodeps", *debian, "-i", str(rpm)],
+        ["rpm", "--root", str(root), "--dbpath", DBPATH, "--nodeps", "--noplugins", *debian, "-i", str(rpm)],
         capture_output=True, text=True,
     )
     output = result.stdout + result.stderr
