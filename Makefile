@@ -14,6 +14,7 @@ export NBH_OS := $(OS)
 STATIC := build/static
 
 APT_PACKAGES := podman uidmap crun fuse-overlayfs slirp4netns debootstrap systemd-container nginx \
+	libnginx-mod-http-brotli-static \
 	polkitd pkexec dbus systemd libsystemd-dev pkg-config gcc python3-venv python3-dev \
 	curl make util-linux e2fsprogs git openssl chromium chromium-driver rpm rpmlint nodejs
 

@@ -53,7 +53,8 @@ RELEASES = {"bookworm": "12", "trixie": "13"}
 PACKAGES = ("systemd", "systemd-sysv", "dbus", "libpam-systemd", "polkitd", "nginx", "podman", "e2fsprogs",
             "util-linux", "git", "openssl", "python3", "python3-tornado", "python3-dbus-fast", "python3-pystemd",
             "python3-systemd", "python3-httpx", "python3-jwt", "python3-cryptography", "python3-cffi-backend",
-            "python3-prometheus-client", "python3-argon2", "python3-nbconvert")
+            "python3-prometheus-client", "python3-argon2", "python3-nbconvert", "python3-brotli",
+            "libnginx-mod-http-brotli-static")
 # Debian 12's podman needs a container-network-stack, named here (netavark,
 # as Debian 13's podman has).
 RELEASE_PACKAGES = {"bookworm": ("netavark",), "trixie": ("python3-jupytext",)}

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import csv
 import grp
 import json
@@ -62,6 +63,20 @@ NGINX_HTTP2_CONF = paths.CONF_DIR / "nginx" / "http2.conf"
 NGINX_HTTP2_TEXT = """\
 # Written by `nbh setup`: this nginx ({version}) has the http2 directive.
 http2 on;
+"""
+
+
+# Precompressed brotli (foo.js.br, written by every extraction) beside gzip
+# under /_jupyter/, where nginx loads the brotli_static module (Debian's
+# libnginx-mod-http-brotli-static): nginx/jupyter-static.conf includes
+# /etc/nbhosting/nginx/static/*.conf. Found by the files that load modules,
+# as Debian and Fedora lay them out: `nginx -T` needs the site whole, which
+# it is not before its certificate.
+NGINX_MODULE_LOADERS = ("/etc/nginx/modules-enabled/*.conf", "/usr/share/nginx/modules/*.conf")
+NGINX_BROTLI_CONF = paths.CONF_DIR / "nginx" / "static" / "brotli.conf"
+NGINX_BROTLI_TEXT = """\
+# Written by `nbh setup`: this nginx loads ngx_http_brotli_static_module ({loader}).
+brotli_static on;
 """
 
 
@@ -226,6 +241,11 @@ def setup(args) -> None:
         NGINX_HTTP2_CONF.write_text(NGINX_HTTP2_TEXT.format(version=".".join(map(str, version))))
     else:
         NGINX_HTTP2_CONF.unlink(missing_ok=True)
+    if loader := nginx_module_loader("ngx_http_brotli_static_module"):
+        NGINX_BROTLI_CONF.parent.mkdir(mode=0o755, parents=True, exist_ok=True)
+        NGINX_BROTLI_CONF.write_text(NGINX_BROTLI_TEXT.format(loader=loader))
+    else:
+        NGINX_BROTLI_CONF.unlink(missing_ok=True)
     if Path("/run/systemd/system").is_dir():
         subprocess.run(["systemctl", "daemon-reload"], check=True)
 
@@ -240,6 +260,16 @@ def nginx_version(said: str | None = None) -> tuple[int, ...] | None:
             return None
     found = re.search(r"nginx/(\d+)\.(\d+)\.(\d+)", said)
     return tuple(int(part) for part in found.groups()) if found else None
+
+
+def nginx_module_loader(module: str, root: str = "/") -> str | None:
+    """The file that makes nginx load this dynamic module, if there is one."""
+    for pattern in NGINX_MODULE_LOADERS:
+        for loader in sorted(Path(root).glob(pattern.lstrip("/"))):
+            with contextlib.suppress(OSError, UnicodeDecodeError):
+                if re.search(rf"^\s*load_module\s+[\"']?\S*\b{module}\.so[\"']?\s*;", loader.read_text(), re.M):
+                    return "/" + str(loader.relative_to(root))
+    return None
 
 
 def systemd_version() -> int:

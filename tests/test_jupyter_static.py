@@ -10,10 +10,11 @@ import re
 from pathlib import Path
 from urllib.parse import urlsplit
 
+import brotli
 import pytest
 
 from devtools import sandbox as nbh_sandbox
-from nbhosting import podman
+from nbhosting import cli, podman
 from nbhosting.names import Instance
 
 from .browser_helpers import NOTEBOOK as BROWSER_NOTEBOOK
@@ -80,7 +81,12 @@ def test_the_page_takes_notebooks_files_from_nginx_with_the_cache_headers(sandbo
         # precompressed at the extraction (gzip_static), not by nginx at each request
         packed = get(f"/_jupyter/{site_id}/{path}", referer=None, headers={"Accept-Encoding": "gzip"})
         assert packed.getheader("Content-Encoding") == "gzip" and packed.getheader("Vary") == "Accept-Encoding"
+        assert sandbox.path(str(cli.NGINX_BROTLI_CONF)).read_text().endswith("brotli_static on;\n")
         assert packed.body == (folder / f"{path}.gz").read_bytes() and gzip.decompress(packed.body) == plain.body
+        # and brotli's best, to a browser that takes it (every one, over TLS)
+        brotlied = get(f"/_jupyter/{site_id}/{path}", referer=None, headers={"Accept-Encoding": "gzip, deflate, br"})
+        assert brotlied.getheader("Content-Encoding") == "br" and brotlied.getheader("Vary") == "Accept-Encoding"
+        assert brotlied.body == (folder / f"{path}.br").read_bytes() and brotli.decompress(brotlied.body) == plain.body
 
 
 def test_nothing_under_jupyter_varies_with_the_student(sandbox, systemd, courses, student, site_id):
@@ -185,6 +191,12 @@ def test_a_course_image_has_its_own_files_and_cannot_reach_the_hosts(sandbox, sy
     served = get(f"/_jupyter/{course_id}/labextensions/{EXTENSION}/{ENTRY}", referer=None)
     assert served.status == 200 and served.body == EXTENSION_FILES[f"ext/{ENTRY}"].encode()
     assert get(f"/_jupyter/{site_id}/labextensions/{EXTENSION}/{ENTRY}", referer=None).status == 404
+    # Notebook's files, the same bytes as the site image's, are the site's
+    # copies (hard links), compressed forms and all: no second 20 CPU-seconds
+    site_folder, course_folder = sandbox.path(f"{STATIC}/{site_id}"), sandbox.path(f"{STATIC}/{course_id}")
+    main = next(site_folder.glob("static/main.*.js")).name
+    for name in (main, f"{main}.gz", f"{main}.br"):
+        assert (course_folder / "static" / name).stat().st_ino == (site_folder / "static" / name).stat().st_ino
 
     # The staff's next Containerfile: a link to the host's secret, and a hard
     # link to a file outside, under names the extraction keeps.

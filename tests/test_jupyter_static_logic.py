@@ -115,14 +115,45 @@ def test_the_bounds(tmp_path, monkeypatch):
 
 
 def test_precompressed_where_it_saves(tmp_path):
+    import gzip  # noqa: PLC0415
+
+    import brotli  # noqa: PLC0415
+
     (tmp_path / "static").mkdir()
-    (tmp_path / "static/big.js").write_text("let x = 1;\n" * 200)
+    (tmp_path / "static/big.js").write_text("".join(f"let x{n} = {n * n};\n" for n in range(300)))
     (tmp_path / "static/small.js").write_text("x")
     (tmp_path / "static/font.woff2").write_bytes(b"w" * 2000)  # compressed already: left alone
     jupyter_static.precompress(tmp_path)
-    import gzip  # noqa: PLC0415
-    assert gzip.decompress((tmp_path / "static/big.js.gz").read_bytes()) == (tmp_path / "static/big.js").read_bytes()
-    assert not (tmp_path / "static/small.js.gz").exists() and not (tmp_path / "static/font.woff2.gz").exists()
+    big = (tmp_path / "static/big.js").read_bytes()
+    assert gzip.decompress((tmp_path / "static/big.js.gz").read_bytes()) == big
+    assert brotli.decompress((tmp_path / "static/big.js.br").read_bytes()) == big
+    assert (tmp_path / "static/big.js.br").stat().st_size < (tmp_path / "static/big.js.gz").stat().st_size
+    for name in ("small.js.gz", "small.js.br", "font.woff2.gz", "font.woff2.br"):
+        assert not (tmp_path / "static" / name).exists(), name
+
+
+def test_an_earlier_images_same_file_is_linked_not_compressed_again(tmp_path):
+    """A course's image built FROM the site's: Notebook's files are the same
+    bytes; they and their compressed forms become links to the site's. A file
+    of the same name with other bytes is the new image's own."""
+    earlier, new = tmp_path / ("a" * 64), tmp_path / ("b" * 64)
+    text = "".join(f"let x{n} = {n * n};\n" for n in range(300))
+    for folder in (earlier, new):
+        (folder / "static").mkdir(parents=True)
+        (folder / "static/same.js").write_text(text)
+        (folder / "static/other.js").write_text(text + ("// the site's\n" if folder == earlier else "// mine\n"))
+    jupyter_static.precompress(earlier)
+    jupyter_static.precompress(new, [earlier])
+    for name in ("same.js", "same.js.gz", "same.js.br"):
+        assert (new / "static" / name).stat().st_ino == (earlier / "static" / name).stat().st_ino, name
+    for name in ("other.js", "other.js.gz", "other.js.br"):
+        assert (new / "static" / name).stat().st_ino != (earlier / "static" / name).stat().st_ino, name
+    assert (new / "static/other.js").read_text().endswith("// mine\n")
+    assert [p.name for p in new.rglob(".*")] == []  # no temporary name left
+    # the earlier folder removed (nbh gc), the new one keeps its files whole
+    import shutil  # noqa: PLC0415
+    shutil.rmtree(earlier)
+    assert (new / "static/same.js").read_text() == text and (new / "static/same.js.br").stat().st_size > 0
 
 
 def test_the_host_and_the_image_compute_the_same_fingerprint(tmp_path, monkeypatch):
@@ -189,3 +220,23 @@ def test_a_start_reads_only_a_well_formed_record(tmp_path, monkeypatch):
     assert jupyter_static.for_start("img:1") == {}
     record.unlink()
     assert jupyter_static.for_start("img:1") == {}
+
+
+def test_brotli_is_served_where_nginx_loads_the_module(tmp_path):
+    """`nbh setup` writes brotli_static only where a module loader names it
+    (an nginx without it would refuse the whole site)."""
+    from nbhosting import cli  # noqa: PLC0415
+
+    enabled = tmp_path / "etc/nginx/modules-enabled"
+    enabled.mkdir(parents=True)
+    (enabled / "50-mod-http-geoip.conf").write_text("load_module modules/ngx_http_geoip_module.so;\n")
+    (enabled / "60-off.conf").write_text("# load_module modules/ngx_http_brotli_static_module.so;\n")
+    assert cli.nginx_module_loader("ngx_http_brotli_static_module", str(tmp_path)) is None
+    fedora = tmp_path / "usr/share/nginx/modules"
+    fedora.mkdir(parents=True)
+    (fedora / "mod-brotli.conf").write_text('load_module "/usr/lib64/nginx/modules/ngx_http_brotli_static_module.so";\n')
+    assert cli.nginx_module_loader("ngx_http_brotli_static_module", str(tmp_path)) == \
+        "/usr/share/nginx/modules/mod-brotli.conf"
+    (enabled / "50-mod-http-brotli-static.conf").write_text("load_module modules/ngx_http_brotli_static_module.so;\n")
+    assert cli.nginx_module_loader("ngx_http_brotli_static_module", str(tmp_path)) == \
+        "/etc/nginx/modules-enabled/50-mod-http-brotli-static.conf"
