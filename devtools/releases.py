@@ -67,6 +67,8 @@ CHECK_PACKAGES = ("python3-pytest", "python3-pytest-timeout", "python3-hypothesi
 # release would have to (its python3 looks there first).
 RELEASE_PIP = {"bookworm": ("tornado>=6.3", "pyjwt>=2.8", "nbconvert>=7", "jupytext>=1.16"), "trixie": ()}
 BOOT_TIMEOUT = 120
+# Trees kept in the cache per release (tarball()).
+KEPT_TREES = 2
 # The tree's own: nspawn gives it all of these (its network is private).
 NAMESPACES = ("--mount", "--uts", "--ipc", "--net", "--pid")
 
@@ -130,7 +132,15 @@ def tarball(release: str) -> Path:
     subprocess.run(["tar", "--numeric-owner", "-C", str(work), "-cf", f"{cached}.tmp", "."], check=True)
     os.replace(f"{cached}.tmp", cached)
     shutil.rmtree(work)
+    prune(release)
     return cached
+
+
+def prune(release: str) -> None:
+    """Each list of packages leaves its tree (over 500 MB): the newest few
+    stay, for checkouts that differ, as the test image's do (build-test-image)."""
+    for old in sorted(CACHE.glob(f"{release}-tree-*.tar"), key=lambda path: path.stat().st_mtime)[:-KEPT_TREES]:
+        old.unlink()
 
 
 def _scripts() -> dict[str, str]:
