@@ -231,9 +231,10 @@ def test_a_course_image_has_its_own_files_and_cannot_reach_the_hosts(sandbox, sy
 
 
 def test_a_returning_browser_fetches_no_static_file_from_a_students_server(sandbox, systemd, course, student,
-                                                                           browser):
+                                                                           browser, site_id):
     """The second student's page, in the browser that opened the first's,
-    takes all of Notebook's files from its cache: none from the server."""
+    takes all of Notebook's files from its cache: none from the server. The
+    first took them brotli-compressed, as extracted."""
     pairs = [Instance(course, f"{student}-a"), Instance(course, f"{student}-b")]
     seen = []
     try:
@@ -245,16 +246,22 @@ def test_a_returning_browser_fetches_no_static_file_from_a_students_server(sandb
                 assert urlsplit(browser.js("return location.href")).path.startswith(pair.base_url)
                 wait_for_kernel_idle(browser, sandbox, pair)  # what the page loads late, loaded
                 seen.append(browser.js("return performance.getEntriesByType('resource')"
-                                       ".map(r => [new URL(r.name).pathname, r.transferSize])"))
+                                       ".map(r => [new URL(r.name).pathname, r.transferSize, r.encodedBodySize])"))
                 browser.driver.switch_to.default_content()
     finally:
         for pair in pairs:
             systemd.stop_instance(pair)
     first, second = seen
-    assert [path for path, _ in first + second if OWN_FILES.match(path)] == []
-    fetched = {path: size for path, size in first if path.startswith("/_jupyter/")}
+    assert [path for path, *_ in first + second if OWN_FILES.match(path)] == []
+    fetched = {path: size for path, size, _ in first if path.startswith("/_jupyter/")}
+    # Chromium asks for br (on loopback too): each file came as its .br, where the extraction made one
+    folder = sandbox.path(f"{STATIC}/{site_id}")
+    brotlied = [(path, encoded, (folder / path.removeprefix(f"/_jupyter/{site_id}/")).with_name(
+        path.rsplit("/", 1)[1] + ".br")) for path, _, encoded in first if path.startswith(f"/_jupyter/{site_id}/")]
+    brotlied = [(path, encoded, br.stat().st_size) for path, encoded, br in brotlied if br.is_file()]
+    assert len(brotlied) >= 30 and all(encoded == size for _, encoded, size in brotlied), brotlied
     # The first page fetched them (so the measure can see a fetch), the second did not.
     assert len(fetched) >= 30 and all(size > 0 for size in fetched.values()), first
-    again = [(path, size) for path, size in second if path in fetched]
+    again = [(path, size) for path, size, _ in second if path in fetched]
     assert len(again) >= 30, second
     assert [path for path, size in again if size > 0] == []
