@@ -67,6 +67,13 @@ CHECK_PACKAGES = ("python3-pytest", "python3-pytest-timeout", "python3-hypothesi
 # release would have to (its python3 looks there first).
 RELEASE_PIP = {"bookworm": ("tornado>=6.3", "pyjwt>=2.8", "nbconvert>=7", "jupytext>=1.16"), "trixie": ()}
 BOOT_TIMEOUT = 120
+# What a booted tree would change in the host's kernel, its /proc/sys and
+# /sys being writable (NSPAWN_ENV): masked, as in the host-mode sandbox.
+KERNEL_UNITS = ("systemd-sysctl.service", "systemd-binfmt.service", "proc-sys-fs-binfmt_misc.automount",
+                "proc-sys-fs-binfmt_misc.mount", "systemd-modules-load.service", "sys-kernel-debug.mount",
+                "sys-kernel-tracing.mount", "sys-kernel-config.mount", "sys-fs-fuse-connections.mount",
+                "dev-hugepages.mount", "systemd-udevd.service", "systemd-udev-trigger.service",
+                "systemd-journald-audit.socket")
 # Trees kept in the cache per release (tarball()).
 KEPT_TREES = 2
 # The tree's own: nspawn gives it all of these (its network is private).
@@ -285,20 +292,30 @@ def prepare(release: str, from_rpm: Path | None = None, name: str | None = None)
     tree.mkdir(parents=True)
     subprocess.run(["tar", "--numeric-owner", "-C", str(tree), "-xf", str(source)], check=True)
     install(tree, release, from_rpm)
+    for unit in KERNEL_UNITS:
+        (tree / "etc/systemd/system" / unit).symlink_to("/dev/null")
     return tree
 
 
 def nspawn_argv(tree: Path, *options: str, init_args: tuple[str, ...] = ()) -> list[str]:
-    """systemd-nspawn booting the tree; run with UNIFIED in the environment."""
+    """systemd-nspawn booting the tree; run with NSPAWN_ENV in the environment."""
     # the test image, read-only at its host path, for systems.import_image()
     image = [f"--bind-ro={systems.image_tar()}"] if systems.IMAGE_TAR.exists() else []
     return ["systemd-nspawn", "--quiet", "--register=no", "--keep-unit", "--boot", f"--machine=nbh-{tree.name}",
             f"--directory={tree}", *image, *options, *(("--", *init_args) if init_args else ())]
 
 
-# systemd >= 256 refuses cgroup v1: nspawn gives the tree a cgroup2
-# hierarchy of its own, whatever the host mounts.
-UNIFIED = {"SYSTEMD_NSPAWN_UNIFIED_HIERARCHY": "1"}
+# How nspawn boots a tree:
+# - systemd >= 256 refuses cgroup v1: nspawn gives the tree a cgroup2
+#   hierarchy of its own, whatever the host mounts;
+# - a whole /proc, as a machine has: nspawn 257 covers /proc/kallsyms,
+#   /proc/keys, /proc/timer_list, and both bind /proc/sys and others
+#   read-only. systemd 257 copies those covers onto the new /proc of a unit
+#   with ProtectProc= (252 does not), and the kernel then refuses rootless
+#   podman a container's /proc (it needs one whole /proc where it runs).
+#   The tree may then write the host kernel's settings, as the host-mode
+#   sandbox may: the units that would are masked in it (KERNEL_UNITS).
+NSPAWN_ENV = {"SYSTEMD_NSPAWN_UNIFIED_HIERARCHY": "1", "SYSTEMD_NSPAWN_API_VFS_WRITABLE": "1"}
 
 
 def up(release: str | None = None, from_rpm: Path | None = None) -> Booted:
@@ -307,7 +324,7 @@ def up(release: str | None = None, from_rpm: Path | None = None) -> Booted:
     release = release or other_release()
     tree = prepare(release, from_rpm)
     log = open(TREES / f"{release}.log", "w")  # noqa: SIM115 -- nspawn's output, kept while it runs
-    nspawn = subprocess.Popen(nspawn_argv(tree, "--private-network"), env={**os.environ, **UNIFIED},
+    nspawn = subprocess.Popen(nspawn_argv(tree, "--private-network"), env={**os.environ, **NSPAWN_ENV},
                               stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     deadline = time.monotonic() + BOOT_TIMEOUT
     while (leader := _leader(nspawn)) is None:

@@ -342,7 +342,7 @@ def up(timeout: float = BOOT_TIMEOUT, from_rpm: Path | None = None) -> int:
         (group / "cgroup.procs").write_text(str(os.getpid()))
 
     if in_tree:
-        argv, env = tree_argv(release, from_rpm), {**os.environ, **releases.UNIFIED}
+        argv, env = tree_argv(release, from_rpm), {**os.environ, **releases.NSPAWN_ENV}
         TREE_RELEASE.write_text(release)
     else:
         argv = ["unshare", "--pid", "--fork", "--mount", "--mount-proc", "--cgroup", "--propagation", "private",
