@@ -318,6 +318,15 @@ def nspawn_argv(tree: Path, *options: str, init_args: tuple[str, ...] = ()) -> l
 NSPAWN_ENV = {"SYSTEMD_NSPAWN_UNIFIED_HIERARCHY": "1", "SYSTEMD_NSPAWN_API_VFS_WRITABLE": "1"}
 
 
+def kernels_boot_id(leader: int) -> None:
+    """The kernel's boot id in the booted tree, not the one nspawn binds over
+    /proc/sys/kernel/random/boot_id: a unit's own /proc (ProtectProc=) shows
+    the kernel's, and podman 5 refuses to run where it sees another boot id
+    than the one its state was made with ("an unhandled reboot has occurred")."""
+    subprocess.run(systems.nsenter_argv(leader, ["umount", "/proc/sys/kernel/random/boot_id"], None, ("--mount",)),
+                   capture_output=True, check=False)  # none to remove: nothing to do
+
+
 def up(release: str | None = None, from_rpm: Path | None = None) -> Booted:
     """A fresh tree of the release, the project installed, booted on a
     private network."""
@@ -343,6 +352,7 @@ def up(release: str | None = None, from_rpm: Path | None = None) -> Booted:
             raise ReleaseError(f"{release} did not boot ({state or 'no answer'}): "
                                f"{(TREES / f'{release}.log').read_text()[-3000:]}")
         time.sleep(0.2)
+    kernels_boot_id(leader)
     return booted
 
 

@@ -377,6 +377,7 @@ def up(timeout: float = BOOT_TIMEOUT, from_rpm: Path | None = None) -> int:
         print(f"nbh-sandbox: booted degraded:\n{failed}", file=sys.stderr)
     if in_tree:
         add_loop_devices(value)
+        releases.kernels_boot_id(value)
     load_image()
     return value
 
