@@ -323,7 +323,8 @@ def kernels_boot_id(leader: int) -> None:
     /proc/sys/kernel/random/boot_id: a unit's own /proc (ProtectProc=) shows
     the kernel's, and podman 5 refuses to run where it sees another boot id
     than the one its state was made with ("an unhandled reboot has occurred")."""
-    subprocess.run(systems.nsenter_argv(leader, ["umount", "/proc/sys/kernel/random/boot_id"], None, ("--mount",)),
+    # in its PID namespace too: umount reads /proc/self, which is the tree's /proc
+    subprocess.run(systems.nsenter_argv(leader, ["umount", "/proc/sys/kernel/random/boot_id"]),
                    capture_output=True, check=False)  # none to remove: nothing to do
 
 
