@@ -59,6 +59,24 @@ def test_it_is_the_other_release_with_its_systemd(booted):
     assert booted.run("stat", "-f", "-c", "%T", "/sys/fs/cgroup").stdout.strip() == "cgroup2fs"
 
 
+def test_the_tree_has_a_whole_proc_and_the_kernels_boot_id(booted):
+    """As a machine has: nothing mounted over /proc's files and folders but
+    nspawn's /proc/kmsg (systemd 257 copies such covers onto a unit's own
+    /proc, where rootless podman then mounts no container's /proc), and the
+    kernel's boot id, which a unit's own /proc shows (podman 5 refuses to
+    run across two). A unit like nbh-podman.service, as an account, makes a
+    user namespace that mounts a /proc of its own."""
+    mounts = booted.run("cat", "/proc/self/mountinfo").stdout.splitlines()
+    assert [line.split()[4] for line in mounts if line.split()[4].startswith("/proc/")] in ([], ["/proc/kmsg"])
+    kernels = Path("/proc/sys/kernel/random/boot_id").read_text()
+    assert booted.run("cat", "/proc/sys/kernel/random/boot_id").stdout == kernels
+    as_a_unit = ("systemd-run", "--wait", "--pipe", "--quiet", "-p", "ProtectProc=invisible", "-p", "User=nobody")
+    assert booted.run(*as_a_unit, "cat", "/proc/sys/kernel/random/boot_id").stdout == kernels
+    nested = booted.run(*as_a_unit, "unshare", "--map-root-user", "--pid", "--fork", "--mount", "--mount-proc",
+                        "true", check=False)
+    assert nested.returncode == 0, nested.stderr
+
+
 def test_the_units_verify_under_its_systemd(booted):
     verified = booted.run("systemd-analyze", "verify", "--man=no", *unit_names(), check=False)
     assert verified.returncode == 0 and verified.stderr == "", verified.stderr
