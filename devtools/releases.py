@@ -67,13 +67,13 @@ CHECK_PACKAGES = ("python3-pytest", "python3-pytest-timeout", "python3-hypothesi
 # release would have to (its python3 looks there first).
 RELEASE_PIP = {"bookworm": ("tornado>=6.3", "pyjwt>=2.8", "nbconvert>=7", "jupytext>=1.16"), "trixie": ()}
 BOOT_TIMEOUT = 120
-# What a booted tree would change in the host's kernel, its /proc/sys and
-# /sys being writable (NSPAWN_ENV): masked, as in the host-mode sandbox.
+# What a booted system would change in the host's kernel, its /proc/sys and
+# /sys being writable: masked in a tree (NSPAWN_ENV) and in the host-mode
+# sandbox (sandbox.MASKED, which has these and more). The trees have no udev.
 KERNEL_UNITS = ("systemd-sysctl.service", "systemd-binfmt.service", "proc-sys-fs-binfmt_misc.automount",
-                "proc-sys-fs-binfmt_misc.mount", "systemd-modules-load.service", "sys-kernel-debug.mount",
+                "systemd-modules-load.service", "systemd-journald-audit.socket", "sys-kernel-debug.mount",
                 "sys-kernel-tracing.mount", "sys-kernel-config.mount", "sys-fs-fuse-connections.mount",
-                "dev-hugepages.mount", "systemd-udevd.service", "systemd-udev-trigger.service",
-                "systemd-journald-audit.socket")
+                "dev-hugepages.mount")
 # Trees kept in the cache per release (tarball()).
 KEPT_TREES = 2
 # The tree's own: nspawn gives it all of these (its network is private).

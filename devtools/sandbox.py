@@ -57,18 +57,16 @@ TREE_RELEASE = STATE / "tree-release"
 BOOT_LOG = STATE / "boot.log"
 NAME = "nbh-sandbox"
 # Host units that would touch the host, or that a container has no use for:
-# systemd-tmpfiles-setup alone would empty the host's /tmp.
+# systemd-tmpfiles-setup alone would empty the host's /tmp; those that would
+# change the host's kernel settings, as in a tree (releases.KERNEL_UNITS).
 MASKED = (
     "systemd-tmpfiles-setup.service", "systemd-tmpfiles-setup-dev.service",
-    "systemd-tmpfiles-clean.timer", "systemd-sysctl.service", "systemd-binfmt.service",
-    "proc-sys-fs-binfmt_misc.automount", "systemd-modules-load.service",
-    "systemd-remount-fs.service", "systemd-sysusers.service", "systemd-update-utmp.service",
-    "systemd-journal-flush.service", "systemd-random-seed.service", "ldconfig.service",
-    "kmod-static-nodes.service", "systemd-journald-audit.socket", "systemd-firstboot.service",
+    "systemd-tmpfiles-clean.timer", "systemd-remount-fs.service", "systemd-sysusers.service",
+    "systemd-update-utmp.service", "systemd-journal-flush.service", "systemd-random-seed.service",
+    "ldconfig.service", "kmod-static-nodes.service", "systemd-firstboot.service",
     "systemd-machine-id-commit.service", "systemd-repart.service", "systemd-pstore.service",
-    "systemd-timesyncd.service", "getty.target", "console-getty.service",
-    "sys-kernel-debug.mount", "sys-kernel-tracing.mount", "sys-kernel-config.mount",
-    "sys-fs-fuse-connections.mount", "dev-hugepages.mount", "dev-mqueue.mount",
+    "systemd-timesyncd.service", "getty.target", "console-getty.service", "dev-mqueue.mount",
+    *releases.KERNEL_UNITS,
 )
 TARGET = """\
 [Unit]

@@ -69,6 +69,7 @@ def test_the_page_takes_notebooks_files_from_nginx_with_the_cache_headers(sandbo
     assert config["fullStaticUrl"] == f"/_jupyter/{site_id}/static"
     assert config["fullLabextensionsUrl"] == f"/_jupyter/{site_id}/labextensions"
     menus = next(e for e in config["federated_extensions"] if e["name"] == "@nbhosting/menus")
+    assert sandbox.path(str(cli.NGINX_BROTLI_CONF)).read_text().endswith("brotli_static on;\n")
     for path in (f"static/{main}", f"labextensions/@nbhosting/menus/{menus['load']}"):
         # no token, no cookie, no Referer: the same answer for anyone
         plain = get(f"/_jupyter/{site_id}/{path}", referer=None)
@@ -81,7 +82,6 @@ def test_the_page_takes_notebooks_files_from_nginx_with_the_cache_headers(sandbo
         # precompressed at the extraction (gzip_static), not by nginx at each request
         packed = get(f"/_jupyter/{site_id}/{path}", referer=None, headers={"Accept-Encoding": "gzip"})
         assert packed.getheader("Content-Encoding") == "gzip" and packed.getheader("Vary") == "Accept-Encoding"
-        assert sandbox.path(str(cli.NGINX_BROTLI_CONF)).read_text().endswith("brotli_static on;\n")
         assert packed.body == (folder / f"{path}.gz").read_bytes() and gzip.decompress(packed.body) == plain.body
         # and brotli's best, to a browser that takes it (every one, over TLS).
         # Debian 12's module (1.0.0~rc-3) now and then misses the .br, and
